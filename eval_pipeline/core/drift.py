@@ -1,0 +1,268 @@
+"""Drift: today's judge scores against a baseline, overall and per segment.
+
+The statistics are plain functions of score arrays (scipy does the distributions):
+- Mann-Whitney U, one-sided (today stochastically lower), because scores are ordinal;
+  against a pinned baseline value, the one-sample Wilcoxon signed-rank test instead;
+- a one-sided two-proportion z-test on the share of bad scores (<= 2).
+An alert needs both a practical drop (mean at least ``min_drop`` points below baseline)
+and significance (``p < alpha``). Either alone is noise or trivia. A day tests every
+segment plus the overall mean, so the p-values are Holm-adjusted over that family: with six
+tests a day at alpha 0.05 unadjusted, a clean month would page someone about once a week.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from eval_pipeline.core.store import replace_rows
+
+ALL_SEGMENTS = "__all__"
+BAD_SCORE = 2
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    baseline_days: int = 7
+    min_baseline_n: int = 100  # about three days of a small segment
+    min_n: int = 10
+    min_drop: float = 0.2  # practical floor, in score points
+    alpha: float = 0.05
+    pinned_baseline: float | None = None  # e.g. the golden-set judge mean at deploy time
+
+
+@dataclass
+class DriftRow:
+    segment: str
+    n: int
+    n_failed: int
+    failure_rate: float | None
+    mean_score: float | None
+    p10_score: float | None
+    bad_share: float | None
+    baseline_kind: str
+    baseline_days: int | None
+    baseline_n: int | None
+    baseline_mean: float | None
+    baseline_bad_share: float | None
+    delta: float | None
+    mean_p_value: float | None
+    mean_p_adjusted: float | None
+    bad_share_p_value: float | None
+    alert: bool
+    verdict: str
+
+
+def two_proportion_p(bad_today: int, n_today: int, bad_base: int, n_base: int) -> float | None:
+    """One-sided p that today's bad share is higher than the baseline's (pooled z-test)."""
+    if n_today == 0 or n_base == 0:
+        return None
+    pooled = (bad_today + bad_base) / (n_today + n_base)
+    if pooled in (0.0, 1.0):
+        return 1.0
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_today + 1 / n_base))
+    z = (bad_today / n_today - bad_base / n_base) / se
+    return float(stats.norm.sf(z))
+
+
+def mean_drop_p(today: np.ndarray, baseline: np.ndarray) -> float | None:
+    """One-sided Mann-Whitney U p-value that today's scores are lower than the baseline's."""
+    if len(today) == 0 or len(baseline) == 0:
+        return None
+    if np.all(today == today[0]) and np.all(baseline == today[0]):
+        return 1.0  # identical constant samples: no evidence of anything
+    return float(stats.mannwhitneyu(today, baseline, alternative="less").pvalue)
+
+
+def pinned_drop_p(today: np.ndarray, pinned: float) -> float | None:
+    """One-sided Wilcoxon signed-rank p that today's scores sit below a pinned value."""
+    diffs = today - pinned
+    if len(diffs) == 0 or np.all(diffs == 0):
+        return None if len(diffs) == 0 else 1.0
+    return float(stats.wilcoxon(diffs, alternative="less", zero_method="wilcox").pvalue)
+
+
+def compare(
+    segment: str,
+    today: np.ndarray,
+    n_failed: int,
+    baseline: np.ndarray | None,
+    config: DriftConfig,
+) -> DriftRow:
+    today = np.asarray(today, dtype=float)
+    n = len(today)
+    total = n + n_failed
+    row = DriftRow(
+        segment=segment,
+        n=n,
+        n_failed=n_failed,
+        failure_rate=(n_failed / total) if total else None,
+        mean_score=float(today.mean()) if n else None,
+        p10_score=float(np.percentile(today, 10)) if n else None,
+        bad_share=float((today <= BAD_SCORE).mean()) if n else None,
+        baseline_kind="pinned" if config.pinned_baseline is not None else "trailing",
+        baseline_days=None if config.pinned_baseline is not None else config.baseline_days,
+        baseline_n=None,
+        baseline_mean=None,
+        baseline_bad_share=None,
+        delta=None,
+        mean_p_value=None,
+        mean_p_adjusted=None,
+        bad_share_p_value=None,
+        alert=False,
+        verdict="",
+    )
+    if config.pinned_baseline is not None:
+        row.baseline_mean = config.pinned_baseline
+        if n:
+            row.mean_p_value = pinned_drop_p(today, config.pinned_baseline)
+    elif baseline is not None and len(baseline):
+        baseline = np.asarray(baseline, dtype=float)
+        row.baseline_n = len(baseline)
+        row.baseline_mean = float(baseline.mean())
+        row.baseline_bad_share = float((baseline <= BAD_SCORE).mean())
+        if n:
+            row.mean_p_value = mean_drop_p(today, baseline)
+            row.bad_share_p_value = two_proportion_p(
+                int((today <= BAD_SCORE).sum()), n, int((baseline <= BAD_SCORE).sum()), len(baseline)
+            )
+    if n and row.baseline_mean is not None:
+        row.delta = row.mean_score - row.baseline_mean
+    row.mean_p_adjusted = row.mean_p_value
+    row.alert, row.verdict = decide(row, config)
+    return row
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values (None stays None and is not counted)."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def decide(row: DriftRow, config: DriftConfig) -> tuple[bool, str]:
+    """The alert rule, and the sentence that explains it."""
+    if row.n < config.min_n:
+        return False, f"not enough judged traces today ({row.n} < {config.min_n}): no verdict"
+    if row.baseline_mean is None:
+        return False, "no baseline yet: no verdict"
+    if row.baseline_kind == "trailing" and (row.baseline_n or 0) < config.min_baseline_n:
+        return False, (
+            f"baseline too small ({row.baseline_n} < {config.min_baseline_n} scores): no verdict"
+        )
+    drop = -row.delta
+    p = row.mean_p_adjusted
+    significant = p is not None and p < config.alpha
+    practical = drop >= config.min_drop - 1e-12
+    figures = f"mean {row.mean_score:.2f} vs baseline {row.baseline_mean:.2f} (delta {row.delta:+.2f}"
+    figures += f", Holm-adjusted p={p:.3g})" if p is not None else ")"
+    if significant and practical:
+        return True, f"quality dropped: {figures}"
+    if significant:
+        return False, f"statistically lower but below the {config.min_drop} floor: {figures}"
+    if practical:
+        return False, f"lower but not significant at alpha={config.alpha}: {figures}"
+    return False, f"no drop: {figures}"
+
+
+def drift_for_day(
+    scores: pd.DataFrame, baseline_scores: pd.DataFrame, config: DriftConfig
+) -> list[DriftRow]:
+    """scores / baseline_scores: columns segment, state, score. One row per segment + overall."""
+    rows = []
+    segments = sorted(set(scores["segment"]) | set(baseline_scores["segment"]))
+    for seg in [ALL_SEGMENTS, *segments]:
+        today = scores if seg == ALL_SEGMENTS else scores[scores["segment"] == seg]
+        base = (
+            baseline_scores
+            if seg == ALL_SEGMENTS
+            else baseline_scores[baseline_scores["segment"] == seg]
+        )
+        ok = today[today["state"] == "ok"]["score"].to_numpy(dtype=float)
+        failed = int((today["state"] != "ok").sum())
+        base_ok = base[base["state"] == "ok"]["score"].to_numpy(dtype=float)
+        if seg != ALL_SEGMENTS and len(today) == 0:
+            continue  # a segment seen only in the baseline has no row today
+        rows.append(compare(seg, ok, failed, base_ok, config))
+    for row, adjusted in zip(rows, holm([r.mean_p_value for r in rows]), strict=True):
+        row.mean_p_adjusted = adjusted
+        row.alert, row.verdict = decide(row, config)
+    return rows
+
+
+@dataclass
+class DriftResult:
+    day: dt.date
+    rows: list[DriftRow]
+    judge_name: str | None
+    rubric_version: str | None
+
+    @property
+    def overall(self) -> DriftRow | None:
+        return next((r for r in self.rows if r.segment == ALL_SEGMENTS), None)
+
+    @property
+    def alerts(self) -> list[DriftRow]:
+        return [r for r in self.rows if r.alert]
+
+
+def report_day(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, config: DriftConfig = DriftConfig()
+) -> DriftResult:
+    """Compute and store the day's drift report.
+
+    The trailing baseline only uses scores from the same judge and rubric version as today,
+    so switching judges never reads as drift.
+    """
+    scores = conn.execute(
+        "SELECT segment, state, score, judge_name, rubric_version FROM judge_scores "
+        "WHERE partition_date = ?",
+        [day],
+    ).df()
+    judge_name = scores["judge_name"].iloc[0] if len(scores) else None
+    rubric = scores["rubric_version"].iloc[0] if len(scores) else None
+    baseline = conn.execute(
+        "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
+        "AND partition_date < ? AND judge_name = ? AND rubric_version = ?",
+        [day - dt.timedelta(days=config.baseline_days), day, judge_name, rubric],
+    ).df()
+    rows = drift_for_day(scores, baseline, config)
+    frame = pd.DataFrame([asdict(r) for r in rows]) if rows else pd.DataFrame(
+        columns=list(DriftRow.__dataclass_fields__)
+    )
+    frame.insert(0, "partition_date", day)
+    frame["judge_name"] = judge_name
+    frame["rubric_version"] = rubric
+    replace_rows(conn, "drift_reports", "partition_date = ?", [day], frame=frame)
+    return DriftResult(day, rows, judge_name, rubric)
+
+
+def markdown_table(rows: list[DriftRow]) -> str:
+    def f(x, fmt=".2f"):
+        return "–" if x is None else format(x, fmt)
+
+    lines = [
+        "| segment | n | mean | p10 | bad share | baseline | delta | p (mean) | p (Holm) "
+        "| p (bad share) | failures | alert |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.segment} | {r.n} | {f(r.mean_score)} | {f(r.p10_score, '.1f')} | "
+            f"{f(r.bad_share, '.1%')} | {f(r.baseline_mean)} | {f(r.delta, '+.2f')} | "
+            f"{f(r.mean_p_value, '.3g')} | {f(r.mean_p_adjusted, '.3g')} | "
+            f"{f(r.bad_share_p_value, '.3g')} | {r.n_failed} | "
+            f"{'ALERT' if r.alert else ''} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The daily sample: N traces per day, stratified by segment, with a floor per segment.
+
+Reproducible: the order inside a segment is the md5 of (seed, trace_id), so the same day's
+traces always give the same sample, whatever order the files were read in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from eval_pipeline.core.store import replace_rows
+
+NO_SEGMENT = "(none)"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    sample_size: int = 200
+    floor_per_segment: int = 20
+    seed: str = "eval-pipeline"
+
+    def __post_init__(self) -> None:
+        if self.sample_size < 1:
+            raise ValueError("sample_size must be at least 1")
+        if self.floor_per_segment < 0:
+            raise ValueError("floor_per_segment cannot be negative")
+
+
+def allocate(counts: dict[str, int], total: int, floor: int) -> dict[str, int]:
+    """How many to sample from each segment.
+
+    Every segment gets min(its size, floor); the rest of ``total`` is shared in proportion to
+    what is left of each segment (largest remainder, ties by name, so it is deterministic).
+    When the floors alone exceed ``total``, the floors win: small segments are never starved.
+    """
+    alloc = {seg: min(n, floor) for seg, n in counts.items()}
+    remaining = total - sum(alloc.values())
+    room = {seg: counts[seg] - alloc[seg] for seg in counts}
+    room_total = sum(room.values())
+    if remaining <= 0 or room_total == 0:
+        return alloc
+    remaining = min(remaining, room_total)
+    quotas = {seg: remaining * room[seg] / room_total for seg in counts}
+    extra = {seg: int(q) for seg, q in quotas.items()}
+    leftover = remaining - sum(extra.values())
+    for seg in sorted(counts, key=lambda s: (-(quotas[s] - extra[s]), s))[:leftover]:
+        extra[seg] += 1
+    return {seg: alloc[seg] + min(extra[seg], room[seg]) for seg in counts}
+
+
+@dataclass
+class SampleResult:
+    day: dt.date
+    population: int
+    sampled: int
+    by_segment: dict[str, tuple[int, int]]  # segment -> (population, sampled)
+
+
+def sample_day(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, config: SamplingConfig = SamplingConfig()
+) -> SampleResult:
+    counts = dict(
+        conn.execute(
+            "SELECT coalesce(segment, ?), count(*) FROM raw_traces WHERE partition_date = ? "
+            "GROUP BY 1",
+            [NO_SEGMENT, day],
+        ).fetchall()
+    )
+    alloc = allocate(counts, config.sample_size, config.floor_per_segment)
+    plan = pd.DataFrame(
+        {
+            "segment": pd.Series(list(alloc), dtype=object),
+            "k": pd.Series([alloc[s] for s in alloc], dtype="int64"),
+            "stratum_size": pd.Series([counts[s] for s in alloc], dtype="int64"),
+        }
+    )
+    conn.register("_plan", plan)
+    try:
+        n = replace_rows(
+            conn,
+            "sampled_traces",
+            "partition_date = ?",
+            [day],
+            select_sql="""
+                SELECT partition_date, trace_id, segment, stratum_size, k FROM (
+                    SELECT t.partition_date, t.trace_id, p.segment, p.stratum_size, p.k,
+                           row_number() OVER (PARTITION BY p.segment
+                                              ORDER BY md5(? || t.trace_id)) AS rk
+                    FROM raw_traces t
+                    JOIN _plan p ON coalesce(t.segment, ?) = p.segment
+                    WHERE t.partition_date = ?
+                ) WHERE rk <= k
+            """,
+            select_params=[config.seed, NO_SEGMENT, day],
+        )
+    finally:
+        conn.unregister("_plan")
+    return SampleResult(
+        day=day,
+        population=sum(counts.values()),
+        sampled=n,
+        by_segment={s: (counts[s], alloc[s]) for s in sorted(alloc)},
+    )

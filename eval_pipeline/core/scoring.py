@@ -1,0 +1,149 @@
+"""Judge scores for a day's sample, through the judgment cache.
+
+Every sampled trace gets a row in judge_scores with the state of its judgment. Judgments
+are looked up by content hash first; only misses (and earlier ``error`` judgments, which
+may have been transient) go to the judge. ``ok`` and ``unparseable`` results are final for
+that judge, model and rubric version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from eval_pipeline.core.judging import Judge, JudgeRequest, Judgment, Progress, judgment_key
+from eval_pipeline.core.store import replace_rows
+
+
+@dataclass
+class ScoreResult:
+    day: dt.date
+    judge_name: str
+    judge_model: str | None
+    rubric_version: str
+    n: int = 0
+    cache_hits: int = 0
+    judge_calls: int = 0
+    states: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms_total: float = 0.0
+    mean_score: float | None = None
+
+    @property
+    def failure_rate(self) -> float:
+        failed = self.states["unparseable"] + self.states["error"]
+        return failed / self.n if self.n else 0.0
+
+
+def lookup_judgments(
+    conn: duckdb.DuckDBPyConnection, keys: list[str]
+) -> dict[str, tuple[str, int | None]]:
+    """Cached (state, score) for the keys that have a final judgment."""
+    if not keys:
+        return {}
+    frame = pd.DataFrame({"judgment_key": pd.Series(keys, dtype=object)})
+    conn.register("_keys", frame)
+    try:
+        rows = conn.execute(
+            "SELECT j.judgment_key, j.state, j.score FROM judgments j "
+            "JOIN _keys USING (judgment_key) WHERE j.state <> 'error'"
+        ).fetchall()
+    finally:
+        conn.unregister("_keys")
+    return {k: (s, sc) for k, s, sc in rows}
+
+
+def store_judgments(
+    conn: duckdb.DuckDBPyConnection, judge: Judge, keyed: list[tuple[str, Judgment]]
+) -> None:
+    if not keyed:
+        return
+    frame = pd.DataFrame(
+        {
+            "judgment_key": [k for k, _ in keyed],
+            "judge_name": judge.name,
+            "judge_model": judge.model,
+            "rubric_version": judge.rubric_version,
+            "state": [j.state for _, j in keyed],
+            "score": pd.array([j.score for _, j in keyed], dtype="Int64"),
+            "reason": [j.reason for _, j in keyed],
+            "raw_output": [j.raw_output for _, j in keyed],
+            "prompt_tokens": pd.array([j.prompt_tokens for _, j in keyed], dtype="Int64"),
+            "completion_tokens": pd.array([j.completion_tokens for _, j in keyed], dtype="Int64"),
+            "latency_ms": pd.array([j.latency_ms for _, j in keyed], dtype="Float64"),
+            "attempts": pd.array([j.attempts for _, j in keyed], dtype="Int64"),
+        }
+    )
+    conn.register("_new_judgments", frame)
+    try:
+        conn.execute(
+            "INSERT OR REPLACE INTO judgments SELECT judgment_key, judge_name, judge_model, "
+            "rubric_version, state, score, reason, raw_output, prompt_tokens, "
+            "completion_tokens, latency_ms, attempts, now()::TIMESTAMP FROM _new_judgments"
+        )
+    finally:
+        conn.unregister("_new_judgments")
+
+
+def score_day(
+    conn: duckdb.DuckDBPyConnection,
+    judge: Judge,
+    day: dt.date,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    rows = conn.execute(
+        "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response "
+        "FROM sampled_traces s JOIN raw_traces t USING (partition_date, trace_id) "
+        "WHERE s.partition_date = ? ORDER BY s.trace_id",
+        [day],
+    ).fetchall()
+    result = ScoreResult(day, judge.name, judge.model, judge.rubric_version, n=len(rows))
+    requests = [JudgeRequest(query=q, response=a) for _, _, q, a in rows]
+    keys = [judgment_key(judge, r) for r in requests]
+    cached = lookup_judgments(conn, keys)
+    # Identical (query, response) pairs in one day are judged once.
+    todo: dict[str, JudgeRequest] = {}
+    for key, req in zip(keys, requests, strict=True):
+        if key not in cached and key not in todo:
+            todo[key] = req
+    fresh = judge.judge_many(list(todo.values()), progress=progress) if todo else []
+    if len(fresh) != len(todo):
+        raise RuntimeError(f"judge returned {len(fresh)} judgments for {len(todo)} requests")
+    new = dict(zip(todo, fresh, strict=True))
+    store_judgments(conn, judge, list(new.items()))
+    result.judge_calls = len(todo)
+    for j in fresh:
+        result.prompt_tokens += j.prompt_tokens or 0
+        result.completion_tokens += j.completion_tokens or 0
+        result.latency_ms_total += j.latency_ms or 0.0
+    records = []
+    scores = []
+    for (trace_id, segment, _, _), key in zip(rows, keys, strict=True):
+        hit = key in cached
+        state, score = cached[key] if hit else (new[key].state, new[key].score)
+        result.cache_hits += hit
+        result.states[state] += 1
+        if score is not None:
+            scores.append(score)
+        records.append((trace_id, segment, key, state, score, hit))
+    frame = pd.DataFrame(
+        {
+            "partition_date": day,
+            "trace_id": [r[0] for r in records],
+            "segment": [r[1] for r in records],
+            "judgment_key": [r[2] for r in records],
+            "state": [r[3] for r in records],
+            "score": pd.array([r[4] for r in records], dtype="Int64"),
+            "judge_name": judge.name,
+            "rubric_version": judge.rubric_version,
+            "cache_hit": pd.array([r[5] for r in records], dtype=bool),
+        }
+    )
+    replace_rows(conn, "judge_scores", "partition_date = ?", [day], frame=frame)
+    result.mean_score = sum(scores) / len(scores) if scores else None
+    return result

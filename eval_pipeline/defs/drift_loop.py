@@ -1,0 +1,267 @@
+"""The daily drift loop as Dagster assets: raw_traces -> sampled_traces -> judge_scores ->
+drift_report -> drift_alerts, plus its job and 02:00 UTC schedule.
+
+Each asset is a thin adapter: open the store, call one core function per day of the run,
+report figures. All of them write DuckDB, so all carry pool="duckdb" (limit 1 in the
+project's dagster.yaml) and a single-run backfill policy: a 30-day backfill is one run.
+"""
+
+
+import dagster as dg
+
+from eval_pipeline.core import alerts, drift, sampling, scoring, traces
+from eval_pipeline.defs.partitions import daily_partitions
+from eval_pipeline.defs.reporting import record_day, result, run_days
+from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+
+COMMON = dict(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    group_name="drift",
+)
+MD = dg.MetadataValue
+
+
+class SamplingConfig(dg.Config):
+    sample_size: int = 200
+    floor_per_segment: int = 20
+    seed: str = "eval-pipeline"
+
+
+class DriftConfig(dg.Config):
+    baseline_days: int = 7
+    min_drop: float = 0.2
+    alpha: float = 0.05
+    pinned_baseline: float | None = None
+    min_baseline_n: int = 100
+
+
+class JudgeFailureConfig(dg.Config):
+    max_failure_rate: float = 0.05
+
+
+@dg.asset(kinds={"duckdb", "python"}, **COMMON)
+def raw_traces(
+    context: dg.AssetExecutionContext, store: EvalStore, trace_source: TraceSourceResource
+) -> dg.MaterializeResult:
+    """The day's traces from the trace source, validated; bad rows kept in trace_rejects."""
+    source = trace_source.build()
+    days = run_days(context)
+    per_day = {}
+    with store.connect() as conn:
+        for day in days:
+            res = traces.ingest_day(conn, source, day)
+            if res.rows_ingested == 0:
+                context.log.warning(
+                    f"{day}: the source had no traces for this day ({res.files_read} files read)"
+                )
+            if res.rows_rejected:
+                context.log.warning(
+                    f"{day}: {res.rows_rejected} rows rejected: {res.rejects_by_reason}"
+                )
+            meta = {
+                "dagster/row_count": MD.int(res.rows_ingested),
+                "rows_ingested": MD.int(res.rows_ingested),
+                "rows_rejected": MD.int(res.rows_rejected),
+                "files_read": MD.int(res.files_read),
+                "source": MD.text(res.source),
+                "rejects_by_reason": MD.json(res.rejects_by_reason),
+                "traces_by_segment": MD.json(res.segments),
+            }
+            record_day(context, day, meta)
+            per_day[day] = meta
+            context.log.info(f"{day}: {res.rows_ingested} traces, {res.rows_rejected} rejected")
+    return result(days, per_day)
+
+
+@dg.asset(kinds={"duckdb"}, deps=[raw_traces], **COMMON)
+def sampled_traces(
+    context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore
+) -> dg.MaterializeResult:
+    """A reproducible stratified sample of the day's traces (a floor per segment)."""
+    cfg = sampling.SamplingConfig(config.sample_size, config.floor_per_segment, config.seed)
+    days = run_days(context)
+    per_day = {}
+    with store.connect() as conn:
+        for day in days:
+            res = sampling.sample_day(conn, day, cfg)
+            meta = {
+                "dagster/row_count": MD.int(res.sampled),
+                "sampled": MD.int(res.sampled),
+                "population": MD.int(res.population),
+                "by_segment": MD.json(
+                    {s: {"traces": p, "sampled": k} for s, (p, k) in res.by_segment.items()}
+                ),
+            }
+            record_day(context, day, meta)
+            per_day[day] = meta
+    return result(days, per_day)
+
+
+@dg.asset(
+    kinds={"duckdb", "python"},
+    deps=[sampled_traces],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "judge_failure_rate",
+            asset="judge_scores",
+            blocking=True,
+            description="Unparseable + error judgments are at most 5% of the day's sample.",
+        )
+    ],
+    **COMMON,
+)
+def judge_scores(
+    context: dg.AssetExecutionContext,
+    config: JudgeFailureConfig,
+    store: EvalStore,
+    judge: JudgeResource,
+) -> dg.MaterializeResult:
+    """Each sampled trace scored 1-5 with a reason; cached by content hash."""
+    the_judge = judge.build()
+    days = run_days(context)
+    per_day = {}
+    worst = (0.0, None)
+    with store.connect() as conn:
+        for day in days:
+            res = scoring.score_day(
+                conn,
+                the_judge,
+                day,
+                progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
+            )
+            meta = {
+                "dagster/row_count": MD.int(res.n),
+                "judge": MD.text(the_judge.name),
+                "judge_model": MD.text(the_judge.model or "none"),
+                "rubric_version": MD.text(the_judge.rubric_version),
+                "mean_score": MD.float(res.mean_score if res.mean_score is not None else float("nan")),
+                "failure_rate": MD.float(res.failure_rate),
+                "ok": MD.int(res.states["ok"]),
+                "unparseable": MD.int(res.states["unparseable"]),
+                "error": MD.int(res.states["error"]),
+                "cache_hits": MD.int(res.cache_hits),
+                "judge_calls": MD.int(res.judge_calls),
+                "prompt_tokens": MD.int(res.prompt_tokens),
+                "completion_tokens": MD.int(res.completion_tokens),
+            }
+            record_day(context, day, meta)
+            per_day[day] = meta
+            context.log.info(
+                f"{day}: {res.n} judged by {the_judge.name} ({res.cache_hits} from cache, "
+                f"{res.judge_calls} calls), failure rate {res.failure_rate:.1%}"
+            )
+            if res.failure_rate >= worst[0]:
+                worst = (res.failure_rate, day)
+    rate, day = worst
+    check = dg.AssetCheckResult(
+        check_name="judge_failure_rate",
+        passed=rate <= config.max_failure_rate,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "worst_failure_rate": MD.float(rate),
+            "worst_day": MD.text(str(day)),
+            "max_failure_rate": MD.float(config.max_failure_rate),
+        },
+    )
+    return result(days, per_day, [check])
+
+
+@dg.asset(
+    kinds={"duckdb", "python"},
+    deps=[judge_scores],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_drift_alert",
+            asset="drift_report",
+            description="Warns when a day's drift report raises an alert.",
+        )
+    ],
+    **COMMON,
+)
+def drift_report(
+    context: dg.AssetExecutionContext, config: DriftConfig, store: EvalStore
+) -> dg.MaterializeResult:
+    """Per day and segment: n, mean, p10, bad share and failures vs the baseline, with tests."""
+    cfg = drift.DriftConfig(
+        baseline_days=config.baseline_days,
+        min_drop=config.min_drop,
+        alpha=config.alpha,
+        pinned_baseline=config.pinned_baseline,
+        min_baseline_n=config.min_baseline_n,
+    )
+    days = run_days(context)
+    per_day = {}
+    alerting = []
+    with store.connect() as conn:
+        for day in days:
+            res = drift.report_day(conn, day, cfg)
+            overall = res.overall
+            meta = {
+                "judge": MD.text(res.judge_name or "none"),
+                "rubric_version": MD.text(res.rubric_version or "none"),
+                "alerts": MD.int(len(res.alerts)),
+                "report": MD.md(drift.markdown_table(res.rows)),
+            }
+            if overall is not None:
+                for key in ("mean_score", "p10_score", "bad_share", "failure_rate", "delta",
+                            "baseline_mean", "mean_p_value"):
+                    value = getattr(overall, key)
+                    meta[key] = MD.float(float("nan") if value is None else value)
+            for row in res.rows:
+                if row.segment != drift.ALL_SEGMENTS and row.mean_score is not None:
+                    meta[f"mean_score/{row.segment}"] = MD.float(row.mean_score)
+            record_day(context, day, meta)
+            per_day[day] = meta
+            for row in res.alerts:
+                alerting.append(f"{day} {row.segment}: {row.verdict}")
+                context.log.warning(f"DRIFT {day} {row.segment}: {row.verdict}")
+    check = dg.AssetCheckResult(
+        check_name="no_drift_alert",
+        passed=not alerting,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"alerts": MD.md("\n".join(f"- {a}" for a in alerting) or "none")},
+    )
+    return result(days, per_day, [check])
+
+
+@dg.asset(kinds={"duckdb"}, deps=[drift_report], **COMMON)
+def drift_alerts(
+    context: dg.AssetExecutionContext, store: EvalStore, alert_sink: AlertSink
+) -> dg.MaterializeResult:
+    """Alerts for the day's significant drops, posted once to the webhook (if configured)."""
+    url = alert_sink.webhook_url()
+    days = run_days(context)
+    per_day = {}
+    with store.connect() as conn:
+        for day in days:
+            res = alerts.alert_day(conn, day, url)
+            meta = {
+                "alerts_raised": MD.int(res.raised),
+                "sent": MD.int(res.sent),
+                "failed": MD.int(res.failed),
+                "already_sent": MD.int(res.already_sent),
+                "webhook_configured": MD.bool(url is not None),
+            }
+            if res.failed:
+                context.log.error(f"{day}: {res.failed} alert deliveries failed")
+            record_day(context, day, meta)
+            per_day[day] = meta
+    return result(days, per_day)
+
+
+daily_drift_job = dg.define_asset_job(
+    "daily_drift_job",
+    selection=dg.AssetSelection.groups("drift"),
+    partitions_def=daily_partitions,
+    description="Ingest, sample, judge, report and alert for one day (or a range).",
+)
+
+# 02:00 UTC, for the day that just ended.
+daily_drift_schedule = dg.build_schedule_from_partitioned_job(
+    daily_drift_job,
+    hour_of_day=2,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

@@ -163,3 +163,18 @@ class HeuristicJudge:
             if progress and (i % 500 == 0 or i == len(requests)):
                 progress(i, len(requests))
         return out
+
+
+def judge_from_env(env: dict[str, str] | None = None) -> Judge:
+    """The judge that configuration asks for: $EVAL_JUDGE (default "heuristic").
+
+    Selecting a judge is configuration, not code: the CLI, the demo and the Dagster resource
+    all come through here.
+    """
+    import os
+
+    env = dict(os.environ if env is None else env)
+    kind = env.get("EVAL_JUDGE", "heuristic")
+    if kind == "heuristic":
+        return HeuristicJudge()
+    raise ValueError(f"unknown judge {kind!r} in EVAL_JUDGE (known: heuristic)")

@@ -16,7 +16,7 @@ import duckdb
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.judging import HeuristicJudge, Judge
+from eval_pipeline.core.judging import Judge, judge_from_env
 from eval_pipeline.core.traces import InboxSource, TraceSource
 
 
@@ -51,13 +51,13 @@ class TraceSourceResource(dg.ConfigurableResource):
 class JudgeResource(dg.ConfigurableResource):
     """Which judge scores traces. kind=heuristic needs no model (the demo default)."""
 
-    kind: str = "heuristic"
+    kind: str | None = None  # None: $EVAL_JUDGE, else "heuristic"
 
     def build(self) -> Judge:
-        kind = os.environ.get("EVAL_JUDGE", self.kind)
-        if kind == "heuristic":
-            return HeuristicJudge()
-        raise ValueError(f"unknown judge kind {kind!r} (known: heuristic)")
+        env = dict(os.environ)
+        if self.kind:
+            env["EVAL_JUDGE"] = self.kind
+        return judge_from_env(env)
 
 
 class AlertSink(dg.ConfigurableResource):

@@ -101,8 +101,15 @@ def alert_day(
                 [aid, day, segment, base, mean, delta, p, verdict, aid],
             )
             outcome.alerts.append(
-                {"day": day.isoformat(), "segment": segment, "baseline_mean": base,
-                 "mean_score": mean, "delta": delta, "p_value": p, "message": verdict}
+                {
+                    "day": day.isoformat(),
+                    "segment": segment,
+                    "baseline_mean": base,
+                    "mean_score": mean,
+                    "delta": delta,
+                    "p_value": p,
+                    "message": verdict,
+                }
             )
             already = conn.execute(
                 "SELECT count(*) FROM alert_deliveries WHERE alert_id = ? AND status = 'sent'",
@@ -112,7 +119,11 @@ def alert_day(
                 outcome.already_sent += 1
                 continue
             if not webhook_url:
-                status, http_status, error = "not_configured", None, "EVAL_ALERT_WEBHOOK_URL not set"
+                status, http_status, error = (
+                    "not_configured",
+                    None,
+                    "EVAL_ALERT_WEBHOOK_URL not set",
+                )
             else:
                 payload = slack_payload(day, segment, verdict, judge_name)
                 status, http_status, error = post_webhook(client, webhook_url, payload)

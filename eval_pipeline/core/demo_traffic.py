@@ -21,85 +21,141 @@ REGRESSED_SEGMENT = "billing"
 TRACES_PER_DAY = 2000
 SEED = 20261001
 
-SEGMENT_SHARE = {"billing": 0.25, "shipping": 0.25, "returns": 0.2, "account": 0.15, "product": 0.15}
+SEGMENT_SHARE = {
+    "billing": 0.25,
+    "shipping": 0.25,
+    "returns": 0.2,
+    "account": 0.15,
+    "product": 0.15,
+}
 
 # (query template, good answer template) per segment. {x} slots are filled from SLOTS.
 TEMPLATES = {
     "billing": [
-        ("Why was I charged twice for order {order}?",
-         "I checked order {order} and see two charges: one is a temporary authorisation that "
-         "drops off within 3 business days. If it is still there after that, reply here and "
-         "I will refund it."),
-        ("How do I update the credit card on my account?",
-         "You can update your card under Account > Billing > Payment methods: click Add card, "
-         "then set it as default and remove the old one."),
-        ("Can I get an invoice for my {month} payment?",
-         "Yes. Go to Account > Billing > Invoices, select {month} and click Download PDF. The "
-         "invoice includes your VAT number if you added one."),
-        ("My subscription renewed but I wanted to cancel, can I get a refund?",
-         "I have started a refund for the renewal charge; it will reach your card within 5 "
-         "business days. I have also turned off auto-renew so it will not happen again."),
-        ("What does the charge {code} on my statement mean?",
-         "The charge {code} is our monthly plan fee. You can see the matching invoice under "
-         "Account > Billing > Invoices, with the date and amount."),
+        (
+            "Why was I charged twice for order {order}?",
+            "I checked order {order} and see two charges: one is a temporary authorisation that "
+            "drops off within 3 business days. If it is still there after that, reply here and "
+            "I will refund it.",
+        ),
+        (
+            "How do I update the credit card on my account?",
+            "You can update your card under Account > Billing > Payment methods: click Add card, "
+            "then set it as default and remove the old one.",
+        ),
+        (
+            "Can I get an invoice for my {month} payment?",
+            "Yes. Go to Account > Billing > Invoices, select {month} and click Download PDF. The "
+            "invoice includes your VAT number if you added one.",
+        ),
+        (
+            "My subscription renewed but I wanted to cancel, can I get a refund?",
+            "I have started a refund for the renewal charge; it will reach your card within 5 "
+            "business days. I have also turned off auto-renew so it will not happen again.",
+        ),
+        (
+            "What does the charge {code} on my statement mean?",
+            "The charge {code} is our monthly plan fee. You can see the matching invoice under "
+            "Account > Billing > Invoices, with the date and amount.",
+        ),
     ],
     "shipping": [
-        ("Where is my order {order}?",
-         "Order {order} left our warehouse yesterday and is with the courier. You can track it "
-         "with the link in your confirmation email; delivery is expected within 2 days."),
-        ("Do you ship to {country}?",
-         "Yes, we ship to {country}. Standard delivery takes 5-7 business days and you can "
-         "choose express at checkout for 2-3 days."),
-        ("My package says delivered but I never got it.",
-         "Sorry your package has not reached you. First check with neighbours and your building's "
-         "mailroom. If it does not turn up within 24 hours, reply here and we will send a "
-         "replacement."),
-        ("Can I change the delivery address for order {order}?",
-         "You can change the address while order {order} is still processing: open the order "
-         "page, click Edit address and save. Once it ships, the courier can redirect it."),
+        (
+            "Where is my order {order}?",
+            "Order {order} left our warehouse yesterday and is with the courier. You can track it "
+            "with the link in your confirmation email; delivery is expected within 2 days.",
+        ),
+        (
+            "Do you ship to {country}?",
+            "Yes, we ship to {country}. Standard delivery takes 5-7 business days and you can "
+            "choose express at checkout for 2-3 days.",
+        ),
+        (
+            "My package says delivered but I never got it.",
+            "Sorry your package has not reached you. First check with neighbours and your building's "
+            "mailroom. If it does not turn up within 24 hours, reply here and we will send a "
+            "replacement.",
+        ),
+        (
+            "Can I change the delivery address for order {order}?",
+            "You can change the address while order {order} is still processing: open the order "
+            "page, click Edit address and save. Once it ships, the courier can redirect it.",
+        ),
     ],
     "returns": [
-        ("How do I return the {item} I bought?",
-         "You can return the {item} within 30 days. Go to Orders, select the item, click "
-         "Return and print the free label; the refund is issued when it reaches us."),
-        ("The {item} arrived broken, what can I do?",
-         "I am sorry the {item} arrived damaged. I have issued a replacement at no cost; you "
-         "do not need to send the broken one back."),
-        ("When will I get my refund for the returned {item}?",
-         "Refunds are processed within 3 business days of the {item} reaching our warehouse, "
-         "then your bank takes 2-5 days. You can check the status on the Orders page."),
+        (
+            "How do I return the {item} I bought?",
+            "You can return the {item} within 30 days. Go to Orders, select the item, click "
+            "Return and print the free label; the refund is issued when it reaches us.",
+        ),
+        (
+            "The {item} arrived broken, what can I do?",
+            "I am sorry the {item} arrived damaged. I have issued a replacement at no cost; you "
+            "do not need to send the broken one back.",
+        ),
+        (
+            "When will I get my refund for the returned {item}?",
+            "Refunds are processed within 3 business days of the {item} reaching our warehouse, "
+            "then your bank takes 2-5 days. You can check the status on the Orders page.",
+        ),
     ],
     "account": [
-        ("I can't log in to my account.",
-         "Let's get you back into your account. Click Forgot password on the login page, then follow the link we "
-         "email you. If the email does not arrive within 10 minutes, check your spam folder."),
-        ("How do I change the email on my account?",
-         "Go to Account > Profile, click Edit next to your email, enter the new address and "
-         "confirm it with the code we send you."),
-        ("How do I delete my account?",
-         "You can delete your account under Account > Privacy > Delete account. We will email "
-         "a confirmation first; deletion completes within 30 days."),
-        ("How do I turn on two-factor authentication?",
-         "Open Account > Security, select Two-factor authentication, then scan the QR code "
-         "with your authenticator app and enter the 6-digit code."),
+        (
+            "I can't log in to my account.",
+            "Let's get you back into your account. Click Forgot password on the login page, then follow the link we "
+            "email you. If the email does not arrive within 10 minutes, check your spam folder.",
+        ),
+        (
+            "How do I change the email on my account?",
+            "Go to Account > Profile, click Edit next to your email, enter the new address and "
+            "confirm it with the code we send you.",
+        ),
+        (
+            "How do I delete my account?",
+            "You can delete your account under Account > Privacy > Delete account. We will email "
+            "a confirmation first; deletion completes within 30 days.",
+        ),
+        (
+            "How do I turn on two-factor authentication?",
+            "Open Account > Security, select Two-factor authentication, then scan the QR code "
+            "with your authenticator app and enter the 6-digit code.",
+        ),
     ],
     "product": [
-        ("Is the {item} compatible with {device}?",
-         "Yes, the {item} works with {device}. Pair it from the {device} Bluetooth settings, "
-         "then open our app to update its firmware."),
-        ("What is the battery life of the {item}?",
-         "The {item} lasts about 20 hours on a charge with normal use. You can extend it by "
-         "turning off the always-on display in the app settings."),
-        ("Does the {item} come with a warranty?",
-         "The {item} has a 2-year warranty covering defects. You can register it in the app "
-         "under Devices > Warranty to speed up any claim."),
+        (
+            "Is the {item} compatible with {device}?",
+            "Yes, the {item} works with {device}. Pair it from the {device} Bluetooth settings, "
+            "then open our app to update its firmware.",
+        ),
+        (
+            "What is the battery life of the {item}?",
+            "The {item} lasts about 20 hours on a charge with normal use. You can extend it by "
+            "turning off the always-on display in the app settings.",
+        ),
+        (
+            "Does the {item} come with a warranty?",
+            "The {item} has a 2-year warranty covering defects. You can register it in the app "
+            "under Devices > Warranty to speed up any claim.",
+        ),
     ],
 }
 
 SLOTS = {
     "order": lambda r: f"#{r.randint(100000, 999999)}",
-    "month": lambda r: r.choice(["January", "February", "March", "April", "May", "June",
-                                 "July", "August", "September", "October"]),
+    "month": lambda r: r.choice(
+        [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+        ]
+    ),
     "code": lambda r: f"ACME*{r.choice(['PLAN', 'SUB', 'PRO'])}{r.randint(10, 99)}",
     "country": lambda r: r.choice(["Canada", "Germany", "Japan", "Brazil", "Kenya", "Norway"]),
     "item": lambda r: r.choice(["headphones", "smart watch", "speaker", "charger", "earbuds"]),
@@ -124,9 +180,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return template.format(**values)
 
 
-def _answer(
-    rng: random.Random, query: str, good: str, regressed: bool
-) -> tuple[str, str]:
+def _answer(rng: random.Random, query: str, good: str, regressed: bool) -> tuple[str, str]:
     """(answer, flaw) where flaw names what was done to the good answer."""
     roll = rng.random()
     if regressed:

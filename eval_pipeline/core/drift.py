@@ -130,7 +130,10 @@ def compare(
         if n:
             row.mean_p_value = mean_drop_p(today, baseline)
             row.bad_share_p_value = two_proportion_p(
-                int((today <= BAD_SCORE).sum()), n, int((baseline <= BAD_SCORE).sum()), len(baseline)
+                int((today <= BAD_SCORE).sum()),
+                n,
+                int((baseline <= BAD_SCORE).sum()),
+                len(baseline),
             )
     if n and row.baseline_mean is not None:
         row.delta = row.mean_score - row.baseline_mean
@@ -165,7 +168,9 @@ def decide(row: DriftRow, config: DriftConfig) -> tuple[bool, str]:
     p = row.mean_p_adjusted
     significant = p is not None and p < config.alpha
     practical = drop >= config.min_drop - 1e-12
-    figures = f"mean {row.mean_score:.2f} vs baseline {row.baseline_mean:.2f} (delta {row.delta:+.2f}"
+    figures = (
+        f"mean {row.mean_score:.2f} vs baseline {row.baseline_mean:.2f} (delta {row.delta:+.2f}"
+    )
     figures += f", Holm-adjusted p={p:.3g})" if p is not None else ")"
     if significant and practical:
         return True, f"quality dropped: {figures}"
@@ -238,8 +243,10 @@ def report_day(
         [day - dt.timedelta(days=config.baseline_days), day, judge_name, rubric],
     ).df()
     rows = drift_for_day(scores, baseline, config)
-    frame = pd.DataFrame([asdict(r) for r in rows]) if rows else pd.DataFrame(
-        columns=list(DriftRow.__dataclass_fields__)
+    frame = (
+        pd.DataFrame([asdict(r) for r in rows])
+        if rows
+        else pd.DataFrame(columns=list(DriftRow.__dataclass_fields__))
     )
     frame.insert(0, "partition_date", day)
     frame["judge_name"] = judge_name

@@ -55,7 +55,9 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> list[str]:
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(sql)
-            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name]
+            )
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")

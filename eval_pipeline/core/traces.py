@@ -82,9 +82,7 @@ class IngestResult:
     notes: list[str]
 
 
-def ingest_day(
-    conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.date
-) -> IngestResult:
+def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.date) -> IngestResult:
     """Stage the day from the source, then replace the day in the store atomically."""
     create_staging(conn)
     report = source.stage_day(conn, day)  # raises SourceUnavailable: nothing is written
@@ -265,8 +263,10 @@ class InboxSource:
         report.rows_seen = conn.execute("SELECT count(*) FROM _lines").fetchone()[0]
         conn.execute(_CLASSIFY_SQL)
         kinds = pd.DataFrame(
-            {"source_file": pd.Series(list(dated), dtype=object),
-             "dated": pd.Series(list(dated.values()), dtype=bool)}
+            {
+                "source_file": pd.Series(list(dated), dtype=object),
+                "dated": pd.Series(list(dated.values()), dtype=bool),
+            }
         )
         conn.register("_file_kinds", kinds)
         start = dt.datetime.combine(day, dt.time())

@@ -6,7 +6,6 @@ report figures. All of them write DuckDB, so all carry pool="duckdb" (limit 1 in
 project's dagster.yaml) and a single-run backfill policy: a 30-day backfill is one run.
 """
 
-
 import dagster as dg
 
 from eval_pipeline.core import alerts, drift, sampling, scoring, traces
@@ -136,7 +135,9 @@ def judge_scores(
                 "judge": MD.text(the_judge.name),
                 "judge_model": MD.text(the_judge.model or "none"),
                 "rubric_version": MD.text(the_judge.rubric_version),
-                "mean_score": MD.float(res.mean_score if res.mean_score is not None else float("nan")),
+                "mean_score": MD.float(
+                    res.mean_score if res.mean_score is not None else float("nan")
+                ),
                 "failure_rate": MD.float(res.failure_rate),
                 "ok": MD.int(res.states["ok"]),
                 "unparseable": MD.int(res.states["unparseable"]),
@@ -205,8 +206,15 @@ def drift_report(
                 "report": MD.md(drift.markdown_table(res.rows)),
             }
             if overall is not None:
-                for key in ("mean_score", "p10_score", "bad_share", "failure_rate", "delta",
-                            "baseline_mean", "mean_p_value"):
+                for key in (
+                    "mean_score",
+                    "p10_score",
+                    "bad_share",
+                    "failure_rate",
+                    "delta",
+                    "baseline_mean",
+                    "mean_p_value",
+                ):
                     value = getattr(overall, key)
                     meta[key] = MD.float(float("nan") if value is None else value)
             for row in res.rows:

@@ -17,9 +17,7 @@ def run_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [dt.date.fromisoformat(k) for k in context.partition_keys]
 
 
-def record_day(
-    context: dg.AssetExecutionContext, day: dt.date, metadata: dict
-) -> None:
+def record_day(context: dg.AssetExecutionContext, day: dt.date, metadata: dict) -> None:
     context.log_event(
         dg.AssetObservation(
             asset_key=context.asset_key, partition=day.isoformat(), metadata=metadata

@@ -22,13 +22,15 @@ Usage::
         server.calls                     # number of chat-completion requests received
         server.requests[0].json          # the request body (dict; None if not JSON)
         server.requests[0].headers       # lower-cased header names, e.g. ["authorization"]
-        server.requests[0].fault         # what the server did: "ok", "status:429", ...
+        server.requests[0].fault         # what the server did: "content", "status:429", ...
+        server.requests[0].client        # (host, port) of the client: one port per connection
         server.reset()                   # forget requests, script, random faults
 
 How a chat call is answered, first match wins:
 
-1. ``reject_response_format`` is set and the body has ``response_format``: 400 with an
-   OpenAI-style error naming the parameter (like servers that do not support it).
+1. ``reject_response_format`` is True and the body has ``response_format`` (or it is a
+   set of type names, e.g. ``{"json_schema"}``, and the body's ``response_format.type`` is
+   one of them): 400 with an OpenAI-style error naming the parameter.
 2. The next entry of the ``script([...])`` queue (one entry per call, consumed in order).
 3. A random fault added with ``add_random_fault`` (its own seeded RNG: reproducible).
 4. ``responder(body)``: returns the assistant content string, or a ``Fault`` to apply.
@@ -124,6 +126,7 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     raw: bytes
+    client: tuple[str, int] | None = None  # the client's (host, port): one per connection
     fault: str = ""
     received_at: float = field(default_factory=time.monotonic)
 
@@ -197,7 +200,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.responder: Callable[[dict], str | Fault] = responder or default_responder
         self.model = model
-        self.reject_response_format = False
+        self.reject_response_format: bool | set[str] = False
         self.requests: list[RecordedRequest] = []
         self._script: deque[Fault | str] = deque()
         self._random_faults: list[tuple[Fault, float, random.Random]] = []
@@ -299,9 +302,20 @@ class FakeOpenAIServer:
 
     # --- the ASGI app -------------------------------------------------------------------------
 
+    def _rejects(self, body: Any) -> bool:
+        if not self.reject_response_format or not isinstance(body, dict):
+            return False
+        fmt = body.get("response_format")
+        if fmt is None:
+            return False
+        if self.reject_response_format is True:
+            return True
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        return kind in self.reject_response_format
+
     def _choose(self, body: Any) -> Fault | str:
         with self._lock:
-            if self.reject_response_format and isinstance(body, dict) and "response_format" in body:
+            if self._rejects(body):
                 return Fault.status(
                     400,
                     body=_error_body(
@@ -329,7 +343,8 @@ class FakeOpenAIServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = RecordedRequest(scope["method"], scope["path"], headers, body, raw)
+        client = tuple(scope["client"]) if scope.get("client") else None
+        record = RecordedRequest(scope["method"], scope["path"], headers, body, raw, client)
         with self._lock:
             self.requests.append(record)
         path = scope["path"].rstrip("/")

@@ -1,0 +1,365 @@
+"""Feedback records: validation (shared by the collector and file ingestion) and ingestion
+of feedback files into the store, exactly once.
+
+A record is one JSON object: ``trace_id`` and ``rating`` ("up"/"down") are required;
+``comment``, ``user_id``, ``ts`` (or ``timestamp``; ISO 8601 or epoch seconds/ms),
+``feedback_id`` (a client-sent id) and ``received_at`` (added by the collector) are optional;
+other fields are kept in ``extra``. The seed's simple format
+``{"trace_id", "rating", "comment", "ts"}`` is a subset of this.
+
+Identity: a client-sent ``feedback_id`` names the record; otherwise its identity is a hash
+of (trace_id, rating, ts, user_id, comment). A client retrying the same post, or the same
+record arriving in two files, therefore lands once. ``received_at`` is not part of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+MAX_LINE_BYTES = 16 * 1024
+MAX_ID_CHARS = 200
+MAX_COMMENT_CHARS = 4000
+RATINGS = {"up": "up", "down": "down", "thumbs_up": "up", "thumbs_down": "down"}
+KNOWN_FIELDS = {"trace_id", "rating", "comment", "user_id", "ts", "timestamp", "feedback_id",
+                "received_at"}
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+class InvalidRecord(ValueError):
+    """A feedback record that cannot be used; str() is "<kind>: <detail>", for a person."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        super().__init__(f"{kind}: {detail}")
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    feedback_id: str
+    trace_id: str
+    rating: str
+    comment: str | None = None
+    user_id: str | None = None
+    ts: dt.datetime | None = None
+    received_at: dt.datetime | None = None
+    client_feedback_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _parse_time(value: object, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRecord("invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms")
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 1e11 else value  # epoch ms vs s
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidRecord("invalid field", f"{name} {value!r} is not a valid epoch time") from exc
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidRecord("invalid field", f"{name} {value[:40]!r} is not an ISO 8601 time") from exc
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        return parsed
+    raise InvalidRecord("invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms")
+
+
+def _optional_text(obj: dict, name: str, limit: int) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRecord("invalid field", f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidRecord("invalid field", f"{name} is longer than {limit} characters")
+    return value
+
+
+def record_identity(trace_id: str, rating: str, ts: dt.datetime | None,
+                    user_id: str | None, comment: str | None,
+                    client_feedback_id: str | None) -> str:
+    if client_feedback_id:
+        basis = ["id", client_feedback_id]
+    else:
+        basis = ["content", trace_id, rating, ts.isoformat() if ts else None, user_id,
+                 comment or ""]
+    return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:32]
+
+
+def validate_record(obj: object) -> FeedbackRecord:
+    """Check one decoded JSON value; raise InvalidRecord saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise InvalidRecord("not an object", f"expected a JSON object, got {type(obj).__name__}")
+    missing = [f for f in ("trace_id", "rating") if f not in obj or obj[f] in (None, "")]
+    if missing:
+        raise InvalidRecord("missing field", ", ".join(missing))
+    trace_id = obj["trace_id"]
+    if not isinstance(trace_id, str):
+        raise InvalidRecord("invalid field", f"trace_id must be a string, got {type(trace_id).__name__}")
+    trace_id = trace_id.strip()
+    if not trace_id or len(trace_id) > MAX_ID_CHARS:
+        raise InvalidRecord("invalid field", f"trace_id must be 1-{MAX_ID_CHARS} characters")
+    rating_raw = obj["rating"]
+    rating = RATINGS.get(rating_raw.strip().lower()) if isinstance(rating_raw, str) else None
+    if rating is None:
+        raise InvalidRecord("unknown rating", f"{str(rating_raw)[:40]!r} (expected 'up' or 'down')")
+    comment = _optional_text(obj, "comment", MAX_COMMENT_CHARS)
+    user_id = _optional_text(obj, "user_id", MAX_ID_CHARS)
+    client_id = _optional_text(obj, "feedback_id", MAX_ID_CHARS)
+    if "ts" in obj and "timestamp" in obj and obj["ts"] != obj["timestamp"]:
+        raise InvalidRecord("invalid field", "ts and timestamp disagree; send one of them")
+    ts = _parse_time(obj.get("ts", obj.get("timestamp")), "ts")
+    received_at = _parse_time(obj.get("received_at"), "received_at")
+    extra = {k: v for k, v in obj.items() if k not in KNOWN_FIELDS}
+    return FeedbackRecord(
+        feedback_id=record_identity(trace_id, rating, ts, user_id, comment, client_id),
+        trace_id=trace_id,
+        rating=rating,
+        comment=comment,
+        user_id=user_id,
+        ts=ts,
+        received_at=received_at,
+        client_feedback_id=client_id,
+        extra=extra,
+    )
+
+
+def record_to_json(record: FeedbackRecord) -> str:
+    """The one-line form the collector writes; it validates back to the same identity."""
+    out: dict = {"trace_id": record.trace_id, "rating": record.rating}
+    if record.client_feedback_id:
+        out["feedback_id"] = record.client_feedback_id
+    if record.comment is not None:
+        out["comment"] = record.comment
+    if record.user_id is not None:
+        out["user_id"] = record.user_id
+    if record.ts is not None:
+        out["ts"] = record.ts.isoformat() + "Z"
+    if record.received_at is not None:
+        out["received_at"] = record.received_at.isoformat() + "Z"
+    out.update(record.extra)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+@dataclass
+class Reject:
+    line_no: int
+    reason: str
+    excerpt: str
+
+
+@dataclass
+class ParsedFile:
+    sha256: str
+    records: list[tuple[int, FeedbackRecord]]
+    rejects: list[Reject]
+    lines: int
+    blank: int
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _excerpt(raw: bytes) -> str:
+    text = raw[:200].decode("utf-8", errors="replace")
+    return _CONTROL.sub("?", text)
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_file(data: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedFile:
+    """Validate every line; good records and bad lines (with 1-based line numbers)."""
+    records: list[tuple[int, FeedbackRecord]] = []
+    rejects: list[Reject] = []
+    lines = blank = 0
+    sha = file_sha256(data)
+    if data.startswith(b"\xef\xbb\xbf"):  # a BOM from an editor is not a bad line
+        data = data[3:]
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            blank += 1
+            continue
+        lines += 1
+        if len(raw) > max_line_bytes:
+            rejects.append(Reject(line_no, f"oversized: {len(raw)} bytes (limit "
+                                  f"{max_line_bytes})", _excerpt(raw)))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rejects.append(Reject(line_no, f"undecodable: not UTF-8 ({exc.reason} at byte "
+                                  f"{exc.start})", _excerpt(raw)))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rejects.append(Reject(line_no, f"not JSON: {exc.msg} at column {exc.colno}",
+                                  _excerpt(raw)))
+            continue
+        try:
+            records.append((line_no, validate_record(obj)))
+        except InvalidRecord as exc:
+            rejects.append(Reject(line_no, str(exc), _excerpt(raw)))
+    # data.split yields one empty tail after a final newline; it is not a blank line.
+    if data.endswith(b"\n") or not data:
+        blank -= 1
+    return ParsedFile(sha, records, rejects, lines, max(blank, 0))
+
+
+@dataclass
+class IngestResult:
+    file_name: str
+    sha256: str
+    lines: int
+    ingested: int
+    duplicates: int
+    rejected: int
+    rejects: list[Reject]
+    already_seen: bool
+
+    @property
+    def rejects_by_reason(self) -> dict[str, int]:
+        # Group by the reason's kind (the text before the first colon) for a short summary.
+        return dict(Counter(r.reason.split(":")[0] for r in self.rejects))
+
+
+def ingest_bytes(conn: duckdb.DuckDBPyConnection, data: bytes, file_name: str,
+                 now: dt.datetime | None = None) -> IngestResult:
+    """Ingest one feedback file's content in one transaction; safe to repeat."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    parsed = parse_file(data)
+    sha = parsed.sha256
+    # Within the file, keep the first occurrence of each identity.
+    unique: dict[str, tuple[int, FeedbackRecord]] = {}
+    for line_no, rec in parsed.records:
+        unique.setdefault(rec.feedback_id, (line_no, rec))
+    frame = pd.DataFrame(
+        [
+            {
+                "feedback_id": rec.feedback_id,
+                "client_feedback_id": rec.client_feedback_id,
+                "trace_id": rec.trace_id,
+                "rating": rec.rating,
+                "comment": rec.comment,
+                "user_id": rec.user_id,
+                "ts": rec.ts,
+                "received_at": rec.received_at,
+                "extra": json.dumps(rec.extra) if rec.extra else None,
+                "file_sha256": sha,
+                "line_no": line_no,
+                "ingested_at": now,
+            }
+            for line_no, rec in unique.values()
+        ],
+        columns=["feedback_id", "client_feedback_id", "trace_id", "rating", "comment",
+                 "user_id", "ts", "received_at", "extra", "file_sha256", "line_no",
+                 "ingested_at"],
+    ).astype({"ts": "datetime64[us]", "received_at": "datetime64[us]",
+              "ingested_at": "datetime64[us]"})
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        seen = conn.execute(
+            "SELECT times_seen FROM feedback_files WHERE file_sha256 = ?", [sha]
+        ).fetchall()
+        seen = seen[0] if seen else None
+        before = conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0]
+        if len(frame):
+            conn.register("_feedback_frame", frame)
+            try:
+                conn.execute(
+                    "INSERT INTO feedback SELECT f.* FROM _feedback_frame f "
+                    "WHERE f.feedback_id NOT IN (SELECT feedback_id FROM feedback)"
+                )
+            finally:
+                conn.unregister("_feedback_frame")
+        ingested = conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0] - before
+        conn.execute("DELETE FROM feedback_rejects WHERE file_sha256 = ?", [sha])
+        if parsed.rejects:
+            conn.executemany(
+                "INSERT INTO feedback_rejects VALUES (?, ?, ?, ?, ?, ?)",
+                [[sha, file_name, r.line_no, r.reason, r.excerpt, now] for r in parsed.rejects],
+            )
+        duplicates = len(parsed.records) - ingested
+        if seen is None:
+            conn.execute(
+                "INSERT INTO feedback_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                [sha, file_name, parsed.lines, ingested, duplicates, len(parsed.rejects),
+                 now, now],
+            )
+        else:
+            # The file's own first-ingestion figures stay; only note that it came again.
+            conn.execute(
+                "UPDATE feedback_files SET last_seen_at = ?, times_seen = times_seen + 1 "
+                "WHERE file_sha256 = ?",
+                [now, sha],
+            )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return IngestResult(
+        file_name=file_name,
+        sha256=sha,
+        lines=parsed.lines,
+        ingested=int(ingested),
+        duplicates=int(duplicates),
+        rejected=len(parsed.rejects),
+        rejects=parsed.rejects,
+        already_seen=seen is not None,
+    )
+
+
+def ingest_file(conn: duckdb.DuckDBPyConnection, path: Path) -> IngestResult:
+    return ingest_bytes(conn, Path(path).read_bytes(), Path(path).name)
+
+
+# --- the inbox -----------------------------------------------------------------------
+
+INCOMING_DIR = ".incoming"  # where the collector writes; files are renamed out when complete
+PROCESSED_DIR = "processed"  # where ingestion moves files it has ingested
+
+
+def is_candidate_name(name: str) -> bool:
+    """A name a complete feedback file can have: visible, with a JSON-lines suffix.
+
+    Writers use a dot-prefixed name or a .tmp/.part suffix (or the .incoming folder) while
+    writing and rename when done, so such names are never picked up.
+    """
+    return (
+        not name.startswith((".", "_", "~"))
+        and name.endswith(FILE_SUFFIXES)
+    )
+
+
+def archive(path: Path, inbox: Path, sha256: str) -> Path:
+    """Move an ingested file out of the inbox (into processed/), never overwriting."""
+    dest_dir = inbox / PROCESSED_DIR
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / path.name
+    if dest.exists():
+        dest = dest_dir / f"{path.stem}.{sha256[:12]}{path.suffix}"
+    if dest.exists():  # the same content was archived under this name already
+        path.unlink()
+        return dest
+    path.replace(dest)
+    return dest

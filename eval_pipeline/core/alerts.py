@@ -74,7 +74,7 @@ def alert_day(
 ) -> AlertOutcome:
     """Turn the day's drift report rows with alert=true into alerts and deliver them."""
     rows = conn.execute(
-        "SELECT segment, baseline_mean, mean_score, delta, mean_p_value, verdict, judge_name "
+        "SELECT segment, baseline_mean, mean_score, delta, mean_p_adjusted, verdict, judge_name "
         "FROM drift_reports WHERE partition_date = ? AND alert ORDER BY segment",
         [day],
     ).fetchall()

@@ -262,7 +262,6 @@ def drift_alerts(
 daily_drift_job = dg.define_asset_job(
     "daily_drift_job",
     selection=dg.AssetSelection.groups("drift"),
-    partitions_def=daily_partitions,
     description="Ingest, sample, judge, report and alert for one day (or a range).",
 )
 

@@ -113,7 +113,7 @@ CREATE TABLE drift_alerts (
     baseline_mean     DOUBLE,
     mean_score        DOUBLE,
     delta             DOUBLE,
-    p_value           DOUBLE,
+    p_value           DOUBLE,             -- Holm-adjusted, as used by the rule
     message           VARCHAR   NOT NULL,
     created_at        TIMESTAMP NOT NULL
 );

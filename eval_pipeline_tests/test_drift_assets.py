@@ -1,0 +1,159 @@
+"""The drift loop through Dagster: assets on a temporary DuckDB, ranges, idempotency,
+checks, the schedule, and the definitions loading the way `dagster dev` loads them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from eval_pipeline import settings
+from eval_pipeline.core import demo_traffic, store
+from eval_pipeline.defs import drift_loop
+from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+
+ASSETS = [
+    drift_loop.raw_traces,
+    drift_loop.sampled_traces,
+    drift_loop.judge_scores,
+    drift_loop.drift_report,
+    drift_loop.drift_alerts,
+]
+RESOURCES = {
+    "store": EvalStore(),
+    "trace_source": TraceSourceResource(),
+    "judge": JudgeResource(),
+    "alert_sink": AlertSink(),
+}
+TABLES = ["raw_traces", "trace_rejects", "sampled_traces", "judge_scores", "drift_reports"]
+
+
+@pytest.fixture
+def demo_days(monkeypatch):
+    """Three small demo days in the test's own inbox."""
+    monkeypatch.setattr(demo_traffic, "TRACES_PER_DAY", 300)
+    monkeypatch.setattr(demo_traffic, "DAYS", 3)
+    demo_traffic.generate(settings.trace_inbox())
+    return [demo_traffic.START + dt.timedelta(days=i) for i in range(3)]
+
+
+def counts() -> dict[str, int]:
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def run(instance, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS, resources=RESOURCES, instance=instance, **kwargs)
+
+
+def test_one_day_through_every_asset(demo_days):
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(instance, partition_key=demo_days[0].isoformat())
+    assert result.success
+    meta = result.asset_materializations_for_node("raw_traces")[0].metadata
+    assert meta["rows_ingested"].value > 250 and meta["rows_rejected"].value == 3
+    judged = result.asset_materializations_for_node("judge_scores")[0].metadata
+    assert judged["judge"].value == "heuristic"
+    assert judged["judge_calls"].value > 0
+    report = result.asset_materializations_for_node("drift_report")[0].metadata
+    assert "| segment |" in report["report"].value
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["judge_failure_rate"].passed
+    assert checks["no_drift_alert"].passed
+
+
+def test_rerunning_a_day_changes_no_row_counts_and_judges_nothing_again(demo_days):
+    instance = dg.DagsterInstance.ephemeral()
+    key = demo_days[1].isoformat()
+    run(instance, partition_key=key)
+    before = counts()
+    result = run(instance, partition_key=key)
+    assert counts() == before
+    judged = result.asset_materializations_for_node("judge_scores")[0].metadata
+    assert judged["judge_calls"].value == 0
+    assert judged["cache_hits"].value == judged["dagster/row_count"].value
+
+
+def test_a_partition_range_runs_as_one_run(demo_days):
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(
+        instance,
+        tags={
+            "dagster/asset_partition_range_start": demo_days[0].isoformat(),
+            "dagster/asset_partition_range_end": demo_days[-1].isoformat(),
+        },
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("drift_report")
+    assert sorted(m.partition for m in mats) == [d.isoformat() for d in demo_days]
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        days = conn.execute(
+            "SELECT DISTINCT partition_date FROM drift_reports ORDER BY 1"
+        ).fetchall()
+    assert [d[0] for d in days] == demo_days
+    # Per-day figures are recorded as observations, one per day.
+    observed = [
+        e.event_specific_data.asset_observation.partition
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+        and e.event_specific_data.asset_observation.asset_key.path == ["judge_scores"]
+    ]
+    assert sorted(observed) == [d.isoformat() for d in demo_days]
+
+
+def test_a_day_without_traces_materialises_as_an_empty_day(demo_days):
+    result = run(dg.DagsterInstance.ephemeral(), partition_key="2026-09-15")
+    assert result.success
+    meta = result.asset_materializations_for_node("raw_traces")[0].metadata
+    assert meta["rows_ingested"].value == 0
+
+
+def test_the_schedule_asks_for_yesterday_at_two_utc():
+    from eval_pipeline.definitions import defs
+
+    d = defs()
+    schedule = d.resolve_schedule_def("daily_drift_job_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 10, 23, 2, 0, tzinfo=dt.UTC),
+        repository_def=d.get_repository_def(),
+    )
+    requests = schedule.evaluate_tick(ctx).run_requests
+    assert [r.partition_key for r in requests] == ["2026-10-22"]
+
+
+def test_every_asset_that_writes_duckdb_is_in_the_duckdb_pool():
+    from eval_pipeline.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if "duckdb" in (node.kinds or set()):
+            assert node.pools == {"duckdb"}, (
+                f"{key.to_user_string()} writes DuckDB outside the pool"
+            )
+
+
+def test_definitions_load_like_dagster_dev(tmp_path):
+    """`dagster dev -w workspace.yaml` loads the code location from workspace.yaml."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr

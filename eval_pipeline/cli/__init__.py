@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift"]
+COMMAND_MODULES = ["drift", "regress"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ import duckdb
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.judging import Judge, judge_from_env
+from eval_pipeline.core.phoenix import PhoenixConfig, PhoenixSource
 from eval_pipeline.core.traces import InboxSource, TraceSource
 
 
@@ -35,17 +36,43 @@ class EvalStore(dg.ConfigurableResource):
 
 
 class TraceSourceResource(dg.ConfigurableResource):
-    """Where traces come from. kind=jsonl reads the inbox folder ($EVAL_TRACE_INBOX)."""
+    """Where traces come from. kind=jsonl reads the inbox folder ($EVAL_TRACE_INBOX);
+    kind=phoenix reads spans from an Arize Phoenix project ($EVAL_PHOENIX_URL,
+    $EVAL_PHOENIX_PROJECT, $PHOENIX_API_KEY; see eval_pipeline.core.phoenix). The phoenix_*
+    fields, when set, override the environment. $EVAL_TRACE_SOURCE overrides kind."""
 
     kind: str = "jsonl"
     inbox: str | None = None
+    phoenix_url: str | None = None
+    phoenix_project: str | None = None
+    phoenix_span_kinds: list[str] | None = None
+    phoenix_root_only: bool | None = None
+    phoenix_attribute_filters: dict[str, str] | None = None
+    # Only the variable's name is configuration: the key itself is a secret, read at run time.
+    phoenix_api_key_env: str = "PHOENIX_API_KEY"
+
+    def resolved_kind(self) -> str:
+        return os.environ.get("EVAL_TRACE_SOURCE") or self.kind
+
+    def phoenix_config(self) -> PhoenixConfig:
+        return PhoenixConfig.from_env(
+            os.environ,
+            base_url=self.phoenix_url,
+            project=self.phoenix_project,
+            api_key=os.environ.get(self.phoenix_api_key_env) or None,
+            span_kinds=self.phoenix_span_kinds,
+            root_only=self.phoenix_root_only,
+            attribute_filters=self.phoenix_attribute_filters,
+        )
 
     def build(self) -> TraceSource:
-        kind = os.environ.get("EVAL_TRACE_SOURCE", self.kind)
+        kind = self.resolved_kind()
         if kind == "jsonl":
             root = Path(self.inbox) if self.inbox else settings.trace_inbox()
             return InboxSource(root=root)
-        raise ValueError(f"unknown trace source kind {kind!r} (known: jsonl)")
+        if kind == "phoenix":
+            return PhoenixSource(self.phoenix_config())
+        raise ValueError(f"unknown trace source kind {kind!r} (known: jsonl, phoenix)")
 
 
 class JudgeResource(dg.ConfigurableResource):

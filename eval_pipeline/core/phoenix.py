@@ -127,8 +127,9 @@ class PhoenixConfig:
         EVAL_PHOENIX_ROOT_ONLY (default true), EVAL_PHOENIX_FILTERS (JSON object of
         attribute: value, matched by Phoenix), EVAL_PHOENIX_SEGMENT_ATTR / _MODEL_ATTR /
         _PROMPT_VERSION_ATTR / _USER_ID_ATTR (comma lists of attribute keys, first present
-        wins), EVAL_PHOENIX_PAGE_SIZE, EVAL_PHOENIX_TIMEOUT, EVAL_PHOENIX_RETRIES,
-        EVAL_PHOENIX_MAX_CHARS, EVAL_PHOENIX_ANNOTATION_NAME.
+        wins), EVAL_PHOENIX_PAGE_SIZE, EVAL_PHOENIX_TIMEOUT (seconds), EVAL_PHOENIX_RETRIES,
+        EVAL_PHOENIX_BACKOFF (first retry delay, seconds; doubles), EVAL_PHOENIX_MAX_CHARS,
+        EVAL_PHOENIX_ANNOTATION_NAME.
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -156,6 +157,7 @@ class PhoenixConfig:
         pick("page_size", "EVAL_PHOENIX_PAGE_SIZE", convert=int)
         pick("timeout_s", "EVAL_PHOENIX_TIMEOUT", convert=float)
         pick("retries", "EVAL_PHOENIX_RETRIES", convert=int)
+        pick("backoff_s", "EVAL_PHOENIX_BACKOFF", convert=float)
         pick("max_chars", "EVAL_PHOENIX_MAX_CHARS", convert=int)
         pick("annotation_name", "EVAL_PHOENIX_ANNOTATION_NAME")
         for key, value in overrides.items():

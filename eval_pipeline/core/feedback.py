@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -363,3 +364,83 @@ def archive(path: Path, inbox: Path, sha256: str) -> Path:
         return dest
     path.replace(dest)
     return dest
+
+
+# What "complete" means for a file in the inbox (the sensor's rule, see docs/feedback.md):
+# a visible name (is_candidate_name), a regular file directly in the inbox, not empty, and
+# either unchanged (size and mtime) since the previous look or not modified for
+# SETTLE_SECONDS. Renamed-in files (the collector's) are complete at once; a file being
+# copied in by hand is picked up once it has stopped growing.
+SETTLE_SECONDS = 5.0
+
+
+@dataclass
+class InboxScan:
+    ready: list[tuple[str, str]]  # (name, sha256): complete, content not requested before
+    repeats: list[tuple[str, str]]  # complete, but the same content was requested already
+    waiting: list[str]  # not complete yet
+    state: dict[str, list]  # name -> [size, mtime_ns, sha256 | None]: the next cursor
+
+
+def _sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_inbox(inbox: Path, previous: dict[str, list], now: float,
+               settle_seconds: float = SETTLE_SECONDS) -> InboxScan:
+    """Look at the inbox once: which files are complete and new, by content hash.
+
+    ``previous`` is the last scan's state. Only files present now are kept in the new state,
+    so it stays as small as the inbox (ingestion moves files out to processed/).
+    """
+    known = {entry[2] for entry in previous.values() if entry[2]}
+    scan = InboxScan([], [], [], {})
+    if not inbox.is_dir():
+        return scan
+    for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
+        if not is_candidate_name(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # moved away while we looked
+            continue
+        fingerprint = [st.st_size, st.st_mtime_ns]
+        prev = previous.get(entry.name)
+        if prev and prev[:2] == fingerprint and prev[2]:
+            scan.state[entry.name] = prev
+            continue
+        settled = (prev is not None and prev[:2] == fingerprint) or (
+            now - st.st_mtime >= settle_seconds
+        )
+        if st.st_size == 0 or not settled:
+            scan.state[entry.name] = [*fingerprint, None]
+            scan.waiting.append(entry.name)
+            continue
+        path = Path(entry.path)
+        try:
+            sha = _sha256_path(path)
+            after = path.stat()
+        except FileNotFoundError:
+            continue
+        if [after.st_size, after.st_mtime_ns] != fingerprint:  # written to while hashing
+            scan.state[entry.name] = [after.st_size, after.st_mtime_ns, None]
+            scan.waiting.append(entry.name)
+            continue
+        scan.state[entry.name] = [*fingerprint, sha]
+        if sha in known:
+            scan.repeats.append((entry.name, sha))
+        else:
+            known.add(sha)
+            scan.ready.append((entry.name, sha))
+    return scan
+
+
+def complete_files(inbox: Path, now: float,
+                   settle_seconds: float = SETTLE_SECONDS) -> list[Path]:
+    """Files in the inbox that are complete by the settle rule alone (for catch-up runs)."""
+    scan = scan_inbox(inbox, {}, now, settle_seconds)
+    return [inbox / name for name, _ in scan.ready + scan.repeats]

@@ -1,0 +1,109 @@
+"""`eval-pipeline review`: review pending eval candidates in the terminal, or export them to a
+JSONL file and import the edited file.
+
+After decisions are recorded, the Dagster instance ($DAGSTER_HOME) is told that the
+``review_decisions`` asset changed; the golden_set asset follows it on its own (declarative
+automation), so a person only reviews.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+from pathlib import Path
+
+from eval_pipeline import settings
+from eval_pipeline.core import review, store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review",
+        help="review thumbs-down candidates (interactive), or --export / --import a JSONL file",
+        description="Review pending eval candidates one by one: approve (with the expected "
+        "answer and grader), reject or skip. Decisions are saved as you go; run it again to "
+        "resume. " + review.EXPORT_HELP,
+    )
+    p.add_argument("--db", default=None, help="DuckDB file (default: $EVAL_DUCKDB_PATH)")
+    p.add_argument("--reviewer", default=None, help="your name (default: $USER)")
+    p.add_argument("--limit", type=int, default=None, help="review at most N candidates")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--export", metavar="FILE", type=Path,
+                      help="write pending candidates to FILE (JSONL) for editing")
+    mode.add_argument("--import", dest="import_file", metavar="FILE", type=Path,
+                      help="record the decisions in an edited export FILE (all or nothing)")
+    p.set_defaults(func=run)
+
+
+def _reviewer(args: argparse.Namespace) -> str:
+    if args.reviewer:
+        return args.reviewer
+    name = os.environ.get("USER") or os.environ.get("USERNAME")
+    if not name:
+        with contextlib.suppress(Exception):
+            name = getpass.getuser()
+    return name or ""
+
+
+def notify_dagster(count: int, reviewer: str, via: str) -> str:
+    """Record a runless materialization of review_decisions in the Dagster instance.
+
+    Returns a line for the person. Without a Dagster home, the decisions stay recorded in
+    the store and the next golden_set run promotes them.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        return ("DAGSTER_HOME is not set: decisions are saved; materialize golden_set to "
+                "promote the approved ones.")
+    try:
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    "review_decisions",
+                    metadata={"decisions": count, "reviewer": reviewer, "via": via},
+                )
+            )
+    except Exception as exc:  # the decisions are saved either way
+        return f"could not notify Dagster ({type(exc).__name__}: {exc}); decisions are saved."
+    return "Dagster notified: golden_set will promote the approved cases."
+
+
+def run(args: argparse.Namespace) -> int:
+    db = Path(args.db) if args.db else settings.duckdb_path()
+    reviewer = _reviewer(args)
+
+    def connect():
+        return store.connect(db)
+
+    if args.export:
+        with connect() as conn:
+            n = review.export_pending(conn, args.export)
+        print(f"wrote {n} pending candidate(s) to {args.export}")
+        print(review.EXPORT_HELP)
+        return 0
+    if not reviewer:
+        print("no reviewer name: pass --reviewer NAME (or set $USER)")
+        return 2
+    if args.import_file:
+        if not args.import_file.exists():
+            print(f"no such file: {args.import_file}")
+            return 2
+        res = review.import_decisions(connect, args.import_file, reviewer)
+        if res.errors:
+            print(f"nothing recorded: {len(res.errors)} problem(s) in {args.import_file}")
+            for e in res.errors:
+                print(f"  {e}")
+            return 1
+        approved = sum(d.decision == "approve" for d in res.decisions)
+        print(f"recorded {len(res.decisions)} decision(s) ({approved} approved, "
+              f"{len(res.decisions) - approved} rejected); {res.left_pending} left pending")
+        if res.decisions:
+            print(notify_dagster(len(res.decisions), reviewer, "import"))
+        return 0
+    res = review.run_session(connect, reviewer, limit=args.limit)
+    if res.approved or res.rejected:
+        print(notify_dagster(res.approved + res.rejected, reviewer, "terminal"))
+    return 0

@@ -1,0 +1,243 @@
+"""Feedback to eval as Dagster definitions:
+
+    feedback inbox --(feedback_inbox_sensor)--> feedback --> eval_candidates
+        --> review_decisions (a person, via `eval-pipeline review`) --> golden_set
+
+- ``feedback_inbox_sensor`` (running by default) looks at the inbox folder, never at DuckDB.
+  For each new complete file it requests one run of ``feedback_ingestion_job`` (feedback +
+  eval_candidates) with run key ``feedback-<content hash>``: the same bytes never run twice,
+  under any name. Its cursor holds only the files currently in the inbox (ingestion moves
+  files it has ingested to processed/).
+- ``review_decisions`` is an external asset: the review CLI records decisions in DuckDB and
+  reports a runless materialization of it to the Dagster instance.
+- ``golden_set`` follows it by declarative automation (``AutomationCondition.eager()``,
+  evaluated by ``feedback_automation_sensor``, running by default).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from eval_pipeline import settings
+from eval_pipeline.core import candidates, golden
+from eval_pipeline.core import feedback as fb
+from eval_pipeline.defs.resources import EvalStore
+
+MD = dg.MetadataValue
+GROUP = "feedback"
+SHA_TAG = "eval_pipeline/feedback_sha256"
+FILE_TAG = "eval_pipeline/feedback_file"
+
+
+class FeedbackFileConfig(dg.Config):
+    """Which inbox file to ingest. Empty path: every complete file now in the inbox."""
+
+    path: str = ""
+    sha256: str = ""
+
+
+def _ingest_one(context: dg.AssetExecutionContext, conn, path: Path, expected_sha: str,
+                inbox: Path) -> dict:
+    data = path.read_bytes()
+    res = fb.ingest_bytes(conn, data, path.name)
+    if expected_sha and res.sha256 != expected_sha:
+        # The file changed after the sensor hashed it; what was ingested is what was read.
+        context.log.warning(f"{path.name}: content changed since the sensor saw it "
+                            f"(expected {expected_sha[:12]}, read {res.sha256[:12]})")
+    if res.rejected:
+        context.log.warning(f"{path.name}: {res.rejected} line(s) rejected: "
+                            f"{res.rejects_by_reason}")
+    if path.parent == inbox:
+        fb.archive(path, inbox, res.sha256)
+    context.log.info(f"{path.name}: {res.ingested} new, {res.duplicates} already known, "
+                     f"{res.rejected} rejected")
+    return {
+        "file": path.name,
+        "sha256": res.sha256,
+        "lines": res.lines,
+        "ingested": res.ingested,
+        "duplicates": res.duplicates,
+        "rejected": res.rejected,
+        "rejects_by_reason": res.rejects_by_reason,
+        "rejects": [(r.line_no, r.reason) for r in res.rejects[:50]],
+        "already_seen": res.already_seen,
+    }
+
+
+def _rejects_table(rows: list[dict]) -> str:
+    out = ["| file | line | reason |", "|---|---|---|"]
+    for r in rows:
+        for line_no, reason in r["rejects"]:
+            out.append(f"| {r['file']} | {line_no} | {reason.replace('|', '/')} |")
+    return "\n".join(out) if len(out) > 2 else "no rejected lines"
+
+
+@dg.asset(kinds={"duckdb", "python"}, group_name=GROUP, pool="duckdb")
+def feedback(
+    context: dg.AssetExecutionContext, config: FeedbackFileConfig, store: EvalStore
+) -> dg.MaterializeResult:
+    """Thumbs up/down records from the feedback inbox, validated, each record stored once;
+    bad lines kept in feedback_rejects with file, line and reason."""
+    inbox = settings.feedback_inbox()
+    if config.path:
+        path = Path(config.path)
+        if not path.exists():
+            archived = inbox / fb.PROCESSED_DIR / path.name
+            if not archived.exists():
+                raise dg.Failure(f"feedback file {path} is gone (not in the inbox or "
+                                 "processed/)")
+            path = archived
+        paths = [path]
+    else:
+        paths = fb.complete_files(inbox, time.time())
+    rows = []
+    with store.connect() as conn:
+        for path in paths:
+            rows.append(_ingest_one(context, conn, path, config.sha256, inbox))
+    total = {k: sum(r[k] for r in rows) for k in ("lines", "ingested", "duplicates", "rejected")}
+    by_reason: dict[str, int] = {}
+    for r in rows:
+        for k, v in r["rejects_by_reason"].items():
+            by_reason[k] = by_reason.get(k, 0) + v
+    metadata = {
+        "files": MD.int(len(rows)),
+        "file_names": MD.text(", ".join(r["file"] for r in rows) or "none"),
+        "lines": MD.int(total["lines"]),
+        "records_ingested": MD.int(total["ingested"]),
+        "records_already_known": MD.int(total["duplicates"]),
+        "lines_rejected": MD.int(total["rejected"]),
+        "rejects_by_reason": MD.json(by_reason),
+        "rejected_lines": MD.md(_rejects_table(rows)),
+    }
+    if len(rows) == 1:
+        metadata["sha256"] = MD.text(rows[0]["sha256"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    kinds={"duckdb"},
+    group_name=GROUP,
+    pool="duckdb",
+    deps=[feedback, dg.AssetDep("raw_traces", partition_mapping=dg.AllPartitionMapping())],
+)
+def eval_candidates(context: dg.AssetExecutionContext, store: EvalStore) -> dg.MaterializeResult:
+    """One review candidate per thumbs-down trace, joined with the trace (query, answer,
+    segment, model); a thumbs-down on an unknown trace is kept and flagged."""
+    with store.connect() as conn:
+        res = candidates.build_candidates(conn)
+    if res.trace_unknown:
+        context.log.warning(f"{res.trace_unknown} pending candidate(s) have no trace in the "
+                            "store yet; they are kept and filled in when the trace arrives")
+    return dg.MaterializeResult(
+        metadata={
+            "created": MD.int(res.created),
+            "updated": MD.int(res.updated),
+            "traces_filled_in": MD.int(res.filled_in),
+            "candidates": MD.int(res.total),
+            "pending": MD.int(res.by_status.get("pending", 0)),
+            "pending_without_trace": MD.int(res.trace_unknown),
+            "by_status": MD.json(res.by_status),
+        }
+    )
+
+
+review_decisions = dg.AssetSpec(
+    "review_decisions",
+    deps=[eval_candidates],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="Decisions people record with `eval-pipeline review` (table "
+    "candidate_reviews). Reported to Dagster by the review CLI as a runless materialization.",
+)
+
+
+@dg.asset(
+    kinds={"duckdb", "json"},
+    group_name=GROUP,
+    pool="duckdb",
+    deps=[review_decisions],
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def golden_set(context: dg.AssetExecutionContext, store: EvalStore) -> dg.MaterializeResult:
+    """The golden set (data/golden/golden.jsonl): approved candidates appended with
+    provenance, duplicates by normalised input refused; versioned by content hash."""
+    path = settings.golden_path()
+    with store.connect() as conn:
+        res = golden.promote(conn, path)
+    for cid, why in res.refused:
+        context.log.warning(f"candidate {cid} not promoted: {why}")
+    refused = "\n".join(f"- {cid}: {why}" for cid, why in res.refused) or "none"
+    return dg.MaterializeResult(
+        metadata={
+            "golden_version": MD.text(res.version or "empty"),
+            "path": MD.path(str(path)),
+            "cases": MD.int(res.total_cases),
+            "added": MD.int(len(res.added)),
+            "added_ids": MD.text(", ".join(res.added) or "none"),
+            "refused": MD.int(len(res.refused)),
+            "refused_why": MD.md(refused),
+        },
+        data_version=dg.DataVersion(res.version or "empty"),
+    )
+
+
+feedback_ingestion_job = dg.define_asset_job(
+    "feedback_ingestion_job",
+    selection=dg.AssetSelection.assets(feedback, eval_candidates),
+    description="Ingest one feedback file, then refresh the review candidates.",
+)
+
+
+def _already_run(instance: dg.DagsterInstance, sha: str) -> bool:
+    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={SHA_TAG: sha}), limit=1))
+
+
+@dg.sensor(
+    job=feedback_ingestion_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One ingestion run per new complete file in the feedback inbox (run key = content
+    hash). Never opens DuckDB."""
+    inbox = settings.feedback_inbox()
+    previous = json.loads(context.cursor) if context.cursor else {}
+    scan = fb.scan_inbox(inbox, previous.get("files", {}), time.time())
+    requests = []
+    skipped = []
+    for name, sha in scan.ready:
+        if context.instance is not None and _already_run(context.instance, sha):
+            skipped.append(name)
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"feedback-{sha}",
+                run_config={"ops": {"feedback": {"config": {"path": str(inbox / name),
+                                                            "sha256": sha}}}},
+                tags={SHA_TAG: sha, FILE_TAG: name[:200]},
+            )
+        )
+    skipped += [name for name, _ in scan.repeats]
+    cursor = json.dumps({"files": scan.state}, separators=(",", ":"))
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    parts = []
+    if skipped:
+        parts.append(f"already ingested (same content): {', '.join(skipped[:5])}")
+    if scan.waiting:
+        parts.append(f"still being written: {', '.join(scan.waiting[:5])}")
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason("; ".join(parts) or f"no new feedback files in {inbox}"),
+        cursor=cursor,
+    )
+
+
+feedback_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "feedback_automation_sensor",
+    target=dg.AssetSelection.assets(golden_set),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Promotes approved candidates: golden_set runs after review decisions.",
+)

@@ -177,4 +177,9 @@ def judge_from_env(env: dict[str, str] | None = None) -> Judge:
     kind = env.get("EVAL_JUDGE", "heuristic")
     if kind == "heuristic":
         return HeuristicJudge()
-    raise ValueError(f"unknown judge {kind!r} in EVAL_JUDGE (known: heuristic)")
+    if kind == "openai":
+        # Any OpenAI-compatible endpoint; EVAL_JUDGE_* variables (docs/judge.md).
+        from eval_pipeline.core.llm_judge import OpenAICompatibleJudge
+
+        return OpenAICompatibleJudge.from_env(env)
+    raise ValueError(f"unknown judge {kind!r} in EVAL_JUDGE (known: heuristic, openai)")

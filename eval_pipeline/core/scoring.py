@@ -4,11 +4,18 @@ Every sampled trace gets a row in judge_scores with the state of its judgment. J
 are looked up by content hash first; only misses (and earlier ``error`` judgments, which
 may have been transient) go to the judge. ``ok`` and ``unparseable`` results are final for
 that judge, model and rubric version.
+
+Each judged day also gets one judge_accounting row: cache hits vs calls, requests sent,
+tokens, latency, a cost estimate (when the judge has token prices) and failure counts by
+kind (the kind is the ``word:`` that starts a failure's reason, e.g. ``error/timeout``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,6 +40,22 @@ class ScoreResult:
     completion_tokens: int = 0
     latency_ms_total: float = 0.0
     mean_score: float | None = None
+    http_attempts: int = 0  # requests the judge sent for this day's fresh judgments
+    failures_by_kind: Counter = field(default_factory=Counter)
+    cost_estimate: float | None = None  # None: the judge has no token prices
+    wall_seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def latency_ms_mean(self) -> float | None:
+        return sum(self.latencies_ms) / len(self.latencies_ms) if self.latencies_ms else None
+
+    @property
+    def latency_ms_p95(self) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
     @property
     def failure_rate(self) -> float:
@@ -56,6 +79,57 @@ def lookup_judgments(
     finally:
         conn.unregister("_keys")
     return {k: (s, sc) for k, s, sc in rows}
+
+
+_KIND = re.compile(r"^([a-z_]+):")
+
+
+def failure_kind(state: str, reason: str | None) -> str:
+    """``state/kind`` for a failed judgment, e.g. ``error/rate_limited``."""
+    m = _KIND.match(reason or "")
+    return f"{state}/{m.group(1) if m else 'other'}"
+
+
+def _cached_reasons(conn: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, str]:
+    if not keys:
+        return {}
+    frame = pd.DataFrame({"judgment_key": pd.Series(keys, dtype=object)})
+    conn.register("_reason_keys", frame)
+    try:
+        rows = conn.execute(
+            "SELECT j.judgment_key, j.reason FROM judgments j JOIN _reason_keys USING (judgment_key)"
+        ).fetchall()
+    finally:
+        conn.unregister("_reason_keys")
+    return dict(rows)
+
+
+def store_accounting(conn: duckdb.DuckDBPyConnection, result: ScoreResult) -> None:
+    """The day's judge_accounting row (replaced when the day is scored again)."""
+    frame = pd.DataFrame(
+        {
+            "partition_date": [result.day],
+            "judge_name": [result.judge_name],
+            "judge_model": [result.judge_model],
+            "rubric_version": [result.rubric_version],
+            "n": [result.n],
+            "cache_hits": [result.cache_hits],
+            "judge_calls": [result.judge_calls],
+            "http_attempts": [result.http_attempts],
+            "ok": [result.states["ok"]],
+            "unparseable": [result.states["unparseable"]],
+            "error": [result.states["error"]],
+            "failures_by_kind": [json.dumps(dict(sorted(result.failures_by_kind.items())))],
+            "prompt_tokens": [result.prompt_tokens],
+            "completion_tokens": [result.completion_tokens],
+            "latency_ms_mean": pd.array([result.latency_ms_mean], dtype="Float64"),
+            "latency_ms_p95": pd.array([result.latency_ms_p95], dtype="Float64"),
+            "cost_estimate": pd.array([result.cost_estimate], dtype="Float64"),
+            "wall_seconds": [result.wall_seconds],
+            "judged_at": [pd.Timestamp.now(tz="UTC").tz_localize(None)],
+        }
+    )
+    replace_rows(conn, "judge_accounting", "partition_date = ?", [result.day], frame=frame)
 
 
 def store_judgments(
@@ -111,7 +185,9 @@ def score_day(
     for key, req in zip(keys, requests, strict=True):
         if key not in cached and key not in todo:
             todo[key] = req
+    started = time.monotonic()
     fresh = judge.judge_many(list(todo.values()), progress=progress) if todo else []
+    result.wall_seconds = time.monotonic() - started
     if len(fresh) != len(todo):
         raise RuntimeError(f"judge returned {len(fresh)} judgments for {len(todo)} requests")
     new = dict(zip(todo, fresh, strict=True))
@@ -121,6 +197,13 @@ def score_day(
         result.prompt_tokens += j.prompt_tokens or 0
         result.completion_tokens += j.completion_tokens or 0
         result.latency_ms_total += j.latency_ms or 0.0
+        result.http_attempts += j.attempts or 0
+        if j.latency_ms is not None:
+            result.latencies_ms.append(j.latency_ms)
+    cost = getattr(judge, "cost_estimate", None)
+    if callable(cost):
+        result.cost_estimate = cost(result.prompt_tokens, result.completion_tokens)
+    reasons = _cached_reasons(conn, [k for k in set(keys) if k in cached and cached[k][0] != "ok"])
     records = []
     scores = []
     for (trace_id, segment, _, _), key in zip(rows, keys, strict=True):
@@ -128,6 +211,9 @@ def score_day(
         state, score = cached[key] if hit else (new[key].state, new[key].score)
         result.cache_hits += hit
         result.states[state] += 1
+        if state != "ok":
+            reason = reasons.get(key) if hit else new[key].reason
+            result.failures_by_kind[failure_kind(state, reason)] += 1
         if score is not None:
             scores.append(score)
         records.append((trace_id, segment, key, state, score, hit))
@@ -146,4 +232,5 @@ def score_day(
     )
     replace_rows(conn, "judge_scores", "partition_date = ?", [day], frame=frame)
     result.mean_score = sum(scores) / len(scores) if scores else None
+    store_accounting(conn, result)
     return result

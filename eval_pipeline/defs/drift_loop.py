@@ -146,7 +146,22 @@ def judge_scores(
                 "judge_calls": MD.int(res.judge_calls),
                 "prompt_tokens": MD.int(res.prompt_tokens),
                 "completion_tokens": MD.int(res.completion_tokens),
+                "http_attempts": MD.int(res.http_attempts),
+                "failures_by_kind": MD.json(dict(sorted(res.failures_by_kind.items()))),
+                "cost_estimate": MD.float(
+                    res.cost_estimate if res.cost_estimate is not None else float("nan")
+                ),
+                "latency_ms_mean": MD.float(
+                    res.latency_ms_mean if res.latency_ms_mean is not None else float("nan")
+                ),
+                "latency_ms_p95": MD.float(
+                    res.latency_ms_p95 if res.latency_ms_p95 is not None else float("nan")
+                ),
+                "judge_wall_seconds": MD.float(res.wall_seconds),
             }
+            structured = getattr(the_judge, "response_format", None)
+            if isinstance(structured, str):
+                meta["judge_response_format"] = MD.text(structured)
             record_day(context, day, meta)
             per_day[day] = meta
             context.log.info(

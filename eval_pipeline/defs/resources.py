@@ -76,14 +76,51 @@ class TraceSourceResource(dg.ConfigurableResource):
 
 
 class JudgeResource(dg.ConfigurableResource):
-    """Which judge scores traces. kind=heuristic needs no model (the demo default)."""
+    """Which judge scores traces. kind=heuristic needs no model (the demo default);
+    kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, docs/judge.md).
+
+    Fields left unset fall back to the environment. The API key is never config: only the
+    *name* of the variable that holds it is, so the UI never shows the secret.
+    """
 
     kind: str | None = None  # None: $EVAL_JUDGE, else "heuristic"
+    base_url: str | None = None  # EVAL_JUDGE_BASE_URL
+    model: str | None = None  # EVAL_JUDGE_MODEL
+    api_key_env: str = "EVAL_JUDGE_API_KEY"
+    concurrency: int | None = None  # EVAL_JUDGE_CONCURRENCY (16)
+    connect_timeout: float | None = None  # EVAL_JUDGE_CONNECT_TIMEOUT (5 s)
+    read_timeout: float | None = None  # EVAL_JUDGE_READ_TIMEOUT (60 s)
+    deadline: float | None = None  # EVAL_JUDGE_DEADLINE (180 s per judgment)
+    max_retries: int | None = None  # EVAL_JUDGE_MAX_RETRIES (6)
+    structured_output: bool | None = None  # EVAL_JUDGE_STRUCTURED_OUTPUT (true)
+    price_prompt_per_1k: float | None = None  # EVAL_JUDGE_PRICE_PROMPT_PER_1K
+    price_completion_per_1k: float | None = None  # EVAL_JUDGE_PRICE_COMPLETION_PER_1K
+    rubric: str | None = None  # EVAL_JUDGE_RUBRIC (bundled name or file path; quality-v1)
 
     def build(self) -> Judge:
         env = dict(os.environ)
         if self.kind:
             env["EVAL_JUDGE"] = self.kind
+        overrides = {
+            "BASE_URL": self.base_url,
+            "MODEL": self.model,
+            "CONCURRENCY": self.concurrency,
+            "CONNECT_TIMEOUT": self.connect_timeout,
+            "READ_TIMEOUT": self.read_timeout,
+            "DEADLINE": self.deadline,
+            "MAX_RETRIES": self.max_retries,
+            "STRUCTURED_OUTPUT": self.structured_output,
+            "PRICE_PROMPT_PER_1K": self.price_prompt_per_1k,
+            "PRICE_COMPLETION_PER_1K": self.price_completion_per_1k,
+            "RUBRIC": self.rubric,
+        }
+        for name, value in overrides.items():
+            if value is not None:
+                env[f"EVAL_JUDGE_{name}"] = str(value)
+        key = os.environ.get(self.api_key_env)
+        env.pop("EVAL_JUDGE_API_KEY", None)
+        if key:
+            env["EVAL_JUDGE_API_KEY"] = key
         return judge_from_env(env)
 
 

@@ -1,0 +1,185 @@
+"""The golden-set regression gate as a Dagster asset, with a blocking check, a job and a sensor.
+
+``golden_regression`` runs the golden set against the configured target (the demo app by
+default), records the run in DuckDB (regression_runs / regression_results) and reports the
+pass rate; its blocking ``pass_rate`` check fails the run when the rate is below the
+threshold. An outage (most calls failed) fails the step with a clear message instead: it is
+neither a pass nor a quality regression.
+
+``golden_set_sensor`` re-runs the gate when the golden file's content changes: it hashes the
+file (``cases.golden_version``) and compares it with the version recorded on the asset's
+latest materialization in the Dagster instance; it never opens DuckDB.
+
+The run's judge-scored mean (every answer scored by the configured judge without the
+reference, as the drift loop scores live traffic) is in the ``judge_mean`` metadata and in
+``regression_runs.judge_mean``; ``eval_pipeline.core.regression.latest_baseline`` reads it
+for the drift loop's pinned baseline.
+"""
+
+import os
+
+import dagster as dg
+
+from eval_pipeline import settings
+from eval_pipeline.core import cases, regression, runners
+from eval_pipeline.defs.resources import EvalStore, JudgeResource
+
+MD = dg.MetadataValue
+DEFAULT_TARGET = "eval_pipeline.demo_app:answer"
+
+
+class RegressionConfig(dg.Config):
+    """What to test. Unset fields fall back to environment variables read at run time."""
+
+    target: str | None = None  # base URL or module:function; $EVAL_REGRESSION_TARGET; demo app
+    model: str | None = None  # for HTTP targets; $EVAL_REGRESSION_MODEL
+    system_prompt_file: str | None = None  # for HTTP targets; $EVAL_REGRESSION_SYSTEM_PROMPT
+    api_key_env: str = runners.DEFAULT_API_KEY_ENV  # the variable's name, never the key
+    target_args: dict[str, str] = {}  # keyword arguments for a callable target
+    target_name: str | None = None  # name in history (default: URL#model or module:function)
+    golden_path: str | None = None  # default $EVAL_GOLDEN_PATH
+    deploy_id: str | None = None  # default $EVAL_DEPLOY_ID, $GITHUB_SHA, git HEAD
+    threshold: float = regression.DEFAULT_THRESHOLD
+    max_error_rate: float = regression.DEFAULT_MAX_ERROR_RATE
+    concurrency: int = runners.DEFAULT_CONCURRENCY
+    timeout: float = runners.DEFAULT_TIMEOUT
+    retries: int = runners.DEFAULT_RETRIES
+    judge_all: bool = True  # judge-score every answer: the drift loop's baseline
+
+
+@dg.asset(
+    group_name="regression",
+    kinds={"duckdb", "python"},
+    pool="duckdb",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "pass_rate",
+            asset="golden_regression",
+            blocking=True,
+            description="The golden-set pass rate is at or above the configured threshold.",
+        )
+    ],
+)
+def golden_regression(
+    context: dg.AssetExecutionContext,
+    config: RegressionConfig,
+    store: EvalStore,
+    judge: JudgeResource,
+) -> dg.MaterializeResult:
+    """The golden set run against the deployed target: pass rate, failures, newly failing."""
+    golden = config.golden_path or str(settings.golden_path())
+    try:
+        golden_cases = cases.load_cases(golden)
+    except cases.GoldenFileError as exc:
+        raise dg.Failure(description=f"the golden set is invalid: {exc}") from exc
+    target = config.target or os.environ.get("EVAL_REGRESSION_TARGET") or DEFAULT_TARGET
+    try:
+        runner = runners.runner_from_target(
+            target,
+            model=config.model or os.environ.get("EVAL_REGRESSION_MODEL"),
+            system_prompt_file=config.system_prompt_file
+            or os.environ.get("EVAL_REGRESSION_SYSTEM_PROMPT"),
+            api_key_env=config.api_key_env,
+            kwargs=dict(config.target_args),
+            concurrency=config.concurrency,
+            timeout=config.timeout,
+            retries=config.retries,
+        )
+    except runners.RunnerConfigError as exc:
+        raise dg.Failure(description=f"the target cannot be called: {exc}") from exc
+
+    def progress(done: int, total: int, call: runners.Call) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            context.log.info(f"called the target for {done}/{total} cases")
+
+    run = regression.execute(
+        golden_cases,
+        runner,
+        golden_version=cases.golden_version(golden_cases),
+        golden_path=golden,
+        deploy_id=config.deploy_id,
+        threshold=config.threshold,
+        max_error_rate=config.max_error_rate,
+        judge_factory=judge.build,
+        judge_all=config.judge_all,
+        progress=progress,
+    )
+    if config.target_name:
+        run.target = config.target_name
+    with store.connect() as conn:
+        comparison = regression.record(conn, run)
+    context.log.info(regression.text_report(run, comparison))
+    if run.status == "outage":
+        raise dg.Failure(
+            description=(
+                f"outage: {run.errors} of {run.n} cases got no answer from {run.target}; "
+                "the gate could not be evaluated (this is not a quality verdict)"
+            ),
+            metadata={"run_id": MD.text(run.run_id), "errors": MD.int(run.errors)},
+        )
+    meta = {
+        "pass_rate": MD.float(run.pass_rate),
+        "threshold": MD.float(run.threshold),
+        "cases": MD.int(run.n),
+        "passed": MD.int(run.passed),
+        "failed": MD.int(run.failed),
+        "errors": MD.int(run.errors),
+        "newly_failing": MD.int(len(comparison.newly_failing)),
+        "newly_passing": MD.int(len(comparison.newly_passing)),
+        "status": MD.text(run.status),
+        "deploy_id": MD.text(run.deploy_id),
+        "target": MD.text(run.target),
+        "golden_version": MD.text(run.golden_version),
+        "run_id": MD.text(run.run_id),
+        "report": MD.md(regression.markdown_report(run, comparison)),
+    }
+    if run.judge_mean is not None:
+        meta["judge_mean"] = MD.float(run.judge_mean)
+        meta["judge"] = MD.text(f"{run.judge_name} ({run.rubric_version})")
+    check = dg.AssetCheckResult(
+        check_name="pass_rate",
+        passed=run.status == "pass",
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "pass_rate": MD.float(run.pass_rate),
+            "threshold": MD.float(run.threshold),
+            "newly_failing": MD.text(", ".join(comparison.newly_failing) or "none"),
+        },
+    )
+    return dg.MaterializeResult(metadata=meta, check_results=[check])
+
+
+golden_regression_job = dg.define_asset_job(
+    "golden_regression_job",
+    selection=dg.AssetSelection.assets(golden_regression),
+    description="Run the golden set against the target and gate on the pass rate.",
+)
+
+
+@dg.sensor(
+    job=golden_regression_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def golden_set_sensor(context: dg.SensorEvaluationContext):
+    """Re-runs the regression gate when the golden file's content hash changes."""
+    path = settings.golden_path()
+    if not path.exists():
+        return dg.SkipReason(f"no golden set at {path}")
+    try:
+        version = cases.golden_version(path)
+    except cases.GoldenFileError as exc:
+        return dg.SkipReason(f"the golden set is invalid, not running the gate: {exc}")
+    if context.cursor == version:
+        return dg.SkipReason(f"golden set unchanged ({version})")
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("golden_regression"))
+    last = None
+    if event is not None and event.asset_materialization is not None:
+        entry = event.asset_materialization.metadata.get("golden_version")
+        last = getattr(entry, "value", None)
+    if last == version:
+        return dg.SensorResult(skip_reason=f"golden set {version} already gated", cursor=version)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"golden-{version}", tags={"golden_version": version})],
+        cursor=version,
+    )

@@ -24,6 +24,7 @@ Usage::
         server.requests[0].headers       # lower-cased header names, e.g. ["authorization"]
         server.requests[0].fault         # what the server did: "content", "status:429", ...
         server.requests[0].client        # (host, port) of the client: one port per connection
+        server.max_in_flight             # most chat calls served at the same time
         server.reset()                   # forget requests, script, random faults
 
 How a chat call is answered, first match wins:
@@ -202,6 +203,8 @@ class FakeOpenAIServer:
         self.model = model
         self.reject_response_format: bool | set[str] = False
         self.requests: list[RecordedRequest] = []
+        self.in_flight = 0  # chat calls being answered right now
+        self.max_in_flight = 0  # the most at once since start/reset
         self._script: deque[Fault | str] = deque()
         self._random_faults: list[tuple[Fault, float, random.Random]] = []
         self._lock = threading.Lock()
@@ -231,6 +234,7 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.max_in_flight = self.in_flight
             self._script.clear()
             self._random_faults.clear()
         self.reject_response_format = False
@@ -367,8 +371,15 @@ class FakeOpenAIServer:
         if isinstance(action, str):
             action = Fault.content(action)
         record.fault = action.label
-        await self._sleep(self.latency)
-        await self._apply(action, body, send)
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._sleep(self.latency)
+            await self._apply(action, body, send)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     async def _sleep(self, seconds: float) -> None:
         # Sleeps in slices so a stopping server does not wait for a long hang.

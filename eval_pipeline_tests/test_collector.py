@@ -1,0 +1,223 @@
+"""The feedback collector over real HTTP (uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from eval_pipeline import settings
+from eval_pipeline.core import feedback, store
+from eval_pipeline.core.collector import create_app, recover_incoming
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """uvicorn in a thread on a free port; stop() runs the app's shutdown (final rotation)."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/feedback"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    return sorted(p for p in inbox.iterdir() if p.is_file() and feedback.is_candidate_name(p.name))
+
+
+def test_good_record_bad_token_bad_body():
+    inbox = settings.feedback_inbox()
+    app = create_app(inbox, TOKEN)
+    with ThreadServer(app) as srv, httpx.Client(timeout=10) as http:
+        good = {"trace_id": "t-1", "rating": "down", "comment": "wrong answer",
+                "user_id": "u-9", "ts": "2026-10-22T10:00:00Z"}
+        r = http.post(srv.url, json=good, headers=AUTH)
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"] == 1
+        fid = r.json()["feedback_ids"][0]
+
+        r = http.post(srv.url, json=good)
+        assert r.status_code == 401 and "missing Authorization" in r.json()["error"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = http.post(srv.url, json=good, headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.json()["error"] == "invalid bearer token"
+        assert TOKEN not in r.text
+
+        r = http.post(srv.url, content=b'{"trace_id": "t-1", "rat', headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"].startswith("body is not JSON")
+        r = http.post(srv.url, json={"trace_id": "t-1", "rating": "meh"}, headers=AUTH)
+        assert r.status_code == 422
+        assert r.json()["error"] == "unknown rating: 'meh' (expected 'up' or 'down')"
+        r = http.post(srv.url, json={"rating": "up"}, headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"] == "missing field: trace_id"
+        r = http.post(srv.url, json=[good, {"trace_id": 5, "rating": "up"}], headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"].startswith("record 1: invalid field")
+        r = http.post(srv.url, content=b"x" * 2_000_000, headers=AUTH)
+        assert r.status_code == 413
+        r = http.post(srv.url, json={**good, "received_at": "2020-01-01"}, headers=AUTH)
+        assert r.status_code == 422
+        # Nothing is in the inbox until the file is rotated (here: on shutdown).
+        assert inbox_files(inbox) == []
+    files = inbox_files(inbox)
+    assert len(files) == 1
+    (rec,) = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert rec["trace_id"] == "t-1" and rec["received_at"].endswith("Z")
+    assert feedback.validate_record(rec).feedback_id == fid
+    assert list((inbox / ".incoming").iterdir()) == []
+
+
+def test_concurrent_posts_no_loss_no_duplicate_no_half_file():
+    inbox = settings.feedback_inbox()
+    # Tiny rotation limits, so files are published many times while posts are in flight.
+    app = create_app(inbox, TOKEN, max_records=7, max_bytes=4096, max_age_seconds=0.2)
+    n = 200
+    problems: list[str] = []
+    seen_files: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        # Every file visible in the inbox must be complete: every line whole JSON, a final
+        # newline, and its content never changes once seen.
+        contents: dict[str, bytes] = {}
+        while not stop.is_set():
+            for p in inbox_files(inbox) if inbox.exists() else []:
+                try:
+                    data = p.read_bytes()
+                except FileNotFoundError:
+                    continue
+                if not data.endswith(b"\n"):
+                    problems.append(f"{p.name}: no final newline")
+                for ln in data.splitlines():
+                    try:
+                        json.loads(ln)
+                    except ValueError:
+                        problems.append(f"{p.name}: half-written line {ln[:40]!r}")
+                if p.name in contents and contents[p.name] != data:
+                    problems.append(f"{p.name}: changed after it appeared")
+                contents[p.name] = data
+                seen_files.add(p.name)
+
+    async def post_all(url: str) -> list[int]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+            async def one(i: int) -> int:
+                body = {"trace_id": f"t-{i:03}", "rating": "down" if i % 3 else "up",
+                        "comment": f"comment {i} " + "é" * (i % 50), "user_id": f"u{i}"}
+                return (await http.post(url, json=body, headers=AUTH)).status_code
+
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with ThreadServer(app) as srv:
+        watcher.start()
+        statuses = asyncio.run(post_all(srv.url))
+    stop.set()
+    watcher.join(10)
+    assert statuses == [202] * n
+    assert problems == []
+    files = inbox_files(inbox)
+    assert len(files) > 10 and len(seen_files) > 1  # it really rotated under load
+    records = [json.loads(x) for p in files for x in p.read_text().splitlines()]
+    ids = sorted(r["trace_id"] for r in records)
+    assert ids == [f"t-{i:03}" for i in range(n)]  # none lost, none twice
+    assert list((inbox / ".incoming").iterdir()) == []
+    # And they ingest to exactly n records.
+    with store.connect(settings.duckdb_path()) as conn:
+        for p in files:
+            feedback.ingest_file(conn, p)
+        assert conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0] == n
+
+
+def test_app_requires_a_token(monkeypatch):
+    monkeypatch.delenv("EVAL_FEEDBACK_TOKEN", raising=False)
+    with pytest.raises(RuntimeError, match="EVAL_FEEDBACK_TOKEN"):
+        create_app(settings.feedback_inbox())
+
+
+def test_leftover_file_of_a_dead_writer_is_published(tmp_path):
+    inbox = tmp_path / "inbox"
+    incoming = inbox / ".incoming"
+    incoming.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    left = incoming / f"feedback-20260101T000000000000Z-p{pid}-1.jsonl"
+    left.write_text('{"trace_id": "t", "rating": "up"}\n{"trace_id": "t2", "ra')
+    mine = incoming / f"feedback-20260101T000000000000Z-p{os.getpid()}-1.jsonl"
+    mine.write_text("")
+    moved = recover_incoming(inbox)
+    assert moved == [inbox / left.name]
+    assert mine.exists()  # a live writer's file is left alone
+    parsed = feedback.parse_file(moved[0].read_bytes())
+    assert len(parsed.records) == 1 and parsed.rejects[0].reason.startswith("not JSON")
+
+
+def test_cli_serve_over_http_and_sigterm_publishes(tmp_path):
+    port = free_port()
+    env = {**os.environ, "EVAL_FEEDBACK_TOKEN": TOKEN}
+    inbox = settings.feedback_inbox()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eval_pipeline", "feedback", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--rotate-seconds", "3600"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"collector did not start: {proc.stdout.read()}")
+            time.sleep(0.1)
+        for i in range(3):
+            r = httpx.post(url + "/v1/feedback", json={"trace_id": f"t{i}", "rating": "down"},
+                           headers=AUTH, timeout=10)
+            assert r.status_code == 202
+        assert inbox_files(inbox) == []  # still being written
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert TOKEN not in out
+    files = inbox_files(inbox)
+    assert len(files) == 1 and len(files[0].read_text().splitlines()) == 3

@@ -51,6 +51,9 @@ class RegressionConfig(dg.Config):
     group_name="regression",
     kinds={"duckdb", "python"},
     pool="duckdb",
+    # Lineage only: the file is the source of truth (hand edits count too); the sensor below
+    # re-runs the gate when its content changes, whoever changed it.
+    deps=[dg.AssetKey("golden_set")],
     check_specs=[
         dg.AssetCheckSpec(
             "pass_rate",

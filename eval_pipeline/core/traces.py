@@ -86,6 +86,11 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
     """Stage the day from the source, then replace the day in the store atomically."""
     create_staging(conn)
     report = source.stage_day(conn, day)  # raises SourceUnavailable: nothing is written
+    dup = conn.execute(
+        "SELECT trace_id FROM staged_traces GROUP BY trace_id HAVING count(*) > 1 LIMIT 1"
+    ).fetchone()
+    if dup:
+        raise RuntimeError(f"source {report.source} staged trace_id {dup[0]} twice")
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("DELETE FROM raw_traces WHERE partition_date = ?", [day])
@@ -152,52 +157,61 @@ def file_day(path: Path, root: Path) -> dt.date | None:
         return None
 
 
+def _kind(expr: str) -> str:
+    """SQL for the JSON type of an extracted JSON value, from its first character."""
+    return (
+        f"CASE WHEN {expr} IS NULL THEN NULL ELSE CASE left({expr}, 1) "
+        "WHEN '\"' THEN 'VARCHAR' WHEN '{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' "
+        "WHEN 'n' THEN 'NULL' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' "
+        "ELSE 'NUMBER' END END"
+    )
+
+
 # Classify each line once, in SQL, so a day of a million traces never goes through a Python
-# loop per row. json_extract with a list of paths parses each line once.
-_CLASSIFY_SQL = """
+# loop per row. json_extract with a list of paths parses each line once; try() turns a line
+# that is not JSON into NULL, and only those rows pay for finding out what is wrong.
+_CLASSIFY_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _classified AS
-WITH base AS (
-    SELECT source_file, line_no, raw, decode_error,
-           CASE WHEN NOT decode_error AND json_valid(raw) THEN json_type(raw) END AS top_type
-    FROM _lines
-), fields AS (
-    SELECT *,
-        CASE WHEN top_type = 'OBJECT' THEN json_extract(raw, [
+WITH fields AS (
+    SELECT source_file, line_no, raw, decode_error, dated,
+        CASE WHEN NOT decode_error AND line_no > 0 THEN try(json_extract(raw, [
             '$.trace_id', '$.timestamp', '$.user_query', '$.assistant_response', '$.segment',
-            '$.model', '$.prompt_version', '$.user_id', '$.metadata']) END AS v
-    FROM base
+            '$.model', '$.prompt_version', '$.user_id', '$.metadata'])) END AS v
+    FROM _lines
 ), typed AS (
+    -- The JSON type of each extracted value from its first character: cheaper than
+    -- parsing it again, and enough to tell string, number, object, array and null apart.
     SELECT *,
-        json_type(v[1]) AS t_id, json_type(v[2]) AS t_ts, json_type(v[3]) AS t_q,
-        json_type(v[4]) AS t_a, json_type(v[5]) AS t_seg, json_type(v[6]) AS t_model,
-        json_type(v[7]) AS t_pv, json_type(v[8]) AS t_uid, json_type(v[9]) AS t_meta
+        {_kind("v[1]")} AS t_id, {_kind("v[2]")} AS t_ts, {_kind("v[3]")} AS t_q,
+        {_kind("v[4]")} AS t_a, {_kind("v[5]")} AS t_seg, {_kind("v[6]")} AS t_model,
+        {_kind("v[7]")} AS t_pv, {_kind("v[8]")} AS t_uid, {_kind("v[9]")} AS t_meta
     FROM fields
 ), parsed AS (
     SELECT *,
         CASE
             WHEN t_ts = 'VARCHAR' THEN
                 try_cast(v[2] ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
-            WHEN t_ts IN ('UBIGINT', 'BIGINT') THEN
-                try(epoch_ms(CAST(v[2] AS BIGINT)))
-            WHEN t_ts = 'DOUBLE' THEN
+            WHEN t_ts = 'NUMBER' THEN
                 try(epoch_ms(CAST(CAST(v[2] AS DOUBLE) AS BIGINT)))
         END AS ts
     FROM typed
 )
-SELECT source_file, line_no, raw, ts,
+SELECT source_file, line_no, left(raw, {EXCERPT_CHARS}) AS excerpt, ts,
     v[1] ->> '$' AS trace_id, v[3] ->> '$' AS user_query, v[4] ->> '$' AS assistant_response,
     v[5] ->> '$' AS segment, v[6] ->> '$' AS model, v[7] ->> '$' AS prompt_version,
     v[8] ->> '$' AS user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
+    (ts >= $start AND ts < $end) AS in_day,
     CASE
         WHEN line_no = 0 THEN coalesce(raw, 'empty file: no rows')
         WHEN decode_error THEN 'undecodable bytes (not UTF-8)'
-        WHEN top_type IS NULL THEN 'not valid JSON'
-        WHEN top_type <> 'OBJECT' THEN 'not a JSON object (got ' || lower(top_type) || ')'
+        WHEN v IS NULL THEN 'not valid JSON'
+        WHEN t_id IS NULL AND json_type(raw) <> 'OBJECT'
+            THEN 'not a JSON object (got ' || lower(json_type(raw)) || ')'
         WHEN t_id IS NULL OR t_id = 'NULL' THEN 'missing field trace_id'
         WHEN t_id <> 'VARCHAR' THEN 'wrong type: trace_id must be a string'
         WHEN length(trim(v[1] ->> '$')) = 0 THEN 'empty trace_id'
         WHEN t_ts IS NULL OR t_ts = 'NULL' THEN 'missing field timestamp'
-        WHEN t_ts NOT IN ('VARCHAR', 'UBIGINT', 'BIGINT', 'DOUBLE')
+        WHEN t_ts NOT IN ('VARCHAR', 'NUMBER')
             THEN 'wrong type: timestamp must be ISO 8601 text or epoch milliseconds'
         WHEN ts IS NULL THEN 'bad timestamp: not ISO 8601 or epoch milliseconds'
         WHEN t_q IS NULL OR t_q = 'NULL' THEN 'missing field user_query'
@@ -214,7 +228,12 @@ SELECT source_file, line_no, raw, ts,
             THEN 'wrong type: user_id must be a string'
         WHEN coalesce(t_meta, 'NULL') NOT IN ('NULL', 'OBJECT')
             THEN 'wrong type: metadata must be an object'
-    END AS reject_reason
+        -- Fine except for landing on another day: a dated file's row is rejected; an
+        -- undated file's row belongs to that other day and is simply not today's.
+        WHEN dated AND NOT (ts >= $start AND ts < $end)
+            THEN 'timestamp ' || strftime(ts, '%Y-%m-%dT%H:%M:%S')
+                 || ' is outside the file''s day ' || $day
+    END AS reason
 FROM parsed
 """
 
@@ -250,89 +269,98 @@ class InboxSource:
         report = StageReport(source=self.name)
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, "
-            "raw VARCHAR, decode_error BOOLEAN)"
+            "raw VARCHAR, decode_error BOOLEAN, dated BOOLEAN)"
         )
-        dated: dict[str, bool] = {}
         for path in self.files_for(day):
             report.files_read += 1
-            dated[str(path)] = file_day(path, self.root) is not None
+            dated = file_day(path, self.root) is not None
             if path.suffix == ".parquet":
-                _load_parquet_lines(conn, path)
+                _load_parquet_lines(conn, path, dated)
             else:
-                _load_jsonl_lines(conn, path)
+                _load_jsonl_lines(conn, path, dated)
         report.rows_seen = conn.execute("SELECT count(*) FROM _lines").fetchone()[0]
-        conn.execute(_CLASSIFY_SQL)
-        kinds = pd.DataFrame(
-            {
-                "source_file": pd.Series(list(dated), dtype=object),
-                "dated": pd.Series(list(dated.values()), dtype=bool),
-            }
-        )
-        conn.register("_file_kinds", kinds)
         start = dt.datetime.combine(day, dt.time())
-        end = start + dt.timedelta(days=1)
-        # Rows that are fine except for landing on another day: a dated file's are rejected,
-        # an undated file's belong to that other day and are simply not today's.
         conn.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _dayrows AS
-            SELECT c.*, f.dated,
-                CASE
-                    WHEN c.reject_reason IS NOT NULL THEN c.reject_reason
-                    WHEN (c.ts < ? OR c.ts >= ?) AND f.dated
-                        THEN 'timestamp ' || strftime(c.ts, '%Y-%m-%dT%H:%M:%S')
-                             || ' is outside the file''s day ' || ?
-                END AS reason,
-                (c.ts >= ? AND c.ts < ?) AS in_day
-            FROM _classified c JOIN _file_kinds f USING (source_file)
-            """,
-            [start, end, day.isoformat(), start, end],
+            _CLASSIFY_SQL,
+            {"start": start, "end": start + dt.timedelta(days=1), "day": day.isoformat()},
         )
+        conn.execute("DROP TABLE _lines")  # the raw text is no longer needed: free it now
         # Rejects of undated files are recorded on every day that reads them (each day's
         # report is complete on its own); a dated file's rejects only on its own day.
         conn.execute(
-            """
-            INSERT INTO staged_rejects
-            SELECT ?, source_file, line_no, reason, left(raw, ?)
-            FROM _dayrows WHERE reason IS NOT NULL
-            """,
-            [self.name, EXCERPT_CHARS],
+            "INSERT INTO staged_rejects SELECT ?, source_file, line_no, reason, excerpt "
+            "FROM _classified WHERE reason IS NOT NULL",
+            [self.name],
         )
+        # Duplicate trace ids: the first occurrence (by file, line) wins, the others are
+        # rejected naming it. A hash aggregate finds the few duplicated ids cheaply.
         conn.execute(
             """
-            CREATE OR REPLACE TEMP TABLE _good AS
-            SELECT *, row_number() OVER (PARTITION BY trace_id ORDER BY source_file, line_no) AS nth,
-                   first_value(source_file || ':' || line_no)
-                       OVER (PARTITION BY trace_id ORDER BY source_file, line_no) AS first_seen
-            FROM _dayrows WHERE reason IS NULL AND in_day
+            CREATE OR REPLACE TEMP TABLE _dups AS
+            SELECT trace_id, min({'f': source_file, 'l': line_no}) AS first
+            FROM _classified WHERE reason IS NULL AND in_day
+            GROUP BY trace_id HAVING count(*) > 1
             """
         )
         conn.execute(
             """
             INSERT INTO staged_rejects
-            SELECT ?, source_file, line_no, 'duplicate trace_id ' || trace_id
-                   || ' (first seen at ' || first_seen || ')', left(raw, ?)
-            FROM _good WHERE nth > 1
+            SELECT ?, r.source_file, r.line_no, 'duplicate trace_id ' || r.trace_id
+                   || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', r.excerpt
+            FROM _classified r JOIN _dups d USING (trace_id)
+            WHERE r.reason IS NULL AND r.in_day
+              AND (r.source_file, r.line_no) <> (d.first.f, d.first.l)
             """,
-            [self.name, EXCERPT_CHARS],
+            [self.name],
         )
         conn.execute(
             """
             INSERT INTO staged_traces
-            SELECT trace_id, ts, user_query, assistant_response, nullif(trim(segment), ''),
-                   model, prompt_version, user_id, metadata, ?, source_file || ':' || line_no
-            FROM _good WHERE nth = 1
+            SELECT r.trace_id, r.ts, r.user_query, r.assistant_response,
+                   nullif(trim(r.segment), ''), r.model, r.prompt_version, r.user_id,
+                   r.metadata, ?, r.source_file || ':' || r.line_no
+            FROM _classified r LEFT JOIN _dups d USING (trace_id)
+            WHERE r.reason IS NULL AND r.in_day
+              AND (d.trace_id IS NULL OR (r.source_file, r.line_no) = (d.first.f, d.first.l))
             """,
             [self.name],
         )
-        conn.unregister("_file_kinds")
-        for table in ("_lines", "_classified", "_dayrows", "_good"):
+        for table in ("_classified", "_dups"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         return report
 
 
-def _load_jsonl_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _load_jsonl_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:
     """Append the file's lines to _lines with 1-based line numbers.
+
+    The fast path lets DuckDB read and split the file. A file that is not valid UTF-8 makes
+    DuckDB refuse it whole; it then goes through the Python path below, which flags the bad
+    lines one by one and keeps the rest.
+    """
+    try:
+        conn.execute(
+            """
+            INSERT INTO _lines
+            SELECT ?, line_no, raw, false, ? FROM (
+                SELECT unnest(parts) AS raw, generate_subscripts(parts, 1) AS line_no
+                FROM (SELECT string_split(content, chr(10)) AS parts FROM read_text(?))
+            ) -- blank lines carry nothing; a trailing CR is JSON whitespace and harmless
+            WHERE length(raw) > 2 OR trim(raw) <> ''
+            """,
+            [str(path), dated, str(path)],
+        )
+    except duckdb.InvalidInputException:
+        _load_jsonl_lines_python(conn, path, dated)
+        return
+    if not conn.execute(
+        "SELECT count(*) FROM _lines WHERE source_file = ?", [str(path)]
+    ).fetchone()[0]:
+        # Line 0 stands for the whole file; the classifier reports it as an empty file.
+        conn.execute("INSERT INTO _lines VALUES (?, 0, NULL, false, ?)", [str(path), dated])
+
+
+def _load_jsonl_lines_python(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:
+    """Append the file's lines to _lines with 1-based line numbers, in Python.
 
     Reads in large chunks and decodes each chunk at once; only a chunk that is not valid
     UTF-8 is decoded line by line, so each bad line is flagged and the rest kept.
@@ -386,25 +414,25 @@ def _load_jsonl_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
                 saw_content = True
                 conn.register("_chunk", frame)
                 conn.execute(
-                    "INSERT INTO _lines SELECT ?, line_no, raw, decode_error FROM _chunk",
-                    [str(path)],
+                    "INSERT INTO _lines SELECT ?, line_no, raw, decode_error, ? FROM _chunk",
+                    [str(path), dated],
                 )
                 conn.unregister("_chunk")
     if not saw_content:
         # Line 0 stands for the whole file; the classifier reports it as an empty file.
-        conn.execute("INSERT INTO _lines VALUES (?, 0, NULL, false)", [str(path)])
+        conn.execute("INSERT INTO _lines VALUES (?, 0, NULL, false, ?)", [str(path), dated])
 
 
-def _load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:
     """A Parquet file goes through the same checks: each row becomes a JSON object."""
     try:
         conn.execute(
             "INSERT INTO _lines SELECT ?, file_row_number + 1, "
-            "to_json(t)::VARCHAR, false FROM read_parquet(?, file_row_number = true) t",
-            [str(path), str(path)],
+            "to_json(t)::VARCHAR, false, ? FROM read_parquet(?, file_row_number = true) t",
+            [str(path), dated, str(path)],
         )
     except duckdb.Error as exc:
         conn.execute(
-            "INSERT INTO _lines VALUES (?, 0, ?, false)",
-            [str(path), f"unreadable parquet file: {exc}"],
+            "INSERT INTO _lines VALUES (?, 0, ?, false, ?)",
+            [str(path), f"unreadable parquet file: {exc}", dated],
         )

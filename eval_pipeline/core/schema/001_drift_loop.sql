@@ -13,8 +13,9 @@ CREATE TABLE raw_traces (
     user_id            VARCHAR,
     metadata           JSON,
     source             VARCHAR   NOT NULL,   -- 'jsonl', 'phoenix', ...
-    source_ref         VARCHAR,              -- file:line, span id, ...
-    PRIMARY KEY (partition_date, trace_id)
+    source_ref         VARCHAR               -- file:line, span id, ...
+    -- No PRIMARY KEY: (partition_date, trace_id) is unique (sources drop duplicates and
+    -- ingest_day checks), and an index would cost more than the rest of a large day's ingest.
 );
 
 -- Rows a source could not ingest, with where they came from and why.

@@ -418,8 +418,19 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
     bad = [r for r in run.results if r.outcome != "pass"]
     for r in [r for r in bad if r.outcome == "fail"][:max_listed]:
         lines.append(f"FAIL  {r.case_id} [{r.grader}]: {_one_line(r.reason)}")
-    for r in [r for r in bad if r.outcome == "error"][:max_listed]:
-        lines.append(f"ERROR {r.case_id} [{r.grader}]: {_one_line(r.reason)}")
+    errors = [r for r in bad if r.outcome == "error"]
+    if len(errors) <= 5:
+        for r in errors:
+            lines.append(f"ERROR {r.case_id} [{r.grader}]: {_one_line(r.reason)}")
+    else:  # an outage: one line per distinct reason, not one per case
+        by_reason: dict[str, list[str]] = {}
+        for r in errors:
+            by_reason.setdefault(r.reason, []).append(r.case_id)
+        for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+            more = f" (+{len(ids) - 3} more)" if len(ids) > 3 else ""
+            lines.append(
+                f"ERROR {len(ids)} cases ({', '.join(ids[:3])}{more}): {_one_line(reason)}"
+            )
     if len(bad) > 2 * max_listed:
         lines.append(f"... ({len(bad)} cases did not pass in all)")
     if lines:

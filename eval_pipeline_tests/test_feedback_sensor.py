@@ -128,8 +128,9 @@ def test_sensor_run_ingests_archives_and_a_redrop_never_runs_again(instance):
         assert conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0] == 3
 
 
-def test_review_decision_triggers_golden_set_by_automation(instance):
+def test_review_decision_triggers_golden_set(instance):
     from eval_pipeline.definitions import defs
+    from eval_pipeline.defs.feedback import review_decisions_sensor
 
     add_traces()
     with store.connect(settings.duckdb_path()) as conn:
@@ -140,20 +141,23 @@ def test_review_decision_triggers_golden_set_by_automation(instance):
         review.record(conn, review.Decision(
             candidates.candidate_id("t-billing-1"), "approve", "ann",
             expected="Explain the duplicate authorisation", grader={"type": "judge"}))
-    d = defs()
-    selection = dg.AssetSelection.assets("golden_set")
-    before = dg.evaluate_automation_conditions(defs=d, instance=instance,
-                                               asset_selection=selection)
-    assert before.total_requested == 0
+
+    def golden_tick():
+        return review_decisions_sensor(dg.build_sensor_context(instance=instance))
+
+    assert "no review decisions" in golden_tick().skip_reason.skip_message
     # What `eval-pipeline review` does after recording decisions.
     instance.report_runless_asset_event(dg.AssetMaterialization("review_decisions"))
-    after = dg.evaluate_automation_conditions(defs=d, instance=instance,
-                                              asset_selection=selection,
-                                              cursor=before.cursor)
-    assert after.get_num_requested(dg.AssetKey("golden_set")) == 1
+    (req,) = golden_tick().run_requests
+    d = defs()
     result = dg.materialize([d.resolve_assets_def("golden_set")], instance=instance)
     assert result.success
     assert "Explain the duplicate authorisation" in settings.golden_path().read_text()
+    assert "up to date" in golden_tick().skip_reason.skip_message
+    # A later decision asks again, under a new run key.
+    instance.report_runless_asset_event(dg.AssetMaterialization("review_decisions"))
+    (req2,) = golden_tick().run_requests
+    assert req2.run_key != req.run_key
 
 
 def test_sensor_cursor_stays_small_over_many_files(instance):

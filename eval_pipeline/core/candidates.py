@@ -41,9 +41,9 @@ SELECT
     'pending', NULL, NULL, $now, $now
 FROM (
     SELECT trace_id, count(*) AS reports,
-           coalesce(list(comment ORDER BY coalesce(ts, received_at, ingested_at), feedback_id)
+           coalesce(list(comment ORDER BY coalesce(ts, received_at, ingested_at), ingested_at, line_no)
                     FILTER (WHERE comment IS NOT NULL AND trim(comment) <> ''), []) AS comments,
-           list(feedback_id ORDER BY coalesce(ts, received_at, ingested_at), feedback_id)
+           list(feedback_id ORDER BY coalesce(ts, received_at, ingested_at), ingested_at, line_no)
                AS feedback_ids
     FROM feedback WHERE rating = 'down' GROUP BY trace_id
 ) d

@@ -261,16 +261,18 @@ def _ask_approval(c: cands.Candidate, reviewer: str, prompt, say) -> Decision:
         text = prompt(EXPECTED_PROMPTS[g], allow_empty=False)
         try:
             expected, params = _parse_expected(g, text)
-            tags_text = prompt("Tags, comma-separated (Enter = none): ")
-            tags = [t.strip() for t in tags_text.split(",") if t.strip()]
-            if c.segment and c.segment not in tags:
-                tags.append(c.segment)
             d = Decision(c.candidate_id, "approve", reviewer, expected=expected,
-                         grader={"type": g, **params}, tags=["feedback", *tags], input=value)
-            check_approval(c, d)
-            return d
+                         grader={"type": g, **params}, input=value)
+            check_approval(c, d)  # say what is wrong now, not at promotion
         except ReviewError as exc:
             say(f"  {exc}; let's try again")
+            continue
+        tags_text = prompt("Tags, comma-separated (Enter = none): ")
+        tags = [t.strip() for t in tags_text.split(",") if t.strip()]
+        if c.segment and c.segment not in tags:
+            tags.append(c.segment)
+        d.tags = ["feedback", *[t for t in tags if t != "feedback"]]
+        return d
 
 
 # --- export / import -------------------------------------------------------------------

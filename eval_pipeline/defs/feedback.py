@@ -10,8 +10,10 @@
   files it has ingested to processed/).
 - ``review_decisions`` is an external asset: the review CLI records decisions in DuckDB and
   reports a runless materialization of it to the Dagster instance.
-- ``golden_set`` follows it by declarative automation (``AutomationCondition.eager()``,
-  evaluated by ``feedback_automation_sensor``, running by default).
+- ``golden_set`` follows it: ``review_decisions_sensor`` (running by default) requests a
+  golden_set run when review_decisions was materialized after golden_set last was. (Not
+  ``AutomationCondition.eager()``: its first evaluation only sets a baseline, so decisions
+  made while no daemon ran, e.g. after `make demo`, would wait for the next decision.)
 """
 
 import json
@@ -158,7 +160,6 @@ review_decisions = dg.AssetSpec(
     group_name=GROUP,
     pool="duckdb",
     deps=[review_decisions],
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def golden_set(context: dg.AssetExecutionContext, store: EvalStore) -> dg.MaterializeResult:
     """The golden set (data/golden/golden.jsonl): approved candidates appended with
@@ -234,10 +235,27 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     )
 
 
-feedback_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "feedback_automation_sensor",
-    target=dg.AssetSelection.assets(golden_set),
-    default_status=dg.DefaultSensorStatus.RUNNING,
+def _latest_storage_id(instance: dg.DagsterInstance, key: str) -> int | None:
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=1, ascending=False)
+    return records.records[0].storage_id if records.records else None
+
+
+@dg.sensor(
+    target=[golden_set],
     minimum_interval_seconds=30,
-    description="Promotes approved candidates: golden_set runs after review decisions.",
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
+def review_decisions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Runs golden_set when review decisions were recorded after its last materialization.
+
+    It compares the two assets' latest events in the Dagster instance (never DuckDB), so a
+    review made while no daemon was running is promoted on the first tick after it starts.
+    """
+    decided = _latest_storage_id(context.instance, "review_decisions")
+    if decided is None:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no review decisions recorded yet"))
+    promoted = _latest_storage_id(context.instance, "golden_set")
+    if promoted is not None and promoted > decided:
+        return dg.SensorResult(skip_reason=dg.SkipReason("golden_set is up to date"))
+    # One run per batch of decisions: the run key is the decision event's storage id.
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"review-decisions-{decided}")])

@@ -189,3 +189,18 @@ def test_jsonl_days_make_judge_annotations_a_clean_no_op(monkeypatch):
     [mat] = result.asset_materializations_for_node("judge_annotations")
     assert "no judgments of Phoenix-sourced traces" in mat.metadata["note"].value
     assert "trace source: jsonl" in mat.metadata["note"].value
+
+
+def test_cli_check_and_annotation_status(fake_phoenix, capsys):
+    from eval_pipeline.cli import main
+
+    assert main(["phoenix", "check", "--day", DAY]) == 0
+    out = capsys.readouterr().out
+    assert "7 spans in 1 pages" in out and "traces:   7" in out
+    assert "query:  'What is 19 + 19?'" in out
+    assert run(dg.DagsterInstance.ephemeral()).success
+    assert main(["phoenix", "annotations"]) == 0
+    assert capsys.readouterr().out.startswith("sent           7")
+    fake_phoenix.mode = "500"
+    assert main(["phoenix", "check", "--day", DAY]) == 1
+    assert "FAILED: Phoenix at" in capsys.readouterr().out

@@ -12,10 +12,11 @@ with the cursor until ``next_cursor`` is null. Each span is classified once:
 - a *skip* (counted per reason in ``phoenix_span_skips``) when it is not what the pipeline
   evaluates: another span kind (TOOL, CHAIN, ...) or a child span when only roots are wanted.
 
-Phoenix answers 404 both for an unknown project and for a project that exists but has never
-received a span. A 404 on the span query is therefore followed by ``GET /v1/projects/{p}``:
-404 there means the project is unknown (a typo must never read as a quiet day, so the day
-fails); 200 means the project exists and the day is genuinely empty.
+Phoenix answers the span query with 404 (plain text) when the project does not exist, which
+includes a name no span has been sent to yet (projects are created on the first span); an
+existing project answers 200 with an empty page for a day without spans. A 404 is followed by
+``GET /v1/projects/{p}`` to be sure: 404 there means the project is unknown (a typo must never
+read as a quiet day, so the day fails); 200 means the day is genuinely empty.
 
 Connection errors, timeouts, 429 and 5xx are retried with exponential backoff (honouring
 ``Retry-After``); when the retries run out the day fails with ``SourceUnavailable``.

@@ -214,7 +214,7 @@ def parse_file(data: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedFile:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            rejects.append(Reject(line_no, f"not JSON: {exc.msg} at column {exc.colno}",
+            rejects.append(Reject(line_no, f"not JSON: {exc.msg} (column {exc.colno})",
                                   _excerpt(raw)))
             continue
         try:

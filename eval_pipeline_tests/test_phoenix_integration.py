@@ -364,3 +364,35 @@ def test_undeliverable_annotations_are_recorded_then_retried(phoenix_env, monkey
     ]
     anns = span_annotations(server, expect["project"], list(expect["day2_traces"]))
     assert len(anns) == 4
+
+
+def test_a_range_of_phoenix_days_runs_as_one_run(phoenix_env):
+    server, expect = phoenix_env
+    result = dg.materialize(
+        ASSETS,
+        resources=RESOURCES,
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": DAY1,
+            "dagster/asset_partition_range_end": EMPTY_DAY,
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    assert query("SELECT partition_date::VARCHAR, rows_ingested FROM trace_ingests ORDER BY 1") == [
+        (DAY1, 4),
+        (DAY2, 4),
+        (EMPTY_DAY, 0),
+    ]
+    per_day = {
+        e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+        and e.event_specific_data.asset_observation.asset_key.to_user_string()
+        == "judge_annotations"
+    }
+    sent = {day: obs.metadata["annotations_sent"].value for day, obs in per_day.items()}
+    assert sent == {DAY1: 4, DAY2: 4, EMPTY_DAY: 0}
+    assert query("SELECT status, count(*) FROM phoenix_annotations GROUP BY 1") == [("sent", 8)]
+    span_ids_ = list(expect["day1_traces"]) + list(expect["day2_traces"])
+    assert len(span_annotations(server, expect["project"], span_ids_)) == 8

@@ -933,7 +933,7 @@ _RETRY_SQL = """
 SELECT a.partition_date, a.trace_id, a.span_id, a.judgment_key,
        j.state, j.score, j.reason, j.judge_name, j.judge_model, j.rubric_version
 FROM phoenix_annotations a JOIN judgments j USING (judgment_key)
-WHERE a.status = 'failed' AND a.partition_date <> ? AND a.name = ? AND a.attempts < ?
+WHERE a.status = 'failed' AND a.name = ? AND a.attempts < ?
 ORDER BY a.partition_date, a.trace_id
 LIMIT ?
 """
@@ -1152,18 +1152,25 @@ def annotate_day(
 
     Every run posts all of the day's annotations again (Phoenix updates them in place, so
     this is idempotent and repairs annotations deleted in Phoenix) plus, first, the
-    annotations of other days whose last attempt failed (up to ``retry_limit``, and at most
+    other annotations whose last attempt failed (up to ``retry_limit``, and at most
     ``annotation_max_attempts`` tries each). Every outcome is recorded in
     ``phoenix_annotations``.
     """
     result = AnnotationResult(day=day, name=cfg.annotation_name)
     today = _items(conn.execute(_PENDING_SQL, [day, SOURCE_NAME]).fetchall(), cfg.annotation_name)
-    earlier = _items(
-        conn.execute(
-            _RETRY_SQL, [day, cfg.annotation_name, cfg.annotation_max_attempts, retry_limit]
-        ).fetchall(),
-        cfg.annotation_name,
-    )
+    # Failed annotations of any earlier run, including this day's spans that are no longer
+    # in its sample; the day's current judgments are posted anyway and take precedence.
+    current = {(i.span_id, i.identifier) for i in today}
+    earlier = [
+        i
+        for i in _items(
+            conn.execute(
+                _RETRY_SQL, [cfg.annotation_name, cfg.annotation_max_attempts, retry_limit]
+            ).fetchall(),
+            cfg.annotation_name,
+        )
+        if (i.span_id, i.identifier) not in current
+    ]
     result.eligible = len(today)
     result.retried_earlier = len(earlier)
     result.identifiers = sorted({i.identifier for i in today})

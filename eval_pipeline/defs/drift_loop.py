@@ -10,7 +10,7 @@ import dagster as dg
 
 from eval_pipeline.core import alerts, drift, sampling, scoring, traces
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.reporting import record_day, result, run_days
+from eval_pipeline.defs.reporting import materialize_days, run_days
 from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
 
 COMMON = dict(
@@ -43,7 +43,7 @@ class JudgeFailureConfig(dg.Config):
 @dg.asset(kinds={"duckdb", "python"}, **COMMON)
 def raw_traces(
     context: dg.AssetExecutionContext, store: EvalStore, trace_source: TraceSourceResource
-) -> dg.MaterializeResult:
+):
     """The day's traces from the trace source, validated; bad rows kept in trace_rejects."""
     source = trace_source.build()
     days = run_days(context)
@@ -68,16 +68,13 @@ def raw_traces(
                 "rejects_by_reason": MD.json(res.rejects_by_reason),
                 "traces_by_segment": MD.json(res.segments),
             }
-            record_day(context, day, meta)
             per_day[day] = meta
             context.log.info(f"{day}: {res.rows_ingested} traces, {res.rows_rejected} rejected")
-    return result(days, per_day)
+    yield from materialize_days(context, days, per_day)
 
 
 @dg.asset(kinds={"duckdb"}, deps=[raw_traces], **COMMON)
-def sampled_traces(
-    context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore
-) -> dg.MaterializeResult:
+def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
     """A reproducible stratified sample of the day's traces (a floor per segment)."""
     cfg = sampling.SamplingConfig(config.sample_size, config.floor_per_segment, config.seed)
     days = run_days(context)
@@ -93,9 +90,8 @@ def sampled_traces(
                     {s: {"traces": p, "sampled": k} for s, (p, k) in res.by_segment.items()}
                 ),
             }
-            record_day(context, day, meta)
             per_day[day] = meta
-    return result(days, per_day)
+    yield from materialize_days(context, days, per_day)
 
 
 @dg.asset(
@@ -116,7 +112,7 @@ def judge_scores(
     config: JudgeFailureConfig,
     store: EvalStore,
     judge: JudgeResource,
-) -> dg.MaterializeResult:
+):
     """Each sampled trace scored 1-5 with a reason; cached by content hash."""
     the_judge = judge.build()
     days = run_days(context)
@@ -162,7 +158,6 @@ def judge_scores(
             structured = getattr(the_judge, "response_format", None)
             if isinstance(structured, str):
                 meta["judge_response_format"] = MD.text(structured)
-            record_day(context, day, meta)
             per_day[day] = meta
             context.log.info(
                 f"{day}: {res.n} judged by {the_judge.name} ({res.cache_hits} from cache, "
@@ -181,7 +176,7 @@ def judge_scores(
             "max_failure_rate": MD.float(config.max_failure_rate),
         },
     )
-    return result(days, per_day, [check])
+    yield from materialize_days(context, days, per_day, [check])
 
 
 @dg.asset(
@@ -196,9 +191,7 @@ def judge_scores(
     ],
     **COMMON,
 )
-def drift_report(
-    context: dg.AssetExecutionContext, config: DriftConfig, store: EvalStore
-) -> dg.MaterializeResult:
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: EvalStore):
     """Per day and segment: n, mean, p10, bad share and failures vs the baseline, with tests."""
     cfg = drift.DriftConfig(
         baseline_days=config.baseline_days,
@@ -235,7 +228,6 @@ def drift_report(
             for row in res.rows:
                 if row.segment != drift.ALL_SEGMENTS and row.mean_score is not None:
                     meta[f"mean_score/{row.segment}"] = MD.float(row.mean_score)
-            record_day(context, day, meta)
             per_day[day] = meta
             for row in res.alerts:
                 alerting.append(f"{day} {row.segment}: {row.verdict}")
@@ -246,13 +238,11 @@ def drift_report(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"alerts": MD.md("\n".join(f"- {a}" for a in alerting) or "none")},
     )
-    return result(days, per_day, [check])
+    yield from materialize_days(context, days, per_day, [check])
 
 
 @dg.asset(kinds={"duckdb"}, deps=[drift_report], **COMMON)
-def drift_alerts(
-    context: dg.AssetExecutionContext, store: EvalStore, alert_sink: AlertSink
-) -> dg.MaterializeResult:
+def drift_alerts(context: dg.AssetExecutionContext, store: EvalStore, alert_sink: AlertSink):
     """Alerts for the day's significant drops, posted once to the webhook (if configured)."""
     url = alert_sink.webhook_url()
     days = run_days(context)
@@ -269,9 +259,8 @@ def drift_alerts(
             }
             if res.failed:
                 context.log.error(f"{day}: {res.failed} alert deliveries failed")
-            record_day(context, day, meta)
             per_day[day] = meta
-    return result(days, per_day)
+    yield from materialize_days(context, days, per_day)
 
 
 daily_drift_job = dg.define_asset_job(

@@ -1,14 +1,17 @@
 """Helpers for Dagster assets that loop over the days of a (possibly ranged) run.
 
-A single-run backfill hands one run a range of days. Dagster attaches one output's metadata
-to every partition of the range, so the per-day figures are logged as an observation per
-day (the UI plots them per partition) and the materialization carries the day's figures only
-when the run is for a single day.
+A single-run backfill hands one run a range of days, and Dagster attaches the one output's
+metadata to every partition of the range. So for a ranged run the asset first yields its
+MaterializeResult (a summary of the range, plus check results), then one
+AssetMaterialization per day with that day's figures: the latest materialization of each
+partition carries its own numbers, and the UI's plots show them day by day. A single-day
+run (the daily schedule) yields just one MaterializeResult with the day's figures.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -17,28 +20,36 @@ def run_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [dt.date.fromisoformat(k) for k in context.partition_keys]
 
 
-def record_day(context: dg.AssetExecutionContext, day: dt.date, metadata: dict) -> None:
-    context.log_event(
-        dg.AssetObservation(
-            asset_key=context.asset_key, partition=day.isoformat(), metadata=metadata
-        )
-    )
-
-
-def result(
+def materialize_days(
+    context: dg.AssetExecutionContext,
     days: list[dt.date],
     per_day: dict[dt.date, dict],
     check_results: list[dg.AssetCheckResult] | None = None,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
     if len(days) == 1:
-        metadata = per_day.get(days[0], {})
-    else:
-        metadata = {
+        yield dg.MaterializeResult(
+            metadata=per_day.get(days[0], {}), check_results=check_results or []
+        )
+        return
+    yield dg.MaterializeResult(
+        metadata={
             "days_in_run": dg.MetadataValue.int(len(days)),
             "first_day": dg.MetadataValue.text(days[0].isoformat()),
             "last_day": dg.MetadataValue.text(days[-1].isoformat()),
-            "note": dg.MetadataValue.text(
-                "ranged run: per-day figures are in this asset's observations"
-            ),
-        }
+        },
+        check_results=check_results or [],
+    )
+    for day in days:
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=day.isoformat(), metadata=per_day.get(day, {})
+        )
+
+
+# Kept until the Phoenix asset moves to materialize_days.
+def record_day(context: dg.AssetExecutionContext, day: dt.date, metadata: dict) -> None:
+    return None
+
+
+def result(days, per_day, check_results=None) -> dg.MaterializeResult:
+    metadata = per_day.get(days[0], {}) if len(days) == 1 else {"days_in_run": len(days)}
     return dg.MaterializeResult(metadata=metadata, check_results=check_results or [])

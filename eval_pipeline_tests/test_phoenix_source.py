@@ -585,16 +585,17 @@ def test_no_phoenix_traces_means_nothing_to_post(tmp_path):
 
 
 def test_failed_span_dropped_from_a_resampled_day_is_still_retried(tmp_path):
-    spans = ["a" * 16, "b" * 16]
+    spans = ["a" * 16, "b" * 16, "c" * 16]  # b has score 2: the fake server always rejects it
     cfg = PhoenixConfig(base_url="http://phx.test")
     with store.connect(tmp_path / "db.duckdb") as conn:
         seed_judged_day(conn, DAY, spans)
-        handler, _ = annotation_server(missing={spans[1]})
+        handler, _ = annotation_server(missing={spans[2]})
         res = phoenix.annotate_day(conn, cfg, DAY, transport=httpx.MockTransport(Script(handler)))
-        assert (res.sent, res.failed, res.retried_earlier) == (1, 1, 0)
-        conn.execute("DELETE FROM judge_scores WHERE trace_id = 't1'")  # re-sampled away
+        assert (res.sent, res.failed, res.retried_earlier) == (1, 2, 0)
+        conn.execute("DELETE FROM judge_scores WHERE trace_id = 't2'")  # c re-sampled away
         handler, posted = annotation_server(missing=set())
         res = phoenix.annotate_day(conn, cfg, DAY, transport=httpx.MockTransport(Script(handler)))
-        assert (res.eligible, res.retried_earlier, res.sent, res.failed) == (1, 1, 2, 0)
+        assert (res.eligible, res.retried_earlier, res.sent, res.failed) == (2, 1, 2, 1)
         assert sorted(d["span_id"] for d in posted[0]) == spans
-        assert phoenix.pending_retries(conn) == 0
+        status = dict(conn.execute("SELECT span_id, status FROM phoenix_annotations").fetchall())
+        assert status == {spans[0]: "sent", spans[1]: "failed", spans[2]: "sent"}

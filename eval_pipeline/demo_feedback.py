@@ -26,11 +26,12 @@ FILE_NAME = "demo-feedback-2026-10-30.jsonl"
 DOWNS = 12
 UPS = 6
 COMMENTS = {
-    "refusal": ["It refused to answer a simple billing question.",
-                "Why can't the bot talk about my invoice anymore?",
-                "Useless - told me to contact support."],
-    "truncated": ["The answer just stops mid-sentence.",
-                  "Cut off before telling me what to do."],
+    "refusal": [
+        "It refused to answer a simple billing question.",
+        "Why can't the bot talk about my invoice anymore?",
+        "Useless - told me to contact support.",
+    ],
+    "truncated": ["The answer just stops mid-sentence.", "Cut off before telling me what to do."],
 }
 
 
@@ -56,17 +57,36 @@ def _pick_traces(db: Path) -> tuple[list[tuple], list[tuple]]:
 def build_file(flawed: list[tuple], good: list[tuple]) -> tuple[bytes, dict]:
     lines: list[bytes] = []
     for i, (tid, ts, flaw, user) in enumerate(flawed):
-        rec = {"trace_id": tid, "rating": "down", "user_id": user,
-               "comment": COMMENTS[flaw][i % len(COMMENTS[flaw])],
-               "ts": (ts.isoformat() + "Z") if ts else None}
+        rec = {
+            "trace_id": tid,
+            "rating": "down",
+            "user_id": user,
+            "comment": COMMENTS[flaw][i % len(COMMENTS[flaw])],
+            "ts": (ts.isoformat() + "Z") if ts else None,
+        }
         lines.append(json.dumps(rec).encode())
     for tid, ts, _, user in good:
-        lines.append(json.dumps({"trace_id": tid, "rating": "up", "user_id": user,
-                                 "ts": (ts.isoformat() + "Z") if ts else None}).encode())
+        lines.append(
+            json.dumps(
+                {
+                    "trace_id": tid,
+                    "rating": "up",
+                    "user_id": user,
+                    "ts": (ts.isoformat() + "Z") if ts else None,
+                }
+            ).encode()
+        )
     # The seed's simple format, on a trace the store has never seen: kept and flagged.
-    lines.append(json.dumps({"trace_id": "trace-not-in-store", "rating": "down",
-                             "comment": "Wrong price quoted", "ts": "2026-10-29T12:00:00Z"}
-                            ).encode())
+    lines.append(
+        json.dumps(
+            {
+                "trace_id": "trace-not-in-store",
+                "rating": "down",
+                "comment": "Wrong price quoted",
+                "ts": "2026-10-29T12:00:00Z",
+            }
+        ).encode()
+    )
     if lines:
         lines.append(lines[0])  # a client retry: lands once
     bad = [
@@ -78,8 +98,12 @@ def build_file(flawed: list[tuple], good: list[tuple]) -> tuple[bytes, dict]:
     ]
     for j, b in enumerate(bad):  # spread through the file
         lines.insert(min(len(lines), 3 + 4 * j), b)
-    expected = {"thumbs_down": len(flawed) + 1, "thumbs_up": len(good), "bad_lines": len(bad),
-                "repeated": 1}
+    expected = {
+        "thumbs_down": len(flawed) + 1,
+        "thumbs_up": len(good),
+        "bad_lines": len(bad),
+        "repeated": 1,
+    }
     return b"\n".join(lines) + b"\n", expected
 
 
@@ -90,10 +114,26 @@ def _execute(request, cwd: Path) -> subprocess.CompletedProcess:
     tags = {**request.tags, "dagster/run_key": request.run_key}
     try:
         return subprocess.run(
-            [sys.executable, "-m", "dagster", "job", "execute", "-m",
-             "eval_pipeline.definitions", "-j", "feedback_ingestion_job", "-c", cfg,
-             "--tags", json.dumps(tags)],
-            cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "job",
+                "execute",
+                "-m",
+                "eval_pipeline.definitions",
+                "-j",
+                "feedback_ingestion_job",
+                "-c",
+                cfg,
+                "--tags",
+                json.dumps(tags),
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=600,
         )
     finally:
         os.unlink(cfg)
@@ -136,7 +176,8 @@ def run(summary: dict) -> None:
         requests = list(first.run_requests or [])
         if not requests:
             second = feedback_inbox_sensor(
-                dg.build_sensor_context(instance=instance, cursor=first.cursor))
+                dg.build_sensor_context(instance=instance, cursor=first.cursor)
+            )
             requests = list(second.run_requests or [])
             if not requests and second.skip_reason:
                 print(f"sensor: {second.skip_reason.skip_message}")
@@ -152,8 +193,7 @@ def run(summary: dict) -> None:
             "SELECT line_no, reason FROM feedback_rejects WHERE file_name = ? ORDER BY line_no",
             [FILE_NAME],
         ).fetchall()
-        stored = conn.execute("SELECT rating, count(*) FROM feedback GROUP BY rating"
-                              ).fetchall()
+        stored = conn.execute("SELECT rating, count(*) FROM feedback GROUP BY rating").fetchall()
         counts = candidates.counts(conn)
         no_trace = conn.execute(
             "SELECT count(*) FROM eval_candidates WHERE status = 'pending' AND NOT trace_found"
@@ -163,16 +203,22 @@ def run(summary: dict) -> None:
     out["candidates"] = counts
     out["pending_candidates"] = counts["pending"]
     out["pending_without_trace"] = int(no_trace)
-    print(f"feedback file {FILE_NAME}: {expected['thumbs_down']} thumbs-down, "
-          f"{expected['thumbs_up']} thumbs-up, {expected['repeated']} repeated record, "
-          f"{expected['bad_lines']} bad lines")
-    print(f"ingestion runs launched by the inbox sensor: {len(runs)} "
-          f"({sum(r['ok'] for r in runs)} succeeded)")
+    print(
+        f"feedback file {FILE_NAME}: {expected['thumbs_down']} thumbs-down, "
+        f"{expected['thumbs_up']} thumbs-up, {expected['repeated']} repeated record, "
+        f"{expected['bad_lines']} bad lines"
+    )
+    print(
+        f"ingestion runs launched by the inbox sensor: {len(runs)} "
+        f"({sum(r['ok'] for r in runs)} succeeded)"
+    )
     print(f"records stored: {dict(stored)}; rejected lines: {len(rows)}")
     for n, r in rows:
         print(f"  line {n}: {r}")
-    print(f"candidates pending review: {counts['pending']} "
-          f"({no_trace} with no trace in the store, flagged)")
+    print(
+        f"candidates pending review: {counts['pending']} "
+        f"({no_trace} with no trace in the store, flagged)"
+    )
     print("review them with: .venv/bin/eval-pipeline review   (or --export FILE / --import FILE)")
 
 

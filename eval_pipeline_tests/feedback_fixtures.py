@@ -12,12 +12,21 @@ from eval_pipeline import settings
 from eval_pipeline.core import store
 
 TRACES = {
-    "t-billing-1": ("Why was I charged twice for order #123456?",
-                    "I'm sorry, but I can't help with billing questions.", "billing"),
-    "t-billing-2": ("How do I update the credit card on my account?",
-                    "You can update your card under", "billing"),
-    "t-ship-1": ("Where is my order #555555?",
-                 "Order #555555 left our warehouse yesterday.", "shipping"),
+    "t-billing-1": (
+        "Why was I charged twice for order #123456?",
+        "I'm sorry, but I can't help with billing questions.",
+        "billing",
+    ),
+    "t-billing-2": (
+        "How do I update the credit card on my account?",
+        "You can update your card under",
+        "billing",
+    ),
+    "t-ship-1": (
+        "Where is my order #555555?",
+        "Order #555555 left our warehouse yesterday.",
+        "shipping",
+    ),
 }
 
 

@@ -36,8 +36,9 @@ class ThreadServer:
 
     def __init__(self, app):
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -66,8 +67,13 @@ def test_good_record_bad_token_bad_body():
     inbox = settings.feedback_inbox()
     app = create_app(inbox, TOKEN)
     with ThreadServer(app) as srv, httpx.Client(timeout=10) as http:
-        good = {"trace_id": "t-1", "rating": "down", "comment": "wrong answer",
-                "user_id": "u-9", "ts": "2026-10-22T10:00:00Z"}
+        good = {
+            "trace_id": "t-1",
+            "rating": "down",
+            "comment": "wrong answer",
+            "user_id": "u-9",
+            "ts": "2026-10-22T10:00:00Z",
+        }
         r = http.post(srv.url, json=good, headers=AUTH)
         assert r.status_code == 202, r.text
         assert r.json()["accepted"] == 1
@@ -137,9 +143,14 @@ def test_concurrent_posts_no_loss_no_duplicate_no_half_file():
     async def post_all(url: str) -> list[int]:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
             async def one(i: int) -> int:
-                body = {"trace_id": f"t-{i:03}", "rating": "down" if i % 3 else "up",
-                        "comment": f"comment {i} " + "é" * (i % 50), "user_id": f"u{i}"}
+                body = {
+                    "trace_id": f"t-{i:03}",
+                    "rating": "down" if i % 3 else "up",
+                    "comment": f"comment {i} " + "é" * (i % 50),
+                    "user_id": f"u{i}",
+                }
                 return (await http.post(url, json=body, headers=AUTH)).status_code
 
             return await asyncio.gather(*(one(i) for i in range(n)))
@@ -175,8 +186,12 @@ def test_leftover_file_of_a_dead_writer_is_published(tmp_path):
     inbox = tmp_path / "inbox"
     incoming = inbox / ".incoming"
     incoming.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pid = int(dead.stdout)
     left = incoming / f"feedback-20260101T000000000000Z-p{pid}-1.jsonl"
     left.write_text('{"trace_id": "t", "rating": "up"}\n{"trace_id": "t2", "ra')
@@ -194,9 +209,23 @@ def test_cli_serve_over_http_and_sigterm_publishes(tmp_path):
     env = {**os.environ, "EVAL_FEEDBACK_TOKEN": TOKEN}
     inbox = settings.feedback_inbox()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eval_pipeline", "feedback", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--rotate-seconds", "3600"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "eval_pipeline",
+            "feedback",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rotate-seconds",
+            "3600",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -211,8 +240,12 @@ def test_cli_serve_over_http_and_sigterm_publishes(tmp_path):
                 pytest.fail(f"collector did not start: {proc.stdout.read()}")
             time.sleep(0.1)
         for i in range(3):
-            r = httpx.post(url + "/v1/feedback", json={"trace_id": f"t{i}", "rating": "down"},
-                           headers=AUTH, timeout=10)
+            r = httpx.post(
+                url + "/v1/feedback",
+                json={"trace_id": f"t{i}", "rating": "down"},
+                headers=AUTH,
+                timeout=10,
+            )
             assert r.status_code == 202
         assert inbox_files(inbox) == []  # still being written
     finally:

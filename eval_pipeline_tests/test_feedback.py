@@ -13,28 +13,38 @@ from eval_pipeline_tests.feedback_fixtures import add_traces, line
 
 def _mixed_file() -> bytes:
     good = [
-        line("t-billing-1", comment="refused to help", ts="2026-10-22T10:00:00Z",
-             user_id="u1"),
+        line("t-billing-1", comment="refused to help", ts="2026-10-22T10:00:00Z", user_id="u1"),
         line("t-billing-2", comment="cut off", ts=1792663200000),  # epoch ms
         line("t-ship-1", "up", ts="2026-10-22T11:00:00+02:00"),
         line("t-billing-1", "thumbs_down", feedback_id="client-42", comment="again"),
         # the seed's simple format
-        json.dumps({"trace_id": "t-unknown", "rating": "down", "comment": "wrong",
-                    "ts": "2026-10-23T09:00:00Z"}),
+        json.dumps(
+            {
+                "trace_id": "t-unknown",
+                "rating": "down",
+                "comment": "wrong",
+                "ts": "2026-10-23T09:00:00Z",
+            }
+        ),
     ]
     bad = [
-        b'{"trace_id": "t-billing-1", "rating": "do',               # not JSON (cut off)
+        b'{"trace_id": "t-billing-1", "rating": "do',  # not JSON (cut off)
         json.dumps({"rating": "down", "comment": "no trace"}).encode(),  # missing field
         json.dumps({"trace_id": "t-ship-1", "rating": "meh"}).encode(),  # unknown rating
-        json.dumps({"trace_id": "t-ship-1", "rating": "down",
-                    "comment": "x" * 20_000}).encode(),            # oversized
-        b'{"trace_id": "t-\xff\xfe", "rating": "down"}',              # undecodable
-        b"[1, 2, 3]",                                                 # not an object
+        json.dumps(
+            {"trace_id": "t-ship-1", "rating": "down", "comment": "x" * 20_000}
+        ).encode(),  # oversized
+        b'{"trace_id": "t-\xff\xfe", "rating": "down"}',  # undecodable
+        b"[1, 2, 3]",  # not an object
         json.dumps({"trace_id": "t-ship-1", "rating": "down", "ts": "yesterday"}).encode(),
     ]
-    lines = [g.encode() for g in good[:2]] + bad[:4] + [good[2].encode(), b""] + bad[4:] + [
-        g.encode() for g in good[2:]
-    ]
+    lines = (
+        [g.encode() for g in good[:2]]
+        + bad[:4]
+        + [good[2].encode(), b""]
+        + bad[4:]
+        + [g.encode() for g in good[2:]]
+    )
     # good[2] appears twice on purpose: a repeat inside one file lands once.
     return b"\n".join(lines) + b"\n"
 
@@ -47,8 +57,17 @@ def test_mixed_file_good_lines_land_once_bad_lines_listed():
         assert first.duplicates == 1  # the repeated line
         reasons = {r.line_no: r.reason for r in first.rejects}
         kinds = sorted(r.split(":")[0] for r in reasons.values())
-        assert kinds == sorted(["not JSON", "missing field", "unknown rating", "oversized",
-                                "undecodable", "not an object", "invalid field"])
+        assert kinds == sorted(
+            [
+                "not JSON",
+                "missing field",
+                "unknown rating",
+                "oversized",
+                "undecodable",
+                "not an object",
+                "invalid field",
+            ]
+        )
         assert reasons[3].startswith("not JSON")
         assert reasons[4] == "missing field: trace_id"
         assert "'meh'" in reasons[5]
@@ -69,11 +88,15 @@ def test_mixed_file_good_lines_land_once_bad_lines_listed():
         rows = conn.execute(
             "SELECT trace_id, rating, ts, user_id FROM feedback ORDER BY trace_id, ts"
         ).fetchall()
-        assert conn.execute(
-            "SELECT count(*) FROM feedback_rejects"
-        ).fetchall()[0][0] == 2 * len(reasons)  # each file's rejects, once per file
-        assert conn.execute("SELECT times_seen FROM feedback_files WHERE file_name = "
-                            "'mixed.jsonl'").fetchall()[0][0] == 2
+        assert conn.execute("SELECT count(*) FROM feedback_rejects").fetchall()[0][0] == 2 * len(
+            reasons
+        )  # each file's rejects, once per file
+        assert (
+            conn.execute(
+                "SELECT times_seen FROM feedback_files WHERE file_name = 'mixed.jsonl'"
+            ).fetchall()[0][0]
+            == 2
+        )
     ts = {(r[0], r[1]): r[2] for r in rows}
     assert str(ts[("t-ship-1", "up")]) == "2026-10-22 09:00:00"  # converted to UTC
     assert str(ts[("t-billing-2", "down")]) == "2026-10-22 10:00:00"  # epoch ms
@@ -81,8 +104,9 @@ def test_mixed_file_good_lines_land_once_bad_lines_listed():
 
 def test_identity_client_id_and_content():
     a = feedback.validate_record({"trace_id": "t", "rating": "down", "comment": "x"})
-    b = feedback.validate_record({"trace_id": "t", "rating": "DOWN", "comment": "x",
-                                  "received_at": "2026-01-01T00:00:00Z"})
+    b = feedback.validate_record(
+        {"trace_id": "t", "rating": "DOWN", "comment": "x", "received_at": "2026-01-01T00:00:00Z"}
+    )
     c = feedback.validate_record({"trace_id": "t", "rating": "down", "comment": "y"})
     d = feedback.validate_record({"trace_id": "t", "rating": "up", "feedback_id": "k"})
     e = feedback.validate_record({"trace_id": "other", "rating": "down", "feedback_id": "k"})
@@ -115,24 +139,39 @@ def test_candidates_join_traces_flag_unknown_and_keep_status():
         assert (again.created, again.filled_in, again.trace_unknown) == (0, 1, 0)
         assert candidates.counts(conn)["rejected"] == 1
         assert candidates.get(conn, candidates.candidate_id("t-unknown")).user_query == (
-            "Is this right?")
+            "Is this right?"
+        )
 
 
 def _approve(conn, trace_id: str, expected: str, grader: str = "judge", **kw) -> None:
-    review.record(conn, review.Decision(candidates.candidate_id(trace_id), "approve", "ann",
-                                        expected=expected, grader={"type": grader}, **kw))
+    review.record(
+        conn,
+        review.Decision(
+            candidates.candidate_id(trace_id),
+            "approve",
+            "ann",
+            expected=expected,
+            grader={"type": grader},
+            **kw,
+        ),
+    )
 
 
 def test_promotion_appends_with_provenance_and_refuses_duplicates():
     add_traces()
     gp = settings.golden_path()
     gp.parent.mkdir(parents=True)
-    hand = ('{"id": "hand-1", "input": "  where is my ORDER #555555? ", "expected": "x",'
-            ' "grader": "contains"}\n')
+    hand = (
+        '{"id": "hand-1", "input": "  where is my ORDER #555555? ", "expected": "x",'
+        ' "grader": "contains"}\n'
+    )
     gp.write_text(hand)
     with store.connect(settings.duckdb_path()) as conn:
-        feedback.ingest_bytes(conn, (line("t-billing-1", comment="useless") + "\n"
-                                     + line("t-ship-1") + "\n").encode(), "f.jsonl")
+        feedback.ingest_bytes(
+            conn,
+            (line("t-billing-1", comment="useless") + "\n" + line("t-ship-1") + "\n").encode(),
+            "f.jsonl",
+        )
         candidates.build_candidates(conn)
         _approve(conn, "t-billing-1", "Explain the temporary authorisation and offer a refund")
         _approve(conn, "t-ship-1", "warehouse", "contains")
@@ -148,8 +187,7 @@ def test_promotion_appends_with_provenance_and_refuses_duplicates():
         assert prov["feedback_comments"] == ["useless"]
         assert prov["reviewer"] == "ann" and prov["reviewed_at"].endswith("Z")
         assert res.version == cases.golden_version(gp)
-        row = conn.execute("SELECT case_id, golden_version, case_json FROM golden_cases"
-                           ).fetchall()
+        row = conn.execute("SELECT case_id, golden_version, case_json FROM golden_cases").fetchall()
         assert row == [(res.added[0], res.version, text.splitlines()[1])]
         st = dict(conn.execute("SELECT trace_id, status FROM eval_candidates").fetchall())
         assert st == {"t-billing-1": "promoted", "t-ship-1": "refused"}
@@ -170,8 +208,9 @@ def test_promotion_refuses_to_touch_a_broken_golden_file():
 def test_import_is_all_or_nothing(tmp_path):
     add_traces()
     with store.connect(settings.duckdb_path()) as conn:
-        feedback.ingest_bytes(conn, (line("t-billing-1") + "\n" + line("t-billing-2") + "\n"
-                                     ).encode(), "f.jsonl")
+        feedback.ingest_bytes(
+            conn, (line("t-billing-1") + "\n" + line("t-billing-2") + "\n").encode(), "f.jsonl"
+        )
         candidates.build_candidates(conn)
         out = tmp_path / "pending.jsonl"
         assert review.export_pending(conn, out) == 2
@@ -194,8 +233,9 @@ def test_import_is_all_or_nothing(tmp_path):
     with connect() as conn:
         c = candidates.counts(conn)
         assert (c["approved"], c["rejected"], c["pending"]) == (1, 1, 0)
-        trail = conn.execute("SELECT reviewer, via, note FROM candidate_reviews ORDER BY "
-                             "decision").fetchall()
+        trail = conn.execute(
+            "SELECT reviewer, via, note FROM candidate_reviews ORDER BY decision"
+        ).fetchall()
         assert trail == [("bob", "import", None), ("bob", "import", "fine answer")]
     res = review.import_decisions(connect, out, "bob")  # already decided: refused, listed
     assert len(res.errors) == 2 and all("already" in e for e in res.errors)

@@ -19,9 +19,18 @@ def _load_demo_days(days: list[dt.date]) -> None:
                     "INSERT INTO raw_traces (partition_date, trace_id, ts, user_query, "
                     "assistant_response, segment, model, prompt_version, user_id, metadata, "
                     "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'jsonl')",
-                    [day, t["trace_id"], dt.datetime.combine(day, dt.time(12)),
-                     t["user_query"], t["assistant_response"], t["segment"], t["model"],
-                     t["prompt_version"], t["user_id"], json.dumps(t["metadata"])],
+                    [
+                        day,
+                        t["trace_id"],
+                        dt.datetime.combine(day, dt.time(12)),
+                        t["user_query"],
+                        t["assistant_response"],
+                        t["segment"],
+                        t["model"],
+                        t["prompt_version"],
+                        t["user_id"],
+                        json.dumps(t["metadata"]),
+                    ],
                 )
 
 
@@ -34,8 +43,9 @@ def test_demo_step_leaves_pending_candidates():
     assert out["runs"] and all(r["ok"] for r in out["runs"])
     assert out["records_stored"] == {"down": demo_feedback.DOWNS + 1, "up": demo_feedback.UPS}
     reasons = [r["reason"].split(":")[0] for r in out["rejected_lines"]]
-    assert sorted(reasons) == sorted(["not JSON", "missing field", "unknown rating",
-                                      "oversized", "undecodable"])
+    assert sorted(reasons) == sorted(
+        ["not JSON", "missing field", "unknown rating", "oversized", "undecodable"]
+    )
     assert out["pending_candidates"] == demo_feedback.DOWNS + 1
     assert out["pending_without_trace"] == 1
     with store.connect(settings.duckdb_path(), read_only=True) as conn:

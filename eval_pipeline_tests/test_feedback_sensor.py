@@ -101,8 +101,17 @@ def test_sensor_run_ingests_archives_and_a_redrop_never_runs_again(instance):
 
     add_traces()
     inbox = settings.feedback_inbox()
-    content = "\n".join([line("t-billing-1", comment="no help"), line("t-ship-1", "up"),
-                         "garbage", line("t-nowhere", comment="?")]) + "\n"
+    content = (
+        "\n".join(
+            [
+                line("t-billing-1", comment="no help"),
+                line("t-ship-1", "up"),
+                "garbage",
+                line("t-nowhere", comment="?"),
+            ]
+        )
+        + "\n"
+    )
     write_settled(inbox / "batch-1.jsonl", content)
     result, cursor = tick(instance)
     (req,) = result.run_requests
@@ -138,9 +147,16 @@ def test_review_decision_triggers_golden_set(instance):
 
         feedback.ingest_bytes(conn, (line("t-billing-1") + "\n").encode(), "f.jsonl")
         candidates.build_candidates(conn)
-        review.record(conn, review.Decision(
-            candidates.candidate_id("t-billing-1"), "approve", "ann",
-            expected="Explain the duplicate authorisation", grader={"type": "judge"}))
+        review.record(
+            conn,
+            review.Decision(
+                candidates.candidate_id("t-billing-1"),
+                "approve",
+                "ann",
+                expected="Explain the duplicate authorisation",
+                grader={"type": "judge"},
+            ),
+        )
 
     def golden_tick():
         return review_decisions_sensor(dg.build_sensor_context(instance=instance))

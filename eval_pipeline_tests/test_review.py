@@ -18,8 +18,11 @@ DECIDE = r"Decision - \[a\]pprove, \[r\]eject, \[s\]kip, \[q\]uit: "
 
 def spawn(*args: str) -> pexpect.spawn:
     child = pexpect.spawn(
-        sys.executable, ["-m", "eval_pipeline", "review", *args],
-        env={**os.environ, "COLUMNS": "100"}, encoding="utf-8", timeout=60,
+        sys.executable,
+        ["-m", "eval_pipeline", "review", *args],
+        env={**os.environ, "COLUMNS": "100"},
+        encoding="utf-8",
+        timeout=60,
     )
     child.logfile_read = sys.stdout  # shown by pytest when the test fails
     return child
@@ -44,9 +47,9 @@ def test_review_in_a_terminal_to_golden_set():
     child = spawn("--reviewer", "alice")
     child.expect("3 pending candidate")
     child.expect("Candidate 1 of 3")
-    child.expect("Why was I charged twice")          # the query
-    child.expect("can't help with billing")          # the bad answer
-    child.expect('"it refused to help"')             # the user's comments
+    child.expect("Why was I charged twice")  # the query
+    child.expect("can't help with billing")  # the bad answer
+    child.expect('"it refused to help"')  # the user's comments
     child.expect(DECIDE)
     child.sendline("x")
     child.expect("please type a, r, s or q")
@@ -139,17 +142,28 @@ def test_review_in_a_terminal_to_golden_set():
     assert first.provenance["feedback_comments"] == ["it refused to help", "useless"]
     assert "can't help" in first.provenance["bad_answer"]
     lost = by_trace["t-lost"]
-    assert (lost.input, lost.expected, lost.grader_type) == ("How much is the Pro plan?", 12,
-                                                            "numeric")
+    assert (lost.input, lost.expected, lost.grader_type) == (
+        "How much is the Pro plan?",
+        12,
+        "numeric",
+    )
     assert lost.provenance["reviewer"] == "bob"
     with store.connect(settings.duckdb_path()) as conn:
-        assert candidates.counts(conn) == {"pending": 0, "approved": 0, "rejected": 1,
-                                           "promoted": 2, "refused": 0}
-        trail = conn.execute("SELECT reviewer, decision, note FROM candidate_reviews "
-                             "ORDER BY reviewed_at").fetchall()
-    assert trail == [("alice", "approve", None),
-                     ("bob", "reject", "the answer was fine, the user misread it"),
-                     ("bob", "approve", None)]
+        assert candidates.counts(conn) == {
+            "pending": 0,
+            "approved": 0,
+            "rejected": 1,
+            "promoted": 2,
+            "refused": 0,
+        }
+        trail = conn.execute(
+            "SELECT reviewer, decision, note FROM candidate_reviews ORDER BY reviewed_at"
+        ).fetchall()
+    assert trail == [
+        ("alice", "approve", None),
+        ("bob", "reject", "the answer was fine, the user misread it"),
+        ("bob", "approve", None),
+    ]
 
 
 def test_export_and_import_from_the_command_line(tmp_path):
@@ -158,15 +172,27 @@ def test_export_and_import_from_the_command_line(tmp_path):
 
     _seed()
     out = tmp_path / "pending.jsonl"
-    run = subprocess.run([sys.executable, "-m", "eval_pipeline", "review", "--export", str(out)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "eval_pipeline", "review", "--export", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and "wrote 3 pending" in run.stdout
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     rows[0].update(decision="approve", expected="refund", grader="contains")
     rows[1].update(decision="approve")  # no expected answer: refused, nothing recorded
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [sys.executable, "-m", "eval_pipeline", "review", "--reviewer", "carol",
-           "--import", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eval_pipeline",
+        "review",
+        "--reviewer",
+        "carol",
+        "--import",
+        str(out),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "pending.jsonl:2: approve needs an expected" in run.stdout
     rows[1].update(decision=None)

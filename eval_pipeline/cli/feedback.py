@@ -15,18 +15,32 @@ from eval_pipeline import settings
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("feedback", help="the thumbs up/down feedback collector")
     fsub = p.add_subparsers(dest="feedback_command", metavar="COMMAND")
-    s = fsub.add_parser("serve", help="serve POST /v1/feedback (bearer token from "
-                        "$EVAL_FEEDBACK_TOKEN)")
+    s = fsub.add_parser(
+        "serve", help="serve POST /v1/feedback (bearer token from $EVAL_FEEDBACK_TOKEN)"
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8077)
-    s.add_argument("--inbox", type=Path, default=None,
-                   help="feedback inbox (default: $EVAL_FEEDBACK_INBOX)")
-    s.add_argument("--rotate-bytes", type=int, default=1_000_000,
-                   help="publish the current file when it reaches this size")
-    s.add_argument("--rotate-records", type=int, default=10_000,
-                   help="publish the current file after this many records")
-    s.add_argument("--rotate-seconds", type=float, default=60.0,
-                   help="publish the current file when it is this old")
+    s.add_argument(
+        "--inbox", type=Path, default=None, help="feedback inbox (default: $EVAL_FEEDBACK_INBOX)"
+    )
+    s.add_argument(
+        "--rotate-bytes",
+        type=int,
+        default=1_000_000,
+        help="publish the current file when it reaches this size",
+    )
+    s.add_argument(
+        "--rotate-records",
+        type=int,
+        default=10_000,
+        help="publish the current file after this many records",
+    )
+    s.add_argument(
+        "--rotate-seconds",
+        type=float,
+        default=60.0,
+        help="publish the current file when it is this old",
+    )
     s.set_defaults(func=serve)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -40,10 +54,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"set {TOKEN_ENV} to the bearer token clients will send")
         return 2
     inbox = args.inbox or settings.feedback_inbox()
-    app = create_app(inbox, max_bytes=args.rotate_bytes, max_records=args.rotate_records,
-                     max_age_seconds=args.rotate_seconds)
-    print(f"feedback collector on http://{args.host}:{args.port}/v1/feedback -> {inbox}",
-          flush=True)
+    app = create_app(
+        inbox,
+        max_bytes=args.rotate_bytes,
+        max_records=args.rotate_records,
+        max_age_seconds=args.rotate_seconds,
+    )
+    print(
+        f"feedback collector on http://{args.host}:{args.port}/v1/feedback -> {inbox}", flush=True
+    )
     # uvicorn runs the app's lifespan: on SIGTERM/SIGINT the current file is published.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

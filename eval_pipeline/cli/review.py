@@ -30,10 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reviewer", default=None, help="your name (default: $USER)")
     p.add_argument("--limit", type=int, default=None, help="review at most N candidates")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--export", metavar="FILE", type=Path,
-                      help="write pending candidates to FILE (JSONL) for editing")
-    mode.add_argument("--import", dest="import_file", metavar="FILE", type=Path,
-                      help="record the decisions in an edited export FILE (all or nothing)")
+    mode.add_argument(
+        "--export",
+        metavar="FILE",
+        type=Path,
+        help="write pending candidates to FILE (JSONL) for editing",
+    )
+    mode.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        type=Path,
+        help="record the decisions in an edited export FILE (all or nothing)",
+    )
     p.set_defaults(func=run)
 
 
@@ -54,8 +63,10 @@ def notify_dagster(count: int, reviewer: str, via: str) -> str:
     the store and the next golden_set run promotes them.
     """
     if not os.environ.get("DAGSTER_HOME"):
-        return ("DAGSTER_HOME is not set: decisions are saved; materialize golden_set to "
-                "promote the approved ones.")
+        return (
+            "DAGSTER_HOME is not set: decisions are saved; materialize golden_set to "
+            "promote the approved ones."
+        )
     try:
         import dagster as dg
 
@@ -98,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {e}")
             return 1
         approved = sum(d.decision == "approve" for d in res.decisions)
-        print(f"recorded {len(res.decisions)} decision(s) ({approved} approved, "
-              f"{len(res.decisions) - approved} rejected); {res.left_pending} left pending")
+        print(
+            f"recorded {len(res.decisions)} decision(s) ({approved} approved, "
+            f"{len(res.decisions) - approved} rejected); {res.left_pending} left pending"
+        )
         if res.decisions:
             print(notify_dagster(len(res.decisions), reviewer, "import"))
         return 0

@@ -78,14 +78,16 @@ ON CONFLICT (candidate_id) DO UPDATE SET
 """
 
 
-def build_candidates(conn: duckdb.DuckDBPyConnection,
-                     now: dt.datetime | None = None) -> CandidatesResult:
+def build_candidates(
+    conn: duckdb.DuckDBPyConnection, now: dt.datetime | None = None
+) -> CandidatesResult:
     """Create or refresh candidates from every thumbs-down in the store (idempotent)."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     conn.execute("BEGIN TRANSACTION")
     try:
         before = dict(
-            (cid, (found, reports)) for cid, found, reports in conn.execute(
+            (cid, (found, reports))
+            for cid, found, reports in conn.execute(
                 "SELECT candidate_id, trace_found, reports FROM eval_candidates"
             ).fetchall()
         )
@@ -100,12 +102,13 @@ def build_candidates(conn: duckdb.DuckDBPyConnection,
     created = sum(1 for cid, _, _ in after if cid not in before)
     filled = sum(1 for cid, found, _ in after if cid in before and found and not before[cid][0])
     updated = sum(
-        1 for cid, found, reports in after
-        if cid in before and before[cid] != (found, reports)
+        1 for cid, found, reports in after if cid in before and before[cid] != (found, reports)
     )
-    by_status = dict(conn.execute(
-        "SELECT status, count(*) FROM eval_candidates GROUP BY status ORDER BY status"
-    ).fetchall())
+    by_status = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM eval_candidates GROUP BY status ORDER BY status"
+        ).fetchall()
+    )
     unknown = conn.execute(
         "SELECT count(*) FROM eval_candidates WHERE NOT trace_found AND status = 'pending'"
     ).fetchall()[0][0]
@@ -130,8 +133,10 @@ class Candidate:
         return dict(self.__dict__)
 
 
-_COLUMNS = ("candidate_id, trace_id, trace_found, user_query, assistant_response, segment, "
-            "model, prompt_version, reports, comments, status")
+_COLUMNS = (
+    "candidate_id, trace_id, trace_found, user_query, assistant_response, segment, "
+    "model, prompt_version, reports, comments, status"
+)
 
 
 def _row(row: tuple) -> Candidate:
@@ -159,7 +164,7 @@ def get(conn: duckdb.DuckDBPyConnection, cid: str) -> Candidate | None:
 
 
 def counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    found = dict(conn.execute(
-        "SELECT status, count(*) FROM eval_candidates GROUP BY status"
-    ).fetchall())
+    found = dict(
+        conn.execute("SELECT status, count(*) FROM eval_candidates GROUP BY status").fetchall()
+    )
     return {s: int(found.get(s, 0)) for s in STATUSES}

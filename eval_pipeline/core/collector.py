@@ -57,8 +57,13 @@ class RotatingWriter:
     file is never renamed while a line is being written to it.
     """
 
-    def __init__(self, inbox: Path, max_bytes: int = 1_000_000, max_records: int = 10_000,
-                 max_age_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        inbox: Path,
+        max_bytes: int = 1_000_000,
+        max_records: int = 10_000,
+        max_age_seconds: float = 60.0,
+    ) -> None:
         self.inbox = Path(inbox)
         self.incoming = self.inbox / INCOMING_DIR
         self.max_bytes = max_bytes
@@ -171,8 +176,9 @@ def create_app(
     """The collector app. ``token`` defaults to $EVAL_FEEDBACK_TOKEN (required)."""
     token = token if token is not None else os.environ.get(TOKEN_ENV, "")
     if not token:
-        raise RuntimeError(f"no feedback token: set {TOKEN_ENV} (clients send it as a bearer "
-                           "token)")
+        raise RuntimeError(
+            f"no feedback token: set {TOKEN_ENV} (clients send it as a bearer token)"
+        )
     expected_auth = f"Bearer {token}".encode()
     inbox_path = Path(inbox) if inbox is not None else settings.feedback_inbox()
     writer = RotatingWriter(inbox_path, max_bytes, max_records, max_age_seconds)
@@ -180,8 +186,11 @@ def create_app(
     async def post_feedback(request: Request) -> JSONResponse:
         auth = request.headers.get("authorization", "")
         if not auth:
-            return _error(401, "missing Authorization header (expected 'Bearer <token>')",
-                          **{"WWW-Authenticate": "Bearer"})
+            return _error(
+                401,
+                "missing Authorization header (expected 'Bearer <token>')",
+                **{"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(auth.encode(), expected_auth):
             return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
         body = bytearray()
@@ -194,8 +203,9 @@ def create_app(
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8")
         except json.JSONDecodeError as exc:
-            return _error(400, f"body is not JSON: {exc.msg} at line {exc.lineno} column "
-                          f"{exc.colno}")
+            return _error(
+                400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            )
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             return _error(422, "empty list: send one record or a list of records")

@@ -30,8 +30,16 @@ MAX_LINE_BYTES = 16 * 1024
 MAX_ID_CHARS = 200
 MAX_COMMENT_CHARS = 4000
 RATINGS = {"up": "up", "down": "down", "thumbs_up": "up", "thumbs_down": "down"}
-KNOWN_FIELDS = {"trace_id", "rating", "comment", "user_id", "ts", "timestamp", "feedback_id",
-                "received_at"}
+KNOWN_FIELDS = {
+    "trace_id",
+    "rating",
+    "comment",
+    "user_id",
+    "ts",
+    "timestamp",
+    "feedback_id",
+    "received_at",
+}
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
@@ -60,19 +68,25 @@ def _parse_time(value: object, name: str) -> dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidRecord("invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms")
+        raise InvalidRecord(
+            "invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms"
+        )
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 1e11 else value  # epoch ms vs s
         try:
             return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError) as exc:
-            raise InvalidRecord("invalid field", f"{name} {value!r} is not a valid epoch time") from exc
+            raise InvalidRecord(
+                "invalid field", f"{name} {value!r} is not a valid epoch time"
+            ) from exc
     if isinstance(value, str):
         text = value.strip()
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InvalidRecord("invalid field", f"{name} {value[:40]!r} is not an ISO 8601 time") from exc
+            raise InvalidRecord(
+                "invalid field", f"{name} {value[:40]!r} is not an ISO 8601 time"
+            ) from exc
         if parsed.tzinfo is not None:
             parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
         return parsed
@@ -90,14 +104,25 @@ def _optional_text(obj: dict, name: str, limit: int) -> str | None:
     return value
 
 
-def record_identity(trace_id: str, rating: str, ts: dt.datetime | None,
-                    user_id: str | None, comment: str | None,
-                    client_feedback_id: str | None) -> str:
+def record_identity(
+    trace_id: str,
+    rating: str,
+    ts: dt.datetime | None,
+    user_id: str | None,
+    comment: str | None,
+    client_feedback_id: str | None,
+) -> str:
     if client_feedback_id:
         basis = ["id", client_feedback_id]
     else:
-        basis = ["content", trace_id, rating, ts.isoformat() if ts else None, user_id,
-                 comment or ""]
+        basis = [
+            "content",
+            trace_id,
+            rating,
+            ts.isoformat() if ts else None,
+            user_id,
+            comment or "",
+        ]
     return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:32]
 
 
@@ -110,7 +135,9 @@ def validate_record(obj: object) -> FeedbackRecord:
         raise InvalidRecord("missing field", ", ".join(missing))
     trace_id = obj["trace_id"]
     if not isinstance(trace_id, str):
-        raise InvalidRecord("invalid field", f"trace_id must be a string, got {type(trace_id).__name__}")
+        raise InvalidRecord(
+            "invalid field", f"trace_id must be a string, got {type(trace_id).__name__}"
+        )
     trace_id = trace_id.strip()
     if not trace_id or len(trace_id) > MAX_ID_CHARS:
         raise InvalidRecord("invalid field", f"trace_id must be 1-{MAX_ID_CHARS} characters")
@@ -202,20 +229,29 @@ def parse_file(data: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedFile:
             continue
         lines += 1
         if len(raw) > max_line_bytes:
-            rejects.append(Reject(line_no, f"oversized: {len(raw)} bytes (limit "
-                                  f"{max_line_bytes})", _excerpt(raw)))
+            rejects.append(
+                Reject(
+                    line_no, f"oversized: {len(raw)} bytes (limit {max_line_bytes})", _excerpt(raw)
+                )
+            )
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            rejects.append(Reject(line_no, f"undecodable: not UTF-8 ({exc.reason} at byte "
-                                  f"{exc.start})", _excerpt(raw)))
+            rejects.append(
+                Reject(
+                    line_no,
+                    f"undecodable: not UTF-8 ({exc.reason} at byte {exc.start})",
+                    _excerpt(raw),
+                )
+            )
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            rejects.append(Reject(line_no, f"not JSON: {exc.msg} (column {exc.colno})",
-                                  _excerpt(raw)))
+            rejects.append(
+                Reject(line_no, f"not JSON: {exc.msg} (column {exc.colno})", _excerpt(raw))
+            )
             continue
         try:
             records.append((line_no, validate_record(obj)))
@@ -244,8 +280,9 @@ class IngestResult:
         return dict(Counter(r.reason.split(":")[0] for r in self.rejects))
 
 
-def ingest_bytes(conn: duckdb.DuckDBPyConnection, data: bytes, file_name: str,
-                 now: dt.datetime | None = None) -> IngestResult:
+def ingest_bytes(
+    conn: duckdb.DuckDBPyConnection, data: bytes, file_name: str, now: dt.datetime | None = None
+) -> IngestResult:
     """Ingest one feedback file's content in one transaction; safe to repeat."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     parsed = parse_file(data)
@@ -272,11 +309,23 @@ def ingest_bytes(conn: duckdb.DuckDBPyConnection, data: bytes, file_name: str,
             }
             for line_no, rec in unique.values()
         ],
-        columns=["feedback_id", "client_feedback_id", "trace_id", "rating", "comment",
-                 "user_id", "ts", "received_at", "extra", "file_sha256", "line_no",
-                 "ingested_at"],
-    ).astype({"ts": "datetime64[us]", "received_at": "datetime64[us]",
-              "ingested_at": "datetime64[us]"})
+        columns=[
+            "feedback_id",
+            "client_feedback_id",
+            "trace_id",
+            "rating",
+            "comment",
+            "user_id",
+            "ts",
+            "received_at",
+            "extra",
+            "file_sha256",
+            "line_no",
+            "ingested_at",
+        ],
+    ).astype(
+        {"ts": "datetime64[us]", "received_at": "datetime64[us]", "ingested_at": "datetime64[us]"}
+    )
     conn.execute("BEGIN TRANSACTION")
     try:
         seen = conn.execute(
@@ -304,8 +353,7 @@ def ingest_bytes(conn: duckdb.DuckDBPyConnection, data: bytes, file_name: str,
         if seen is None:
             conn.execute(
                 "INSERT INTO feedback_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                [sha, file_name, parsed.lines, ingested, duplicates, len(parsed.rejects),
-                 now, now],
+                [sha, file_name, parsed.lines, ingested, duplicates, len(parsed.rejects), now, now],
             )
         else:
             # The file's own first-ingestion figures stay; only note that it came again.
@@ -346,10 +394,7 @@ def is_candidate_name(name: str) -> bool:
     Writers use a dot-prefixed name or a .tmp/.part suffix (or the .incoming folder) while
     writing and rename when done, so such names are never picked up.
     """
-    return (
-        not name.startswith((".", "_", "~"))
-        and name.endswith(FILE_SUFFIXES)
-    )
+    return not name.startswith((".", "_", "~")) and name.endswith(FILE_SUFFIXES)
 
 
 def archive(path: Path, inbox: Path, sha256: str) -> Path:
@@ -390,8 +435,9 @@ def _sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan_inbox(inbox: Path, previous: dict[str, list], now: float,
-               settle_seconds: float = SETTLE_SECONDS) -> InboxScan:
+def scan_inbox(
+    inbox: Path, previous: dict[str, list], now: float, settle_seconds: float = SETTLE_SECONDS
+) -> InboxScan:
     """Look at the inbox once: which files are complete and new, by content hash.
 
     ``previous`` is the last scan's state. Only files present now are kept in the new state,
@@ -439,8 +485,7 @@ def scan_inbox(inbox: Path, previous: dict[str, list], now: float,
     return scan
 
 
-def complete_files(inbox: Path, now: float,
-                   settle_seconds: float = SETTLE_SECONDS) -> list[Path]:
+def complete_files(inbox: Path, now: float, settle_seconds: float = SETTLE_SECONDS) -> list[Path]:
     """Files in the inbox that are complete by the settle rule alone (for catch-up runs)."""
     scan = scan_inbox(inbox, {}, now, settle_seconds)
     return [inbox / name for name, _ in scan.ready + scan.repeats]

@@ -58,8 +58,8 @@ class PromotionResult:
     path: str
     version: str | None
     total_cases: int
-    added: list[str] = field(default_factory=list)          # case ids appended now
-    recovered: list[str] = field(default_factory=list)      # already in the file, now recorded
+    added: list[str] = field(default_factory=list)  # case ids appended now
+    recovered: list[str] = field(default_factory=list)  # already in the file, now recorded
     refused: list[tuple[str, str]] = field(default_factory=list)  # (candidate_id, why)
 
 
@@ -90,7 +90,8 @@ def case_from_review(row: dict) -> cases.Case:
         "prompt_version": row["prompt_version"],
         "reviewer": row["reviewer"],
         "reviewed_at": reviewed_at.isoformat() + "Z"
-        if isinstance(reviewed_at, dt.datetime) else reviewed_at,
+        if isinstance(reviewed_at, dt.datetime)
+        else reviewed_at,
         "review_id": row["review_id"],
     }
     if row.get("note"):
@@ -108,8 +109,9 @@ def case_from_review(row: dict) -> cases.Case:
     return cases.parse_case(obj)
 
 
-def promote(conn: duckdb.DuckDBPyConnection, golden_path: Path,
-            now: dt.datetime | None = None) -> PromotionResult:
+def promote(
+    conn: duckdb.DuckDBPyConnection, golden_path: Path, now: dt.datetime | None = None
+) -> PromotionResult:
     """Append every approved, not yet promoted candidate to the golden set."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     golden_path = Path(golden_path)
@@ -135,9 +137,13 @@ def promote(conn: duckdb.DuckDBPyConnection, golden_path: Path,
             continue
         key = cases.normalise_input(case.input)
         if key in by_input:
-            refusals.append((row["candidate_id"],
-                             f"duplicate input: golden case {by_input[key]!r} already asks "
-                             "the same question (after normalising case and whitespace)"))
+            refusals.append(
+                (
+                    row["candidate_id"],
+                    f"duplicate input: golden case {by_input[key]!r} already asks "
+                    "the same question (after normalising case and whitespace)",
+                )
+            )
             continue
         by_input[key] = case.id
         by_id[case.id] = case
@@ -154,10 +160,20 @@ def promote(conn: duckdb.DuckDBPyConnection, golden_path: Path,
             conn.execute("DELETE FROM golden_cases WHERE case_id = ?", [case.id])
             conn.execute(
                 "INSERT INTO golden_cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [case.id, row["candidate_id"], row["review_id"], json.dumps(case.input),
-                 json.dumps(case.expected), json.dumps(case.grader), json.dumps(case.tags),
-                 json.dumps(case.provenance or {}), cases.normalise_input(case.input),
-                 cases.case_to_json(case), version or "", now],
+                [
+                    case.id,
+                    row["candidate_id"],
+                    row["review_id"],
+                    json.dumps(case.input),
+                    json.dumps(case.expected),
+                    json.dumps(case.grader),
+                    json.dumps(case.tags),
+                    json.dumps(case.provenance or {}),
+                    cases.normalise_input(case.input),
+                    cases.case_to_json(case),
+                    version or "",
+                    now,
+                ],
             )
             conn.execute(
                 "UPDATE eval_candidates SET status = 'promoted', case_id = ?, "
@@ -170,9 +186,12 @@ def promote(conn: duckdb.DuckDBPyConnection, golden_path: Path,
                 "updated_at = ? WHERE candidate_id = ?",
                 [why, now, cid],
             )
-        if version and not conn.execute(
-            "SELECT 1 FROM golden_versions WHERE golden_version = ?", [version]
-        ).fetchall():
+        if (
+            version
+            and not conn.execute(
+                "SELECT 1 FROM golden_versions WHERE golden_version = ?", [version]
+            ).fetchall()
+        ):
             conn.execute(
                 "INSERT INTO golden_versions VALUES (?, ?, ?, ?, ?)",
                 [version, str(golden_path), len(all_cases), len(new_cases), now],

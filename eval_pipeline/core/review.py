@@ -56,13 +56,15 @@ def check_approval(candidate: cands.Candidate, d: Decision) -> cases.Case:
     if value is None:
         raise ReviewError("the trace is unknown: give the input (the user's question)")
     try:
-        return cases.parse_case({
-            "id": golden.case_id_for(candidate.candidate_id),
-            "input": value,
-            "expected": d.expected,
-            "grader": d.grader or {"type": "judge"},
-            "tags": d.tags,
-        })
+        return cases.parse_case(
+            {
+                "id": golden.case_id_for(candidate.candidate_id),
+                "input": value,
+                "expected": d.expected,
+                "grader": d.grader or {"type": "judge"},
+                "tags": d.tags,
+            }
+        )
     except ValueError as exc:
         raise ReviewError(str(exc)) from exc
 
@@ -87,12 +89,19 @@ def record(conn: duckdb.DuckDBPyConnection, d: Decision) -> str:
     try:
         conn.execute(
             "INSERT INTO candidate_reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [review_id, d.candidate_id, d.decision,
-             json.dumps(d.input) if d.input is not None else None,
-             json.dumps(d.expected) if d.decision == "approve" else None,
-             json.dumps(grader) if grader else None,
-             json.dumps(d.tags) if d.tags else None,
-             d.note, d.reviewer.strip(), now, d.via],
+            [
+                review_id,
+                d.candidate_id,
+                d.decision,
+                json.dumps(d.input) if d.input is not None else None,
+                json.dumps(d.expected) if d.decision == "approve" else None,
+                json.dumps(grader) if grader else None,
+                json.dumps(d.tags) if d.tags else None,
+                d.note,
+                d.reviewer.strip(),
+                now,
+                d.via,
+            ],
         )
         # The status guard makes a concurrent reviewer's decision lose cleanly.
         changed = conn.execute(
@@ -124,15 +133,29 @@ def _block(text: str | None, width: int = 88) -> str:
 def show(c: cands.Candidate, index: int, total: int) -> str:
     head = f"Candidate {index} of {total}  [{c.candidate_id}]"
     facts = ", ".join(
-        f"{k} {v}" for k, v in (("segment", c.segment), ("model", c.model),
-                                 ("prompt", c.prompt_version)) if v
+        f"{k} {v}"
+        for k, v in (("segment", c.segment), ("model", c.model), ("prompt", c.prompt_version))
+        if v
     )
-    lines = ["", "=" * 72, head, f"trace {c.trace_id}" + (f"  ({facts})" if facts else ""),
-             f"thumbs-down reports: {c.reports}"]
+    lines = [
+        "",
+        "=" * 72,
+        head,
+        f"trace {c.trace_id}" + (f"  ({facts})" if facts else ""),
+        f"thumbs-down reports: {c.reports}",
+    ]
     if not c.trace_found:
         lines.append("!! The trace is not in the store: its query and answer are unknown.")
-    lines += ["", "User query:", _block(c.user_query), "", "Answer the user disliked:",
-              _block(c.assistant_response), "", "User comments:"]
+    lines += [
+        "",
+        "User query:",
+        _block(c.user_query),
+        "",
+        "Answer the user disliked:",
+        _block(c.assistant_response),
+        "",
+        "User comments:",
+    ]
     lines += [f'    "{x}"' for x in c.comments] or ["    (none)"]
     lines.append("-" * 72)
     return "\n".join(lines)
@@ -183,8 +206,13 @@ class _Quit(Exception):
     pass
 
 
-def run_session(connect: ConnFactory, reviewer: str, ask: Callable[[str], str] = input,
-                say: Callable[[str], None] = print, limit: int | None = None) -> SessionResult:
+def run_session(
+    connect: ConnFactory,
+    reviewer: str,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = print,
+    limit: int | None = None,
+) -> SessionResult:
     """Walk a person through the pending candidates; each decision is recorded at once."""
     with connect() as conn:
         queue = cands.pending(conn, limit)
@@ -192,8 +220,10 @@ def run_session(connect: ConnFactory, reviewer: str, ask: Callable[[str], str] =
     if not queue:
         say("No pending candidates: nothing to review.")
         return res
-    say(f"{len(queue)} pending candidate(s). Reviewer: {reviewer}. "
-        "Decisions are saved as you go; q quits, and the next session resumes.")
+    say(
+        f"{len(queue)} pending candidate(s). Reviewer: {reviewer}. "
+        "Decisions are saved as you go; q quits, and the next session resumes."
+    )
 
     def prompt(text: str, allow_empty: bool = True) -> str:
         while True:
@@ -244,8 +274,10 @@ def run_session(connect: ConnFactory, reviewer: str, ask: Callable[[str], str] =
         say("\nStopped. Decisions made so far are saved.")
     with connect() as conn:
         res.still_pending = cands.counts(conn)["pending"]
-    say(f"Approved {res.approved}, rejected {res.rejected}, skipped {res.skipped}; "
-        f"{res.still_pending} candidate(s) still pending.")
+    say(
+        f"Approved {res.approved}, rejected {res.rejected}, skipped {res.skipped}; "
+        f"{res.still_pending} candidate(s) still pending."
+    )
     return res
 
 
@@ -261,8 +293,14 @@ def _ask_approval(c: cands.Candidate, reviewer: str, prompt, say) -> Decision:
         text = prompt(EXPECTED_PROMPTS[g], allow_empty=False)
         try:
             expected, params = _parse_expected(g, text)
-            d = Decision(c.candidate_id, "approve", reviewer, expected=expected,
-                         grader={"type": g, **params}, input=value)
+            d = Decision(
+                c.candidate_id,
+                "approve",
+                reviewer,
+                expected=expected,
+                grader={"type": g, **params},
+                input=value,
+            )
             check_approval(c, d)  # say what is wrong now, not at promotion
         except ReviewError as exc:
             say(f"  {exc}; let's try again")
@@ -283,22 +321,27 @@ def export_pending(conn: duckdb.DuckDBPyConnection, path: Path) -> int:
     rows = cands.pending(conn)
     lines = []
     for c in rows:
-        lines.append(json.dumps({
-            "candidate_id": c.candidate_id,
-            "trace_id": c.trace_id,
-            "segment": c.segment,
-            "model": c.model,
-            "reports": c.reports,
-            "comments": c.comments,
-            "query": c.user_query,
-            "bad_answer": c.assistant_response,
-            "decision": None,
-            "input": None,
-            "expected": None,
-            "grader": "judge",
-            "tags": ["feedback"] + ([c.segment] if c.segment else []),
-            "note": None,
-        }, ensure_ascii=False))
+        lines.append(
+            json.dumps(
+                {
+                    "candidate_id": c.candidate_id,
+                    "trace_id": c.trace_id,
+                    "segment": c.segment,
+                    "model": c.model,
+                    "reports": c.reports,
+                    "comments": c.comments,
+                    "query": c.user_query,
+                    "bad_answer": c.assistant_response,
+                    "decision": None,
+                    "input": None,
+                    "expected": None,
+                    "grader": "judge",
+                    "tags": ["feedback"] + ([c.segment] if c.segment else []),
+                    "note": None,
+                },
+                ensure_ascii=False,
+            )
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -311,7 +354,7 @@ EXPORT_HELP = (
     'Edit each line: "decision": "approve" or "reject" (null = leave pending), and for an '
     'approval "expected" (the expected answer, or reference notes for the judge) and "grader" '
     '("judge", "exact", "contains", "regex", "json", "numeric", or an object with '
-    "parameters). \"input\" null means the trace's query."
+    'parameters). "input" null means the trace\'s query.'
 )
 
 
@@ -341,14 +384,18 @@ def parse_import(conn: duckdb.DuckDBPyConnection, path: Path, reviewer: str) -> 
             errors.append(f"{where}: a line must be an object with a candidate_id")
             continue
         cid = obj["candidate_id"]
-        decision = (obj.get("decision") or "").strip().lower() if isinstance(
-            obj.get("decision"), str | type(None)) else "?"
+        decision = (
+            (obj.get("decision") or "").strip().lower()
+            if isinstance(obj.get("decision"), str | type(None))
+            else "?"
+        )
         if decision in ("", "skip", "pending"):
             left += 1
             continue
         if decision not in DECISIONS:
-            errors.append(f"{where}: decision must be approve, reject or null "
-                          f"(got {obj.get('decision')!r})")
+            errors.append(
+                f"{where}: decision must be approve, reject or null (got {obj.get('decision')!r})"
+            )
             continue
         if cid in seen:
             errors.append(f"{where}: candidate {cid} appears twice")
@@ -364,13 +411,23 @@ def parse_import(conn: duckdb.DuckDBPyConnection, path: Path, reviewer: str) -> 
         grader = obj.get("grader") or "judge"
         grader = {"type": grader} if isinstance(grader, str) else grader
         tags = obj.get("tags") or []
-        d = Decision(cid, decision, obj.get("reviewer") or reviewer,
-                     expected=obj.get("expected"), grader=grader, tags=tags,
-                     input=obj.get("input"), note=obj.get("note"), via="import")
+        d = Decision(
+            cid,
+            decision,
+            obj.get("reviewer") or reviewer,
+            expected=obj.get("expected"),
+            grader=grader,
+            tags=tags,
+            input=obj.get("input"),
+            note=obj.get("note"),
+            via="import",
+        )
         if decision == "approve":
             if obj.get("expected") in (None, ""):
-                errors.append(f"{where}: approve needs an expected answer (or, for the judge, "
-                              "reference notes)")
+                errors.append(
+                    f"{where}: approve needs an expected answer (or, for the judge, "
+                    "reference notes)"
+                )
                 continue
             try:
                 check_approval(c, d)

@@ -40,21 +40,26 @@ class FeedbackFileConfig(dg.Config):
     sha256: str = ""
 
 
-def _ingest_one(context: dg.AssetExecutionContext, conn, path: Path, expected_sha: str,
-                inbox: Path) -> dict:
+def _ingest_one(
+    context: dg.AssetExecutionContext, conn, path: Path, expected_sha: str, inbox: Path
+) -> dict:
     data = path.read_bytes()
     res = fb.ingest_bytes(conn, data, path.name)
     if expected_sha and res.sha256 != expected_sha:
         # The file changed after the sensor hashed it; what was ingested is what was read.
-        context.log.warning(f"{path.name}: content changed since the sensor saw it "
-                            f"(expected {expected_sha[:12]}, read {res.sha256[:12]})")
+        context.log.warning(
+            f"{path.name}: content changed since the sensor saw it "
+            f"(expected {expected_sha[:12]}, read {res.sha256[:12]})"
+        )
     if res.rejected:
-        context.log.warning(f"{path.name}: {res.rejected} line(s) rejected: "
-                            f"{res.rejects_by_reason}")
+        context.log.warning(
+            f"{path.name}: {res.rejected} line(s) rejected: {res.rejects_by_reason}"
+        )
     if path.parent == inbox:
         fb.archive(path, inbox, res.sha256)
-    context.log.info(f"{path.name}: {res.ingested} new, {res.duplicates} already known, "
-                     f"{res.rejected} rejected")
+    context.log.info(
+        f"{path.name}: {res.ingested} new, {res.duplicates} already known, {res.rejected} rejected"
+    )
     return {
         "file": path.name,
         "sha256": res.sha256,
@@ -88,8 +93,7 @@ def feedback(
         if not path.exists():
             archived = inbox / fb.PROCESSED_DIR / path.name
             if not archived.exists():
-                raise dg.Failure(f"feedback file {path} is gone (not in the inbox or "
-                                 "processed/)")
+                raise dg.Failure(f"feedback file {path} is gone (not in the inbox or processed/)")
             path = archived
         paths = [path]
     else:
@@ -130,8 +134,10 @@ def eval_candidates(context: dg.AssetExecutionContext, store: EvalStore) -> dg.M
     with store.connect() as conn:
         res = candidates.build_candidates(conn)
     if res.trace_unknown:
-        context.log.warning(f"{res.trace_unknown} pending candidate(s) have no trace in the "
-                            "store yet; they are kept and filled in when the trace arrives")
+        context.log.warning(
+            f"{res.trace_unknown} pending candidate(s) have no trace in the "
+            "store yet; they are kept and filled in when the trace arrives"
+        )
     return dg.MaterializeResult(
         metadata={
             "created": MD.int(res.created),
@@ -215,8 +221,9 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
         requests.append(
             dg.RunRequest(
                 run_key=f"feedback-{sha}",
-                run_config={"ops": {"feedback": {"config": {"path": str(inbox / name),
-                                                            "sha256": sha}}}},
+                run_config={
+                    "ops": {"feedback": {"config": {"path": str(inbox / name), "sha256": sha}}}
+                },
                 tags={SHA_TAG: sha, FILE_TAG: name[:200]},
             )
         )

@@ -155,3 +155,53 @@ def test_definitions_load_like_dagster_dev(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def _golden_run(judge_name: str, rubric: str, mean: float) -> None:
+    with store.connect(settings.duckdb_path()) as conn:
+        conn.execute(
+            "INSERT INTO regression_runs (run_id, deploy_id, target, runner_kind, golden_version,"
+            " started_at, finished_at, n_cases, n_passed, n_failed, n_errors, pass_rate,"
+            " threshold, max_error_rate, status, judge_name, rubric_version, judge_mean, judge_n)"
+            " VALUES ('r1', 'abc123', 'app:answer', 'callable', 'g1', now()::TIMESTAMP,"
+            " now()::TIMESTAMP, 10, 10, 0, 0, 1.0, 0.9, 0.5, 'pass', ?, ?, ?, 10)",
+            [judge_name, rubric, mean],
+        )
+
+
+def test_baseline_can_be_pinned_to_the_golden_run_at_deploy_time(demo_days):
+    instance = dg.DagsterInstance.ephemeral()
+    key = demo_days[0].isoformat()
+    run(instance, partition_key=key)
+    _golden_run("heuristic", "heuristic-v1", 4.75)
+    result = dg.materialize(
+        [drift_loop.drift_report],
+        resources=RESOURCES,
+        instance=instance,
+        partition_key=key,
+        run_config={"ops": {"drift_report": {"config": {"baseline_from_golden_run": True}}}},
+    )
+    assert result.success
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        kind, base = conn.execute(
+            "SELECT baseline_kind, baseline_mean FROM drift_reports WHERE segment = '__all__'"
+        ).fetchone()
+    assert (kind, base) == ("pinned", 4.75)
+
+
+def test_a_pinned_baseline_from_another_judge_is_refused(demo_days):
+    instance = dg.DagsterInstance.ephemeral()
+    key = demo_days[0].isoformat()
+    run(instance, partition_key=key)
+    _golden_run("openai", "quality-v1", 4.2)
+    result = dg.materialize(
+        [drift_loop.drift_report],
+        resources=RESOURCES,
+        instance=instance,
+        partition_key=key,
+        run_config={"ops": {"drift_report": {"config": {"baseline_from_golden_run": True}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    assert "not comparable" in str(error.to_string())

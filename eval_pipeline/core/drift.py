@@ -35,6 +35,9 @@ class DriftConfig:
     min_drop: float = 0.2  # practical floor, in score points
     alpha: float = 0.05
     pinned_baseline: float | None = None  # e.g. the golden-set judge mean at deploy time
+    # (judge name, rubric version) that produced the pinned value: a day scored by another
+    # judge cannot be compared with it.
+    pinned_judge: tuple[str, str] | None = None
 
 
 @dataclass
@@ -237,6 +240,12 @@ def report_day(
     ).df()
     judge_name = scores["judge_name"].iloc[0] if len(scores) else None
     rubric = scores["rubric_version"].iloc[0] if len(scores) else None
+    if config.pinned_judge and judge_name and (judge_name, rubric) != tuple(config.pinned_judge):
+        raise ValueError(
+            f"{day}: scored by {judge_name}/{rubric} but the pinned baseline came from "
+            f"{config.pinned_judge[0]}/{config.pinned_judge[1]}; scores of different judges "
+            "are not comparable"
+        )
     baseline = conn.execute(
         "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
         "AND partition_date < ? AND judge_name = ? AND rubric_version = ?",

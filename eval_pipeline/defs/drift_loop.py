@@ -6,9 +6,11 @@ report figures. All of them write DuckDB, so all carry pool="duckdb" (limit 1 in
 project's dagster.yaml) and a single-run backfill policy: a 30-day backfill is one run.
 """
 
+import dataclasses
+
 import dagster as dg
 
-from eval_pipeline.core import alerts, drift, sampling, scoring, traces
+from eval_pipeline.core import alerts, drift, regression, sampling, scoring, traces
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days
 from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
@@ -33,6 +35,10 @@ class DriftConfig(dg.Config):
     min_drop: float = 0.2
     alpha: float = 0.05
     pinned_baseline: float | None = None
+    # Pin the baseline to the judge-scored mean of the latest golden regression run (the
+    # golden-set score at deploy time) instead of the trailing days.
+    baseline_from_golden_run: bool = False
+    golden_target: str | None = None  # which regression target; None: the latest of any
     min_baseline_n: int = 100
 
 
@@ -204,6 +210,22 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
     per_day = {}
     alerting = []
     with store.connect() as conn:
+        if config.baseline_from_golden_run:
+            golden = regression.latest_baseline(conn, config.golden_target)
+            if golden is None:
+                raise dg.Failure(
+                    "baseline_from_golden_run is set but no golden regression run has a judge "
+                    "mean yet: materialize golden_regression first"
+                )
+            cfg = dataclasses.replace(
+                cfg,
+                pinned_baseline=golden["judge_mean"],
+                pinned_judge=(golden["judge_name"], golden["rubric_version"]),
+            )
+            context.log.info(
+                f"baseline pinned to {golden['judge_mean']:.2f}: golden run {golden['run_id']} "
+                f"(deploy {golden['deploy_id']}, golden set {golden['golden_version']})"
+            )
         for day in days:
             res = drift.report_day(conn, day, cfg)
             overall = res.overall

@@ -384,14 +384,12 @@ def test_a_range_of_phoenix_days_runs_as_one_run(phoenix_env):
         (DAY2, 4),
         (EMPTY_DAY, 0),
     ]
-    per_day = {
-        e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation
-        for e in result.all_events
-        if e.event_type_value == "ASSET_OBSERVATION"
-        and e.event_specific_data.asset_observation.asset_key.to_user_string()
-        == "judge_annotations"
+    # A ranged run records one materialization per day with that day's figures.
+    sent = {
+        m.partition: m.metadata["annotations_sent"].value
+        for m in result.asset_materializations_for_node("judge_annotations")
+        if "annotations_sent" in m.metadata
     }
-    sent = {day: obs.metadata["annotations_sent"].value for day, obs in per_day.items()}
     assert sent == {DAY1: 4, DAY2: 4, EMPTY_DAY: 0}
     assert query("SELECT status, count(*) FROM phoenix_annotations GROUP BY 1") == [("sent", 8)]
     span_ids_ = list(expect["day1_traces"]) + list(expect["day2_traces"])

@@ -13,7 +13,7 @@ import dagster as dg
 from eval_pipeline.core import phoenix
 from eval_pipeline.defs.drift_loop import judge_scores
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.reporting import record_day, result, run_days
+from eval_pipeline.defs.reporting import materialize_days, run_days
 from eval_pipeline.defs.resources import EvalStore, TraceSourceResource
 
 MD = dg.MetadataValue
@@ -37,7 +37,7 @@ MD = dg.MetadataValue
 )
 def judge_annotations(
     context: dg.AssetExecutionContext, store: EvalStore, trace_source: TraceSourceResource
-) -> dg.MaterializeResult:
+):
     """The day's judge scores of Phoenix-sourced traces, posted to Phoenix as span
     annotations (upserted in place on re-runs); delivery state per span in DuckDB."""
     days = run_days(context)
@@ -54,9 +54,7 @@ def judge_annotations(
                     "no judgments of Phoenix-sourced traces on this day "
                     f"(trace source: {trace_source.resolved_kind()}); nothing to write back"
                 )
-                meta = {"annotations_sent": MD.int(0), "note": MD.text(note)}
-                record_day(context, day, meta)
-                per_day[day] = meta
+                per_day[day] = {"annotations_sent": MD.int(0), "note": MD.text(note)}
                 continue
             # Built only when needed: a jsonl deployment needs no Phoenix settings at all.
             cfg = cfg or trace_source.phoenix_config()
@@ -77,7 +75,6 @@ def judge_annotations(
                 "phoenix_url": MD.url(cfg.safe_url()),
                 "phoenix_unreachable": MD.bool(res.unreachable),
             }
-            record_day(context, day, meta)
             per_day[day] = meta
             msg = (
                 f"{day}: {res.sent} annotations sent, {res.failed} failed "
@@ -93,4 +90,4 @@ def judge_annotations(
             "unreachable_days": MD.text(", ".join(map(str, unreachable_days)) or "none"),
         },
     )
-    return result(days, per_day, [check])
+    yield from materialize_days(context, days, per_day, [check])

@@ -6,16 +6,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from eval_pipeline import settings
 from eval_pipeline.core import demo_traffic
 
 
 @pytest.mark.slow
 def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
+    # The demo's golden set, copied so the run cannot touch the one in git.
+    golden = isolated_data / "golden" / "golden.jsonl"
+    golden.parent.mkdir(parents=True)
+    shutil.copy(settings.PROJECT_ROOT / "data" / "golden" / "golden.jsonl", golden)
     proc = subprocess.run(
         [sys.executable, "-m", "eval_pipeline.demo"],
         env=os.environ.copy(),
@@ -43,3 +49,10 @@ def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
     # The manifest says what was injected.
     manifest = json.loads((isolated_data / "demo" / "manifest.json").read_text())
     assert manifest["injected_regression"]["from_day"] == start.isoformat()
+    # The other loops' demo steps ran through Dagster and did what the README promises.
+    regression = summary["regression"]
+    assert regression["gate_blocked_regressed"], regression
+    assert regression["cli_exit_codes"] == {"pass": 0, "fail": 1, "outage": 3}
+    assert "A" in summary["ab"]["verdict"] and "wins" in summary["ab"]["verdict"].lower()
+    assert summary["feedback"]["pending_candidates"] > 0
+    assert all(r["ok"] for r in summary["feedback"]["runs"])

@@ -43,13 +43,3 @@ def materialize_days(
         yield dg.AssetMaterialization(
             asset_key=context.asset_key, partition=day.isoformat(), metadata=per_day.get(day, {})
         )
-
-
-# Kept until the Phoenix asset moves to materialize_days.
-def record_day(context: dg.AssetExecutionContext, day: dt.date, metadata: dict) -> None:
-    return None
-
-
-def result(days, per_day, check_results=None) -> dg.MaterializeResult:
-    metadata = per_day.get(days[0], {}) if len(days) == 1 else {"days_in_run": len(days)}
-    return dg.MaterializeResult(metadata=metadata, check_results=check_results or [])

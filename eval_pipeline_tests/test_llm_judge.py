@@ -340,6 +340,7 @@ def test_judge_from_env_builds_the_openai_judge(fake_openai):  # noqa: F811
             "EVAL_JUDGE_API_KEY": SECRET,
             "EVAL_JUDGE_CONCURRENCY": "8",
             "EVAL_JUDGE_READ_TIMEOUT": "2.5",
+            "EVAL_JUDGE_BACKOFF_BASE": "0.1",
             "EVAL_JUDGE_STRUCTURED_OUTPUT": "false",
             "EVAL_JUDGE_PRICE_PROMPT_PER_1K": "0.5",
             "EVAL_JUDGE_PRICE_COMPLETION_PER_1K": "1.5",
@@ -348,6 +349,7 @@ def test_judge_from_env_builds_the_openai_judge(fake_openai):  # noqa: F811
     assert isinstance(judge, OpenAICompatibleJudge)
     assert (judge.name, judge.model) == ("openai", "m1")
     assert judge.config.concurrency == 8 and judge.config.read_timeout == 2.5
+    assert judge.config.backoff_base == 0.1
     assert judge.response_format == "none"
     assert judge.cost_estimate(2000, 1000) == pytest.approx(2.5)
     assert judge.rubric_version.startswith("quality-v1#")

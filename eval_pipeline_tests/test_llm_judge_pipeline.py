@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 
 import dagster as dg
 import pytest
@@ -50,6 +51,7 @@ def openai_env(monkeypatch, fake_openai):  # noqa: F811
     monkeypatch.setenv("EVAL_JUDGE_CONCURRENCY", "8")
     monkeypatch.setenv("EVAL_JUDGE_READ_TIMEOUT", "0.5")
     monkeypatch.setenv("EVAL_JUDGE_MAX_RETRIES", "6")
+    monkeypatch.setenv("EVAL_JUDGE_BACKOFF_BASE", "0.02")
     monkeypatch.setenv("EVAL_JUDGE_PRICE_PROMPT_PER_1K", "0.001")
     monkeypatch.setenv("EVAL_JUDGE_PRICE_COMPLETION_PER_1K", "0.002")
     return fake_openai
@@ -91,16 +93,20 @@ def test_faults_end_in_the_right_state_and_the_run_completes(day, openai_env):
     answers = sampled_answers(day)
     garbled, hanging = answers[0], answers[1]
 
+    rng = random.Random(1)
+
     def responder(body):
         user = body["messages"][1]["content"]
         if f"\n{garbled}\n<<<END ASSISTANT ANSWER>>>" in user:
             return Fault.content("I would give it a solid four")
         if f"\n{hanging}\n<<<END ASSISTANT ANSWER>>>" in user:
             return Fault.hang(30)
+        # Every other judgment may meet a 429 (20% of its calls) but ends ok.
+        if rng.random() < 0.2:
+            return Fault.status(429, retry_after=0.01)
         return '{"score": 4, "reason": "fine"}'
 
     server.responder = responder
-    server.add_random_fault(Fault.status(429, retry_after=0.01), fraction=0.2, seed=1)
     result = run(instance, day, ASSETS[2:])
     meta = judged_meta(result)
     n_garbled, n_hanging = (

@@ -130,6 +130,8 @@ class LLMJudgeConfig:
             read_timeout=get("READ_TIMEOUT", float, 60.0),
             deadline=get("DEADLINE", float, 180.0),
             max_retries=get("MAX_RETRIES", int, 6),
+            backoff_base=get("BACKOFF_BASE", float, 0.5),
+            backoff_max=get("BACKOFF_MAX", float, 20.0),
             temperature=get("TEMPERATURE", float, 0.0),
             max_tokens=get("MAX_TOKENS", int, 256),
             structured_output=get("STRUCTURED_OUTPUT", flag, True),

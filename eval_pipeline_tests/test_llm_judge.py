@@ -154,10 +154,10 @@ def test_persistent_503_ends_as_error(fake_openai):  # noqa: F811
 
 def test_a_hang_past_the_read_timeout_is_retried_then_an_error(fake_openai):  # noqa: F811
     fake_openai.script(Fault.hang(30), "ok")
-    judgment = judge_one(make_judge(fake_openai, read_timeout=0.3, max_retries=1))
+    judgment = judge_one(make_judge(fake_openai, read_timeout=1.0, max_retries=1))
     assert (judgment.state, judgment.attempts) == ("ok", 2)
     fake_openai.script(Fault.hang(30), Fault.hang(30))
-    judgment = judge_one(make_judge(fake_openai, read_timeout=0.3, max_retries=1))
+    judgment = judge_one(make_judge(fake_openai, read_timeout=1.0, max_retries=1))
     assert judgment.state == "error"
     assert judgment.reason.startswith("timeout: ReadTimeout")
     assert judgment.attempts == 2

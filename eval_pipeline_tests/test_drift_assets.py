@@ -114,7 +114,7 @@ def test_the_schedule_asks_for_yesterday_at_two_utc():
     from eval_pipeline.definitions import defs
 
     d = defs()
-    schedule = d.resolve_schedule_def("daily_drift_job_schedule")
+    schedule = d.resolve_schedule_def("daily_drift_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     ctx = dg.build_schedule_context(

@@ -85,17 +85,20 @@ def sample_day(
             "sampled_traces",
             "partition_date = ?",
             [day],
-            select_sql="""
-                SELECT partition_date, trace_id, segment, stratum_size, k FROM (
-                    SELECT t.partition_date, t.trace_id, p.segment, p.stratum_size, p.k,
-                           row_number() OVER (PARTITION BY p.segment
-                                              ORDER BY md5(? || t.trace_id)) AS rk
-                    FROM raw_traces t
-                    JOIN _plan p ON coalesce(t.segment, ?) = p.segment
-                    WHERE t.partition_date = ?
-                ) WHERE rk <= k
+            # min_by(..., n) keeps the n smallest hashes per segment without sorting the day.
+            select_sql=f"""
+                SELECT ?::DATE, trace_id, segment, stratum_size, k FROM (
+                    SELECT p.segment, p.stratum_size, p.k,
+                           unnest(s.ids[1:p.k]) AS trace_id
+                    FROM (
+                        SELECT coalesce(segment, ?) AS segment,
+                               min_by(trace_id, md5(? || trace_id), {max(alloc.values(), default=0) or 1}) AS ids
+                        FROM raw_traces WHERE partition_date = ?
+                        GROUP BY 1
+                    ) s JOIN _plan p USING (segment)
+                )
             """,
-            select_params=[config.seed, NO_SEGMENT, day],
+            select_params=[day, NO_SEGMENT, config.seed, day],
         )
     finally:
         conn.unregister("_plan")

@@ -7,6 +7,7 @@ project's dagster.yaml) and a single-run backfill policy: a 30-day backfill is o
 """
 
 import dataclasses
+import datetime as dt
 
 import dagster as dg
 
@@ -291,10 +292,15 @@ daily_drift_job = dg.define_asset_job(
     description="Ingest, sample, judge, report and alert for one day (or a range).",
 )
 
-# 02:00 UTC, for the day that just ended.
-daily_drift_schedule = dg.build_schedule_from_partitioned_job(
-    daily_drift_job,
-    hour_of_day=2,
-    minute_of_hour=0,
+
+@dg.schedule(
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    job=daily_drift_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+def daily_drift_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """02:00 UTC: the drift loop for the day that just ended."""
+    tick = context.scheduled_execution_time.astimezone(dt.UTC)
+    day = (tick - dt.timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(run_key=f"drift-{day}", partition_key=day)

@@ -22,7 +22,7 @@ from pathlib import Path
 from eval_pipeline import settings
 from eval_pipeline.core import demo_traffic, store
 
-DEMO_STEPS = ["demo_regression", "demo_ab", "demo_feedback"]
+DEMO_STEPS = ["demo_judge", "demo_regression", "demo_ab", "demo_feedback"]
 
 
 def demo_dir() -> Path:

@@ -29,7 +29,14 @@ import pandas as pd
 
 from eval_pipeline.core import ab_stats, graders
 from eval_pipeline.core.cases import Case, input_text
-from eval_pipeline.core.judging import Judge, JudgeRequest, Judgment, judgment_key
+from eval_pipeline.core.judging import (
+    Judge,
+    JudgeRequest,
+    Judgment,
+    PairPick,
+    PairRequest,
+    judgment_key,
+)
 from eval_pipeline.core.runners import DEFAULT_API_KEY_ENV, Call, Runner, runner_from_target
 from eval_pipeline.core.scoring import store_judgments
 
@@ -135,20 +142,6 @@ def variants_from_targets(
 
 
 # --- pairwise judges --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairRequest:
-    query: str
-    first: str
-    second: str
-    reference: str | None = None
-
-
-@dataclass(frozen=True)
-class PairPick:
-    pick: Literal["first", "second", "tie"] | None  # None: the judge failed
-    reason: str
 
 
 class PairwiseJudge(Protocol):
@@ -543,7 +536,7 @@ def run_ab(
         judge_name=judge.name,
         judge_model=judge.model,
         rubric_version=judge.rubric_version,
-        pairwise_judge=pjudge.name if pjudge else None,
+        pairwise_judge=(getattr(pjudge, "pairwise_name", None) or pjudge.name) if pjudge else None,
         min_effect=min_effect,
         alpha=alpha,
         seed=seed,

@@ -48,6 +48,22 @@ class Judgment:
             raise ValueError(f"score {self.score} is outside 1-5")
 
 
+@dataclass(frozen=True)
+class PairRequest:
+    """Two answers to one question, for a judge that compares them side by side."""
+
+    query: str
+    first: str
+    second: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class PairPick:
+    pick: Literal["first", "second", "tie"] | None  # None: the judge failed
+    reason: str
+
+
 Progress = Callable[[int, int], None]
 
 

@@ -47,8 +47,8 @@ from typing import Any
 
 import httpx
 
-from eval_pipeline.core.judging import JudgeRequest, Judgment, Progress
-from eval_pipeline.core.rubric import Rubric, load_rubric
+from eval_pipeline.core.judging import JudgeRequest, Judgment, PairPick, PairRequest, Progress
+from eval_pipeline.core.rubric import PAIRWISE_VERSION, Rubric, load_rubric, pairwise_messages
 
 JUDGMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -59,6 +59,19 @@ JUDGMENT_SCHEMA: dict[str, Any] = {
     "required": ["score", "reason"],
     "additionalProperties": False,
 }
+PAIRWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "winner": {"type": "string", "enum": ["first", "second", "tie"]},
+        "reason": {"type": "string"},
+    },
+    "required": ["winner", "reason"],
+    "additionalProperties": False,
+}
+PAIRWISE_REPAIR_PROMPT = (
+    "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
+    '{{"winner": "first" | "second" | "tie", "reason": "<one short sentence>"}}.'
+)
 # Structured-output dialects, most specific first; a server that rejects one gets the next.
 RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
 REPAIR_PROMPT = (
@@ -158,19 +171,7 @@ def parse_judgment(text: str | None) -> tuple[int, str]:
     """
     if text is None or not text.strip():
         raise InvalidJudgment("empty answer")
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    found: list[dict] = []
-    for chunk in candidates:
-        for start in [i for i, ch in enumerate(chunk) if ch == "{"]:
-            try:
-                obj, _ = decoder.raw_decode(chunk, start)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                found.append(obj)
-        if found:
-            break
+    found = _json_objects(text)
     with_score = [o for o in found if "score" in o]
     if not with_score:
         if found:
@@ -192,6 +193,42 @@ def parse_judgment(text: str | None) -> tuple[int, str]:
     elif not isinstance(reason, str):
         reason = json.dumps(reason)
     return score, reason.strip()
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object in the text, those inside code fences first."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for chunk in candidates:
+        found = []
+        for start in [i for i, ch in enumerate(chunk) if ch == "{"]:
+            try:
+                obj, _ = decoder.raw_decode(chunk, start)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                found.append(obj)
+        if found:
+            return found
+    return []
+
+
+def parse_pick(text: str | None) -> tuple[str, str]:
+    """(winner, reason) from a side-by-side verdict: winner is first, second or tie."""
+    if text is None or not text.strip():
+        raise InvalidJudgment("empty answer")
+    found = _json_objects(text)
+    with_winner = [o for o in found if "winner" in o]
+    if not with_winner:
+        raise InvalidJudgment(
+            'no "winner" field in the JSON object' if found else "no JSON object in the answer"
+        )
+    winner = with_winner[0]["winner"]
+    if not isinstance(winner, str) or winner.strip().lower() not in ("first", "second", "tie"):
+        raise InvalidJudgment(f'winner must be "first", "second" or "tie", got {winner!r}')
+    reason = with_winner[0].get("reason")
+    reason = reason.strip() if isinstance(reason, str) and reason.strip() else "(no reason)"
+    return winner.strip().lower(), reason
 
 
 # --- the judge ------------------------------------------------------------------------------
@@ -291,6 +328,11 @@ class OpenAICompatibleJudge:
         self._rng = rng or random.Random()
         self.last_stats = RunStats()
 
+    @property
+    def pairwise_name(self) -> str:
+        """How reports name this judge when it compares two answers side by side."""
+        return f"{self.name}:{self.model} ({PAIRWISE_VERSION})"
+
     def __repr__(self) -> str:  # the config's repr already hides the key
         return f"OpenAICompatibleJudge({self.config!r}, rubric={self.rubric_version!r})"
 
@@ -318,7 +360,22 @@ class OpenAICompatibleJudge:
         """One judgment per request, in order. Never raises for a single bad call."""
         if not requests:
             return []
-        coro_factory = lambda: self.ajudge_many(requests, progress)  # noqa: E731
+        return self._run_sync(lambda: self.ajudge_many(requests, progress))
+
+    def compare_many(
+        self, requests: Sequence[PairRequest], progress: Progress | None = None
+    ) -> list[PairPick]:
+        """Side by side: which of two answers is better, one pick per request, in order.
+
+        The A/B test's pairwise option asks every pair in both orders. A failed comparison
+        is a pick of None with the reason, never a guess.
+        """
+        if not requests:
+            return []
+        return self._run_sync(lambda: self.acompare_many(requests, progress))
+
+    @staticmethod
+    def _run_sync(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -342,9 +399,42 @@ class OpenAICompatibleJudge:
     async def ajudge_many(
         self, requests: Sequence[JudgeRequest], progress: Progress | None = None
     ) -> list[Judgment]:
-        cfg = self.config
         stats = RunStats(judgments=len(requests))
         self.last_stats = stats
+        out = await self._batch(
+            requests,
+            lambda client, slots, req: self._judge_one(client, slots, req, stats),
+            lambda exc: Judgment("error", None, self._scrub(f"internal: {exc!r}")),
+            progress,
+            stats,
+        )
+        for j in out:
+            stats.outcomes[j.state] += 1
+        return out
+
+    async def acompare_many(
+        self, requests: Sequence[PairRequest], progress: Progress | None = None
+    ) -> list[PairPick]:
+        stats = RunStats(judgments=len(requests))
+        self.last_stats = stats
+        return await self._batch(
+            requests,
+            lambda client, slots, req: self._compare_one(client, slots, req, stats),
+            lambda exc: PairPick(None, self._scrub(f"internal: {exc!r}")),
+            progress,
+            stats,
+        )
+
+    async def _batch(
+        self,
+        items: Sequence[Any],
+        one_fn: Callable[[httpx.AsyncClient, asyncio.Semaphore, Any], Awaitable[Any]],
+        on_error: Callable[[Exception], Any],
+        progress: Progress | None,
+        stats: RunStats,
+    ) -> list[Any]:
+        """Run one_fn over the items concurrently on ONE client, at most `concurrency` at once."""
+        cfg = self.config
         started = time.monotonic()
         headers = {"Accept": "application/json"}
         if cfg.api_key:
@@ -357,7 +447,7 @@ class OpenAICompatibleJudge:
         )
         slots = asyncio.Semaphore(cfg.concurrency)
         done = 0
-        every = max(1, len(requests) // 10)
+        every = max(1, len(items) // 10)
 
         async with httpx.AsyncClient(
             base_url=cfg.base_url.rstrip("/") + "/",
@@ -366,22 +456,54 @@ class OpenAICompatibleJudge:
             limits=limits,
         ) as client:
 
-            async def one(req: JudgeRequest) -> Judgment:
+            async def one(item: Any) -> Any:
                 nonlocal done
                 try:
-                    judgment = await self._judge_one(client, slots, req, stats)
-                except Exception as exc:  # a bug here must not lose the other judgments
-                    judgment = Judgment("error", None, self._scrub(f"internal: {exc!r}"))
+                    result = await one_fn(client, slots, item)
+                except Exception as exc:  # a bug here must not lose the other items
+                    result = on_error(exc)
                 done += 1
-                if progress and (done % every == 0 or done == len(requests)):
-                    progress(done, len(requests))
-                return judgment
+                if progress and (done % every == 0 or done == len(items)):
+                    progress(done, len(items))
+                return result
 
-            out = await asyncio.gather(*(one(r) for r in requests))
+            out = await asyncio.gather(*(one(x) for x in items))
         stats.wall_seconds = time.monotonic() - started
-        for j in out:
-            stats.outcomes[j.state] += 1
         return list(out)
+
+    async def _compare_one(
+        self,
+        client: httpx.AsyncClient,
+        slots: asyncio.Semaphore,
+        req: PairRequest,
+        stats: RunStats,
+    ) -> PairPick:
+        call = _Call()
+        messages = pairwise_messages(req.query, req.first, req.second, req.reference)
+        call.timer = asyncio.timeout(None)
+        try:
+            async with call.timer:
+                first = await self._complete(client, slots, messages, call, stats, PAIRWISE_SCHEMA)
+                try:
+                    return PairPick(*parse_pick(first))
+                except InvalidJudgment as exc:
+                    problem = str(exc)
+                stats.repairs += 1
+                repair = [
+                    *messages,
+                    {"role": "assistant", "content": first},
+                    {"role": "user", "content": PAIRWISE_REPAIR_PROMPT.format(problem=problem)},
+                ]
+                second = await self._complete(client, slots, repair, call, stats, PAIRWISE_SCHEMA)
+                try:
+                    return PairPick(*parse_pick(second))
+                except InvalidJudgment as exc:
+                    reason = f"invalid_output: {problem}; after one repair attempt: {exc}"
+                    return PairPick(None, self._scrub(reason))
+        except TimeoutError:
+            return PairPick(None, self._scrub(self._deadline_reason(call)))
+        except _Fatal as exc:
+            return PairPick(None, self._scrub(exc.reason))
 
     # --- one judgment ----------------------------------------------------------------------
 
@@ -460,6 +582,7 @@ class OpenAICompatibleJudge:
         messages: list[dict[str, str]],
         call: _Call,
         stats: RunStats,
+        schema: dict[str, Any] = JUDGMENT_SCHEMA,
     ) -> str:
         """The assistant content of one chat completion, with retries; raises _Fatal."""
         cfg = self.config
@@ -472,7 +595,7 @@ class OpenAICompatibleJudge:
                         call.started = time.monotonic()
                         call.deadline = call.started + cfg.deadline
                         call.timer.reschedule(asyncio.get_running_loop().time() + cfg.deadline)
-                    return await self._post(client, messages, call, fmt_index, stats)
+                    return await self._post(client, messages, call, fmt_index, stats, schema)
             except _FormatRejected:
                 with self._format_lock:
                     if self._format_index == fmt_index:
@@ -513,9 +636,11 @@ class OpenAICompatibleJudge:
         call: _Call,
         fmt_index: int,
         stats: RunStats,
+        schema: dict[str, Any] = JUDGMENT_SCHEMA,
     ) -> str:
         cfg = self.config
         fmt = RESPONSE_FORMATS[fmt_index]
+        name = "judgment" if schema is JUDGMENT_SCHEMA else "pairwise_verdict"
         body: dict[str, Any] = {
             "model": cfg.model,
             "messages": messages,
@@ -525,10 +650,10 @@ class OpenAICompatibleJudge:
         if fmt == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "judgment", "strict": True, "schema": JUDGMENT_SCHEMA},
+                "json_schema": {"name": name, "strict": True, "schema": schema},
             }
         elif fmt == "json_object":
-            body["response_format"] = {"type": "json_object", "schema": JUDGMENT_SCHEMA}
+            body["response_format"] = {"type": "json_object", "schema": schema}
         call.attempts += 1
         stats.http_calls += 1
         try:

@@ -125,3 +125,32 @@ def test_failed_judgments_are_not_scores():
     rows = drift_for_day(frame(today), frame([("a", "ok", 5)] * 200), DriftConfig())
     a = next(r for r in rows if r.segment == "a")
     assert a.mean_score == 5.0 and a.failure_rate == pytest.approx(0.9)
+
+
+def test_a_new_judge_model_starts_a_new_baseline(tmp_path):
+    """Scores of another judge model are never the baseline: a model swap is not drift."""
+    import datetime as dt
+
+    from eval_pipeline.core import store
+    from eval_pipeline.core.drift import report_day
+
+    day = dt.date(2026, 10, 10)
+    with store.connect(tmp_path / "d.duckdb") as conn:
+        for back in range(1, 8):
+            for i in range(40):
+                conn.execute(
+                    "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 5, 'openai', 'm1', 'r', false)",
+                    [day - dt.timedelta(days=back), f"t{back}-{i}", f"k{back}-{i}"],
+                )
+        for i in range(40):
+            conn.execute(
+                "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 3, 'openai', 'm2', 'r', false)",
+                [day, f"t0-{i}", f"k0-{i}"],
+            )
+        res = report_day(conn, day)
+        assert not res.alerts
+        overall = res.overall
+        assert overall.baseline_n is None and "no baseline" in overall.verdict
+        # The same model a day later has its own (one-day) history.
+        conn.execute("UPDATE judge_scores SET judge_model = 'm1' WHERE partition_date = ?", [day])
+        assert report_day(conn, day).overall.baseline_n == 280

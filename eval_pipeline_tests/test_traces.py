@@ -83,6 +83,7 @@ def test_every_kind_of_bad_row_is_kept_with_file_line_and_reason(db, tmp_path):
         ),
         json.dumps(trace(12, assistant_response=None)),  # 13 missing (null) answer
         json.dumps(trace(13, segment=7)),  # 14 wrong type segment
+        json.dumps(trace(14, timestamp=1791200000)),  # 15 epoch seconds, not milliseconds
     ]
     write_lines(inbox / "2026-10-05.jsonl", lines)
     res = ingest_day(db, InboxSource(inbox), DAY)
@@ -100,12 +101,14 @@ def test_every_kind_of_bad_row_is_kept_with_file_line_and_reason(db, tmp_path):
         (10, "duplicate trace_id t1"),
         (13, "missing field assistant_response"),
         (14, "wrong type"),
+        (15, "bad timestamp"),
     ]
     reasons = dict((line, reason) for _, line, reason in got)
     assert "first seen at" in reasons[10] and "2026-10-05.jsonl:1" in reasons[10]
     assert reasons[6] == "wrong type: trace_id must be a string"
+    assert "looks like epoch seconds" in reasons[15]
     assert res.rows_rejected == len(got)
-    assert res.rows_seen == 13
+    assert res.rows_seen == 14
     assert db.execute("SELECT list(trace_id ORDER BY trace_id) FROM raw_traces").fetchone()[0] == [
         "t1",
         "t11",

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
+from eval_pipeline.core.stats import holm
+
 ALPHA = 0.05
 DEFAULT_MIN_EFFECT = 0.05  # fraction of the outcome's range
 SCORE_RANGE = (1.0, 5.0)
@@ -106,18 +108,6 @@ def mcnemar_sample_size(
 
 
 # --- multiple comparisons ---------------------------------------------------------------
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (valid under any dependence between the tests)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 # --- scores (1-5) -----------------------------------------------------------------------
@@ -332,7 +322,7 @@ def decide_scores(c: ScoreComparison) -> ScoreComparison:
             )
             c.explanation = (
                 f"{delta_txt}, not significant (p={c.t_p_adjusted:.3g}) with {c.n} cases; "
-                f"to detect the {c.floor:.2f}-point floor with 80% power {need}"
+                f"to tell a true {c.floor:.2f}-point difference from none (80% power) {need}"
             )
     if c.tests_disagree:
         c.notes.append(
@@ -487,8 +477,8 @@ def decide_pass_fail(c: PassFailComparison) -> PassFailComparison:
             )
             c.explanation = (
                 f"pass rates differ by {c.delta:+.1%} ({discordant}), not significant "
-                f"(p={c.p_adjusted:.3g}) with {c.n} cases; to detect the {c.floor:.0%} floor "
-                f"with 80% power {need}"
+                f"(p={c.p_adjusted:.3g}) with {c.n} cases; to tell a true {c.floor:.0%} "
+                f"difference from none (80% power) {need}"
             )
     return c
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from eval_pipeline.core.stats import holm
 from eval_pipeline.core.store import replace_rows
 
 ALL_SEGMENTS = "__all__"
@@ -35,9 +36,9 @@ class DriftConfig:
     min_drop: float = 0.2  # practical floor, in score points
     alpha: float = 0.05
     pinned_baseline: float | None = None  # e.g. the golden-set judge mean at deploy time
-    # (judge name, rubric version) that produced the pinned value: a day scored by another
-    # judge cannot be compared with it.
-    pinned_judge: tuple[str, str] | None = None
+    # (judge name, model, rubric version) that produced the pinned value: a day scored by
+    # another judge cannot be compared with it.
+    pinned_judge: tuple[str, str | None, str] | None = None
 
 
 @dataclass
@@ -145,18 +146,6 @@ def compare(
     return row
 
 
-def holm(p_values: list[float | None]) -> list[float | None]:
-    """Holm step-down adjusted p-values (None stays None and is not counted)."""
-    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    m = len(present)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
 def decide(row: DriftRow, config: DriftConfig) -> tuple[bool, str]:
     """The alert rule, and the sentence that explains it."""
     if row.n < config.min_n:
@@ -234,22 +223,27 @@ def report_day(
     so switching judges never reads as drift.
     """
     scores = conn.execute(
-        "SELECT segment, state, score, judge_name, rubric_version FROM judge_scores "
-        "WHERE partition_date = ?",
+        "SELECT segment, state, score, judge_name, judge_model, rubric_version "
+        "FROM judge_scores WHERE partition_date = ?",
         [day],
     ).df()
-    judge_name = scores["judge_name"].iloc[0] if len(scores) else None
-    rubric = scores["rubric_version"].iloc[0] if len(scores) else None
-    if config.pinned_judge and judge_name and (judge_name, rubric) != tuple(config.pinned_judge):
+    judge = (
+        tuple(scores[["judge_name", "judge_model", "rubric_version"]].iloc[0])
+        if len(scores)
+        else (None, None, None)
+    )
+    judge = tuple(None if pd.isna(x) else x for x in judge)
+    judge_name, judge_model, rubric = judge
+    if config.pinned_judge and judge_name and judge != tuple(config.pinned_judge):
         raise ValueError(
-            f"{day}: scored by {judge_name}/{rubric} but the pinned baseline came from "
-            f"{config.pinned_judge[0]}/{config.pinned_judge[1]}; scores of different judges "
-            "are not comparable"
+            f"{day}: scored by {_judge_label(judge)} but the pinned baseline came from "
+            f"{_judge_label(config.pinned_judge)}; scores of different judges are not comparable"
         )
     baseline = conn.execute(
         "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
-        "AND partition_date < ? AND judge_name = ? AND rubric_version = ?",
-        [day - dt.timedelta(days=config.baseline_days), day, judge_name, rubric],
+        "AND partition_date < ? AND judge_name = ? AND judge_model IS NOT DISTINCT FROM ? "
+        "AND rubric_version = ?",
+        [day - dt.timedelta(days=config.baseline_days), day, judge_name, judge_model, rubric],
     ).df()
     rows = drift_for_day(scores, baseline, config)
     frame = (
@@ -262,6 +256,11 @@ def report_day(
     frame["rubric_version"] = rubric
     replace_rows(conn, "drift_reports", "partition_date = ?", [day], frame=frame)
     return DriftResult(day, rows, judge_name, rubric)
+
+
+def _judge_label(judge) -> str:
+    name, model, rubric = judge
+    return f"{name}/{model}/{rubric}" if model else f"{name}/{rubric}"
 
 
 def markdown_table(rows: list[DriftRow]) -> str:

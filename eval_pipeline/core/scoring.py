@@ -65,20 +65,23 @@ class ScoreResult:
 
 def lookup_judgments(
     conn: duckdb.DuckDBPyConnection, keys: list[str]
-) -> dict[str, tuple[str, int | None]]:
-    """Cached (state, score) for the keys that have a final judgment."""
+) -> dict[str, tuple[str, int | None, str]]:
+    """Cached (state, score, reason) for the keys that have a final judgment.
+
+    ``error`` judgments are not final: they may have been transient, so they are judged again.
+    """
     if not keys:
         return {}
     frame = pd.DataFrame({"judgment_key": pd.Series(keys, dtype=object)})
     conn.register("_keys", frame)
     try:
         rows = conn.execute(
-            "SELECT j.judgment_key, j.state, j.score FROM judgments j "
+            "SELECT j.judgment_key, j.state, j.score, j.reason FROM judgments j "
             "JOIN _keys USING (judgment_key) WHERE j.state <> 'error'"
         ).fetchall()
     finally:
         conn.unregister("_keys")
-    return {k: (s, sc) for k, s, sc in rows}
+    return {k: (state, score, reason) for k, state, score, reason in rows}
 
 
 _KIND = re.compile(r"^([a-z_]+):")
@@ -88,20 +91,6 @@ def failure_kind(state: str, reason: str | None) -> str:
     """``state/kind`` for a failed judgment, e.g. ``error/rate_limited``."""
     m = _KIND.match(reason or "")
     return f"{state}/{m.group(1) if m else 'other'}"
-
-
-def _cached_reasons(conn: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, str]:
-    if not keys:
-        return {}
-    frame = pd.DataFrame({"judgment_key": pd.Series(keys, dtype=object)})
-    conn.register("_reason_keys", frame)
-    try:
-        rows = conn.execute(
-            "SELECT j.judgment_key, j.reason FROM judgments j JOIN _reason_keys USING (judgment_key)"
-        ).fetchall()
-    finally:
-        conn.unregister("_reason_keys")
-    return dict(rows)
 
 
 def store_accounting(conn: duckdb.DuckDBPyConnection, result: ScoreResult) -> None:
@@ -164,19 +153,24 @@ def store_judgments(
         conn.unregister("_new_judgments")
 
 
-def score_day(
-    conn: duckdb.DuckDBPyConnection,
-    judge: Judge,
-    day: dt.date,
-    progress: Progress | None = None,
-) -> ScoreResult:
+@dataclass
+class DayPlan:
+    """What a day's scoring needs, read from the store: rows, keys, cache hits, work to do."""
+
+    day: dt.date
+    rows: list[tuple[str, str, str, str]]  # trace_id, segment, query, response
+    keys: list[str]
+    cached: dict[str, tuple[str, int | None, str]]  # state, score, reason
+    todo: dict[str, JudgeRequest]
+
+
+def plan_day(conn: duckdb.DuckDBPyConnection, judge: Judge, day: dt.date) -> DayPlan:
     rows = conn.execute(
         "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response "
         "FROM sampled_traces s JOIN raw_traces t USING (partition_date, trace_id) "
         "WHERE s.partition_date = ? ORDER BY s.trace_id",
         [day],
     ).fetchall()
-    result = ScoreResult(day, judge.name, judge.model, judge.rubric_version, n=len(rows))
     requests = [JudgeRequest(query=q, response=a) for _, _, q, a in rows]
     keys = [judgment_key(judge, r) for r in requests]
     cached = lookup_judgments(conn, keys)
@@ -185,15 +179,34 @@ def score_day(
     for key, req in zip(keys, requests, strict=True):
         if key not in cached and key not in todo:
             todo[key] = req
+    return DayPlan(day, rows, keys, cached, todo)
+
+
+def judge_plan(
+    judge: Judge, plan: DayPlan, progress: Progress | None = None
+) -> tuple[dict[str, Judgment], float]:
+    """The fresh judgments the plan needs (no store access), and the wall time they took."""
     started = time.monotonic()
-    fresh = judge.judge_many(list(todo.values()), progress=progress) if todo else []
-    result.wall_seconds = time.monotonic() - started
-    if len(fresh) != len(todo):
-        raise RuntimeError(f"judge returned {len(fresh)} judgments for {len(todo)} requests")
-    new = dict(zip(todo, fresh, strict=True))
+    fresh = judge.judge_many(list(plan.todo.values()), progress=progress) if plan.todo else []
+    if len(fresh) != len(plan.todo):
+        raise RuntimeError(f"judge returned {len(fresh)} judgments for {len(plan.todo)} requests")
+    return dict(zip(plan.todo, fresh, strict=True)), time.monotonic() - started
+
+
+def record_day(
+    conn: duckdb.DuckDBPyConnection,
+    judge: Judge,
+    plan: DayPlan,
+    new: dict[str, Judgment],
+    wall_seconds: float = 0.0,
+) -> ScoreResult:
+    """Store the fresh judgments, the day's judge_scores and its accounting row."""
+    day, rows, keys, cached = plan.day, plan.rows, plan.keys, plan.cached
+    result = ScoreResult(day, judge.name, judge.model, judge.rubric_version, n=len(rows))
+    result.wall_seconds = wall_seconds
     store_judgments(conn, judge, list(new.items()))
-    result.judge_calls = len(todo)
-    for j in fresh:
+    result.judge_calls = len(new)
+    for j in new.values():
         result.prompt_tokens += j.prompt_tokens or 0
         result.completion_tokens += j.completion_tokens or 0
         result.latency_ms_total += j.latency_ms or 0.0
@@ -203,16 +216,15 @@ def score_day(
     cost = getattr(judge, "cost_estimate", None)
     if callable(cost):
         result.cost_estimate = cost(result.prompt_tokens, result.completion_tokens)
-    reasons = _cached_reasons(conn, [k for k in set(keys) if k in cached and cached[k][0] != "ok"])
     records = []
     scores = []
     for (trace_id, segment, _, _), key in zip(rows, keys, strict=True):
         hit = key in cached
-        state, score = cached[key] if hit else (new[key].state, new[key].score)
+        fresh = new.get(key)
+        state, score, reason = cached[key] if hit else (fresh.state, fresh.score, fresh.reason)
         result.cache_hits += hit
         result.states[state] += 1
         if state != "ok":
-            reason = reasons.get(key) if hit else new[key].reason
             result.failures_by_kind[failure_kind(state, reason)] += 1
         if score is not None:
             scores.append(score)
@@ -226,6 +238,7 @@ def score_day(
             "state": [r[3] for r in records],
             "score": pd.array([r[4] for r in records], dtype="Int64"),
             "judge_name": judge.name,
+            "judge_model": judge.model,
             "rubric_version": judge.rubric_version,
             "cache_hit": pd.array([r[5] for r in records], dtype=bool),
         }
@@ -234,3 +247,16 @@ def score_day(
     result.mean_score = sum(scores) / len(scores) if scores else None
     store_accounting(conn, result)
     return result
+
+
+def score_day(
+    conn: duckdb.DuckDBPyConnection,
+    judge: Judge,
+    day: dt.date,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """plan, judge and record a day on one connection (the asset splits the three so it does
+    not hold the store while a remote judge answers)."""
+    plan = plan_day(conn, judge, day)
+    new, wall = judge_plan(judge, plan, progress)
+    return record_day(conn, judge, plan, new, wall)

@@ -57,6 +57,9 @@ class StageReport:
 
 
 class TraceSource(Protocol):
+    """A source may also have ``prefetch(day)``: network reads done before the caller opens
+    the store, so the DuckDB file is not held while a remote system answers."""
+
     name: str
 
     def stage_day(self, conn: duckdb.DuckDBPyConnection, day: dt.date) -> StageReport:
@@ -213,6 +216,10 @@ SELECT source_file, line_no, left(raw, {EXCERPT_CHARS}) AS excerpt, ts,
         WHEN t_ts IS NULL OR t_ts = 'NULL' THEN 'missing field timestamp'
         WHEN t_ts NOT IN ('VARCHAR', 'NUMBER')
             THEN 'wrong type: timestamp must be ISO 8601 text or epoch milliseconds'
+        -- Epoch seconds read as milliseconds would land in January 1970, quietly.
+        WHEN t_ts = 'NUMBER' AND abs(try_cast(v[2] AS DOUBLE)) < 1e11
+            THEN 'bad timestamp: ' || v[2] || ' looks like epoch seconds; expected epoch '
+                 || 'milliseconds'
         WHEN ts IS NULL THEN 'bad timestamp: not ISO 8601 or epoch milliseconds'
         WHEN t_q IS NULL OR t_q = 'NULL' THEN 'missing field user_query'
         WHEN t_q <> 'VARCHAR' THEN 'wrong type: user_query must be a string'

@@ -25,6 +25,11 @@ COMMON = dict(
 MD = dg.MetadataValue
 
 
+def _float(value: float | None) -> dg.FloatMetadataValue:
+    """A float for the UI's plots; a missing figure is NaN (a gap), never a fake zero."""
+    return MD.float(float("nan") if value is None else value)
+
+
 class SamplingConfig(dg.Config):
     sample_size: int = 200
     floor_per_segment: int = 20
@@ -55,28 +60,38 @@ def raw_traces(
     source = trace_source.build()
     days = run_days(context)
     per_day = {}
-    with store.connect() as conn:
-        for day in days:
+    for day in days:
+        # A remote source (Phoenix) is read before the store is opened, so the DuckDB file
+        # is not held while pages come over the network.
+        prefetch = getattr(source, "prefetch", None)
+        if callable(prefetch):
+            prefetch(day)
+        with store.connect() as conn:
             res = traces.ingest_day(conn, source, day)
-            if res.rows_ingested == 0:
-                context.log.warning(
-                    f"{day}: the source had no traces for this day ({res.files_read} files read)"
-                )
-            if res.rows_rejected:
-                context.log.warning(
-                    f"{day}: {res.rows_rejected} rows rejected: {res.rejects_by_reason}"
-                )
-            meta = {
-                "dagster/row_count": MD.int(res.rows_ingested),
-                "rows_ingested": MD.int(res.rows_ingested),
-                "rows_rejected": MD.int(res.rows_rejected),
-                "files_read": MD.int(res.files_read),
-                "source": MD.text(res.source),
-                "rejects_by_reason": MD.json(res.rejects_by_reason),
-                "traces_by_segment": MD.json(res.segments),
-            }
-            per_day[day] = meta
-            context.log.info(f"{day}: {res.rows_ingested} traces, {res.rows_rejected} rejected")
+        if res.rows_ingested == 0:
+            context.log.warning(
+                f"{day}: the source had no traces for this day ({res.files_read} files read)"
+            )
+        if res.rows_rejected:
+            context.log.warning(
+                f"{day}: {res.rows_rejected} rows rejected: {res.rejects_by_reason}"
+            )
+        meta = {
+            "dagster/row_count": MD.int(res.rows_ingested),
+            "rows_ingested": MD.int(res.rows_ingested),
+            "rows_rejected": MD.int(res.rows_rejected),
+            "files_read": MD.int(res.files_read),
+            # Rows read, whatever happened to them: in an undated inbox file, rows of other
+            # days are read and left for their own day, so seen >= ingested + rejected.
+            "rows_seen": MD.int(res.rows_seen),
+            "source": MD.text(res.source),
+            "rejects_by_reason": MD.json(res.rejects_by_reason),
+            "traces_by_segment": MD.json(res.segments),
+        }
+        if res.notes:
+            meta["notes"] = MD.text("; ".join(res.notes))
+        per_day[day] = meta
+        context.log.info(f"{day}: {res.rows_ingested} traces, {res.rows_rejected} rejected")
     yield from materialize_days(context, days, per_day)
 
 
@@ -125,53 +140,49 @@ def judge_scores(
     days = run_days(context)
     per_day = {}
     worst = (0.0, None)
-    with store.connect() as conn:
-        for day in days:
-            res = scoring.score_day(
-                conn,
-                the_judge,
-                day,
-                progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
-            )
-            meta = {
-                "dagster/row_count": MD.int(res.n),
-                "judge": MD.text(the_judge.name),
-                "judge_model": MD.text(the_judge.model or "none"),
-                "rubric_version": MD.text(the_judge.rubric_version),
-                "mean_score": MD.float(
-                    res.mean_score if res.mean_score is not None else float("nan")
-                ),
-                "failure_rate": MD.float(res.failure_rate),
-                "ok": MD.int(res.states["ok"]),
-                "unparseable": MD.int(res.states["unparseable"]),
-                "error": MD.int(res.states["error"]),
-                "cache_hits": MD.int(res.cache_hits),
-                "judge_calls": MD.int(res.judge_calls),
-                "prompt_tokens": MD.int(res.prompt_tokens),
-                "completion_tokens": MD.int(res.completion_tokens),
-                "http_attempts": MD.int(res.http_attempts),
-                "failures_by_kind": MD.json(dict(sorted(res.failures_by_kind.items()))),
-                "cost_estimate": MD.float(
-                    res.cost_estimate if res.cost_estimate is not None else float("nan")
-                ),
-                "latency_ms_mean": MD.float(
-                    res.latency_ms_mean if res.latency_ms_mean is not None else float("nan")
-                ),
-                "latency_ms_p95": MD.float(
-                    res.latency_ms_p95 if res.latency_ms_p95 is not None else float("nan")
-                ),
-                "judge_wall_seconds": MD.float(res.wall_seconds),
-            }
-            structured = getattr(the_judge, "response_format", None)
-            if isinstance(structured, str):
-                meta["judge_response_format"] = MD.text(structured)
-            per_day[day] = meta
-            context.log.info(
-                f"{day}: {res.n} judged by {the_judge.name} ({res.cache_hits} from cache, "
-                f"{res.judge_calls} calls), failure rate {res.failure_rate:.1%}"
-            )
-            if res.failure_rate >= worst[0]:
-                worst = (res.failure_rate, day)
+    for day in days:
+        # The store is not held while the judge works: a remote judge can take minutes,
+        # and other writers (the CLI, other runs) would wait on the lock all that time.
+        with store.connect() as conn:
+            plan = scoring.plan_day(conn, the_judge, day)
+        new, wall = scoring.judge_plan(
+            the_judge,
+            plan,
+            progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
+        )
+        with store.connect() as conn:
+            res = scoring.record_day(conn, the_judge, plan, new, wall)
+        meta = {
+            "dagster/row_count": MD.int(res.n),
+            "judge": MD.text(the_judge.name),
+            "judge_model": MD.text(the_judge.model or "none"),
+            "rubric_version": MD.text(the_judge.rubric_version),
+            "mean_score": _float(res.mean_score),
+            "failure_rate": MD.float(res.failure_rate),
+            "ok": MD.int(res.states["ok"]),
+            "unparseable": MD.int(res.states["unparseable"]),
+            "error": MD.int(res.states["error"]),
+            "cache_hits": MD.int(res.cache_hits),
+            "judge_calls": MD.int(res.judge_calls),
+            "prompt_tokens": MD.int(res.prompt_tokens),
+            "completion_tokens": MD.int(res.completion_tokens),
+            "http_attempts": MD.int(res.http_attempts),
+            "failures_by_kind": MD.json(dict(sorted(res.failures_by_kind.items()))),
+            "cost_estimate": _float(res.cost_estimate),
+            "latency_ms_mean": _float(res.latency_ms_mean),
+            "latency_ms_p95": _float(res.latency_ms_p95),
+            "judge_wall_seconds": MD.float(res.wall_seconds),
+        }
+        structured = getattr(the_judge, "response_format", None)
+        if isinstance(structured, str):
+            meta["judge_response_format"] = MD.text(structured)
+        per_day[day] = meta
+        context.log.info(
+            f"{day}: {res.n} judged by {the_judge.name} ({res.cache_hits} from cache, "
+            f"{res.judge_calls} calls), failure rate {res.failure_rate:.1%}"
+        )
+        if res.failure_rate >= worst[0]:
+            worst = (res.failure_rate, day)
     rate, day = worst
     check = dg.AssetCheckResult(
         check_name="judge_failure_rate",
@@ -221,7 +232,11 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
             cfg = dataclasses.replace(
                 cfg,
                 pinned_baseline=golden["judge_mean"],
-                pinned_judge=(golden["judge_name"], golden["rubric_version"]),
+                pinned_judge=(
+                    golden["judge_name"],
+                    golden.get("judge_model"),
+                    golden["rubric_version"],
+                ),
             )
             context.log.info(
                 f"baseline pinned to {golden['judge_mean']:.2f}: golden run {golden['run_id']} "
@@ -247,7 +262,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
                     "mean_p_value",
                 ):
                     value = getattr(overall, key)
-                    meta[key] = MD.float(float("nan") if value is None else value)
+                    meta[key] = _float(value)
             for row in res.rows:
                 if row.segment != drift.ALL_SEGMENTS and row.mean_score is not None:
                     meta[f"mean_score/{row.segment}"] = MD.float(row.mean_score)

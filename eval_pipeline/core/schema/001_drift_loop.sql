@@ -76,6 +76,7 @@ CREATE TABLE judge_scores (
     state          VARCHAR NOT NULL,
     score          INTEGER,
     judge_name     VARCHAR NOT NULL,
+    judge_model    VARCHAR,              -- NULL for judges with no model (heuristic)
     rubric_version VARCHAR NOT NULL,
     cache_hit      BOOLEAN NOT NULL,
     PRIMARY KEY (partition_date, trace_id)

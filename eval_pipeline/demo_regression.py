@@ -3,7 +3,8 @@
 Materializes ``golden_regression`` twice with ``dagster asset materialize`` in the project's
 Dagster home: first with the good prompt (the gate passes), then with the regressed prompt
 (its blocking ``pass_rate`` check fails the run, and the billing cases are listed as newly
-failing). Then shows the CLI's exit codes: 0 pass, 1 below the threshold, 3 outage (an
+failing), and shows that the drift baseline comes from the passing run, not the rejected
+one. Then shows the CLI's exit codes: 0 pass, 1 below the threshold, 3 outage (an
 endpoint that is down). Results go into the demo summary under ``"regression"``.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from eval_pipeline import settings
 from eval_pipeline.cli import main as cli_main
-from eval_pipeline.core import store
+from eval_pipeline.core import regression, store
 
 DEMO_TARGET = "eval_pipeline.demo_app:answer"
 
@@ -106,6 +107,13 @@ def run(summary: dict) -> None:
     print(f"  newly failing: {', '.join(bad['newly_failing']) or 'none'}")
     if good_rc != 0 or bad_rc == 0:
         print("  UNEXPECTED: the gate should pass on the good prompt and fail on the regressed one")
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        baseline = regression.latest_baseline(conn, DEMO_TARGET)
+    if baseline is not None:
+        print(
+            f"  drift baseline (latest passing run): judge mean {baseline['judge_mean']:.2f} "
+            f"from deploy {baseline['deploy_id']} (the rejected deploy is not a baseline)"
+        )
 
     print("\n$ eval-pipeline regress  (CLI exit codes: 0 pass, 1 below threshold, 3 not run)")
     out_dir = logs / "regression"
@@ -132,6 +140,7 @@ def run(summary: dict) -> None:
         "good_prompt": {**good, "dagster_exit": good_rc},
         "regressed_prompt": {**bad, "dagster_exit": bad_rc},
         "gate_blocked_regressed": good_rc == 0 and bad_rc != 0,
+        "drift_baseline_deploy": baseline["deploy_id"] if baseline else None,
         "cli_exit_codes": codes,
         "junit_xml": str(out_dir / "junit.xml"),
         "markdown": str(out_dir / "summary.md"),

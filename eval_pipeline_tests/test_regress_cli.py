@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import duckdb
 import pytest
 
 from eval_pipeline import settings
@@ -166,6 +167,11 @@ def test_a_few_errors_count_against_the_pass_rate_but_are_listed_apart(fake, cap
     assert "28 passed, 0 failed, 4 errors" in out
     assert out.count("ERROR ") == 4 and "call failed: HTTP 500" in out
     assert code == 1  # 28/32 = 87.5% < 90%, and 4/32 errors is not an outage
+    # ...and the verdict says the shortfall is the errors, not the model.
+    assert (
+        "verdict: FAIL (below threshold: 0 wrong answers, 4 errors (4 calls failed); "
+        "without the errors it would pass: check the service before the model)"
+    ) in out
 
 
 def test_bad_golden_file_and_bad_target_exit_3(tmp_path, capsys):
@@ -201,3 +207,104 @@ def test_judge_mean_is_recorded_as_the_drift_baseline():
         assert regression.latest_baseline(conn, "other-target") is None
     assert base["deploy_id"] == "d1" and base["judge_name"] == "heuristic"
     assert base["judge_n"] == 32 and 1 <= base["judge_mean"] <= 5
+
+
+def test_a_key_echoed_in_error_bodies_is_nowhere_in_the_outputs(
+    fake, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("EVAL_TARGET_API_KEY", SECRET)
+    fake.responder = lambda body: demo_answer(body["messages"])
+    message = f"Incorrect API key provided: {SECRET}. Sent: Authorization: Bearer {SECRET}"
+    fake.script(*[Fault.status(401, body={"error": {"message": message}})] * 4)
+    junit, md = tmp_path / "j.xml", tmp_path / "summary.md"
+    code = regress(
+        "--target",
+        fake.base_url,
+        "--model",
+        "m",
+        "--concurrency",
+        "1",
+        "--junit-xml",
+        str(junit),
+        "--markdown",
+        str(md),
+    )
+    assert code == 1  # 28 of 32: 4 errors, not an outage
+    captured = capsys.readouterr()
+    assert "call failed: HTTP 401: Incorrect API key provided: [redacted]" in captured.out
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        dumped = json.dumps(
+            {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}, default=str
+        )
+    assert "regression_results" in tables and "[redacted]" in dumped
+    everything = captured.out + captured.err + junit.read_text() + md.read_text() + dumped
+    assert SECRET not in everything and "very-secret" not in everything.replace(SECRET, "")
+
+
+def test_a_misconfigured_judge_is_not_run_with_one_clear_line(capsys, monkeypatch):
+    monkeypatch.setenv("EVAL_JUDGE", "openai")
+    monkeypatch.delenv("EVAL_JUDGE_BASE_URL", raising=False)
+    assert regress("--target", DEMO, "--judge-all") == regression.EXIT_NOT_RUN
+    err = capsys.readouterr().err
+    assert "NOT RUN: the judge cannot be built" in err and "EVAL_JUDGE_BASE_URL" in err
+    assert "Traceback" not in err
+    assert not settings.duckdb_path().exists()  # stopped before calling the target
+
+
+def test_an_unexpected_crash_is_not_run_and_verbose_shows_the_traceback(capsys, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("grading blew up\nsecond line")
+
+    monkeypatch.setattr(regression, "execute", boom)
+    assert regress("--target", DEMO) == regression.EXIT_NOT_RUN
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "regress: NOT RUN: running the golden set failed: RuntimeError: grading blew up "
+        "(--verbose for the traceback)"
+    ]
+    assert regress("--target", DEMO, "--verbose") == regression.EXIT_NOT_RUN
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "NOT RUN: running the golden set failed" in err
+
+
+def test_an_unwritable_report_path_is_not_run_but_the_verdict_is_shown(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = regress("--target", DEMO, "--junit-xml", str(blocker / "junit.xml"))
+    assert code == regression.EXIT_NOT_RUN
+    captured = capsys.readouterr()
+    assert "verdict: PASS" in captured.out  # the run itself completed
+    assert f"NOT RUN: writing the JUnit XML to {blocker / 'junit.xml'} failed" in captured.err
+    assert "the cases ran (verdict: pass) but the file is missing" in captured.err
+    code = regress("--target", DEMO, "--markdown", str(blocker / "summary.md"))
+    assert code == regression.EXIT_NOT_RUN
+    assert "writing the markdown summary to" in capsys.readouterr().err
+
+
+def test_a_store_write_failure_is_not_run(capsys, monkeypatch, tmp_path):
+    def locked(conn, run):
+        raise duckdb.IOException('IO Error: Could not set lock on file "eval.duckdb"')
+
+    monkeypatch.setattr(regression, "record", locked)
+    junit = tmp_path / "j.xml"
+    code = regress("--target", DEMO, "--arg", "prompt_path=regressed", "--junit-xml", str(junit))
+    assert code == regression.EXIT_NOT_RUN  # not 1: the history is missing
+    captured = capsys.readouterr()
+    assert "verdict: FAIL" in captured.out and junit.exists()
+    assert "NOT RUN: recording the run in DuckDB failed: IOException: IO Error: " in captured.err
+    assert "the cases ran (verdict: fail) but the run is not in the history" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_the_drift_baseline_comes_from_passing_runs_only():
+    assert regress("--target", DEMO, "--judge-all", "--deploy-id", "good") == 0
+    assert (
+        regress(
+            "--target", DEMO, "--judge-all", "--deploy-id", "bad", "--arg", "prompt_path=regressed"
+        )
+        == 1
+    )
+    with store.connect(settings.duckdb_path()) as conn:
+        base = regression.latest_baseline(conn, DEMO)
+    assert base["deploy_id"] == "good"  # the rejected deploy is the latest run, not the baseline

@@ -74,6 +74,17 @@ def test_invalid_golden_set_fails_with_the_problems(golden):
         assert "unknown grader type 'nope'" in message and ":1:" in message
 
 
+def test_a_misconfigured_judge_fails_before_any_call_and_records_nothing(golden, monkeypatch):
+    monkeypatch.setenv("EVAL_JUDGE", "openai")
+    monkeypatch.delenv("EVAL_JUDGE_BASE_URL", raising=False)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(instance)
+        assert not result.success and result.get_asset_check_evaluations() == []
+        message = result.get_step_failure_events()[0].step_failure_data.error.message
+        assert "the judge cannot be built" in message and "EVAL_JUDGE_BASE_URL" in message
+    assert not settings.duckdb_path().exists()
+
+
 def test_sensor_runs_the_gate_when_the_golden_file_changes(golden):
     sensor = regression_defs.golden_set_sensor
     with dg.DagsterInstance.ephemeral() as instance:

@@ -68,7 +68,7 @@ def test_no_authorization_header_without_a_key(fake, monkeypatch):
     assert "authorization" not in fake.chat_requests[0].headers
 
 
-def test_slow_answers_within_the_timeout_succeed_concurrently():
+def test_slow_answers_within_the_timeout_succeed_concurrently_within_the_bound():
     with FakeOpenAIServer(latency=1.0, responder=echo) as server:
         runner = http_runner(server, concurrency=8, timeout=5.0)
         done = []
@@ -77,10 +77,15 @@ def test_slow_answers_within_the_timeout_succeed_concurrently():
         )
         assert all(c.ok for c in calls)
         assert sorted(done) == list(range(1, 9))
-        # All 8 were in flight at once: the last request arrived before the first could have
-        # been answered (one at a time, they would arrive >= 7 latencies apart).
-        received = sorted(r.received_at for r in server.chat_requests)
-        assert received[-1] - received[0] < server.latency
+        # The server saw all 8 calls at once (one at a time, it would never see two).
+        assert server.max_in_flight == 8
+
+        server.reset()
+        server.max_in_flight = 0
+        server.latency = 0.3
+        calls = http_runner(server, concurrency=3).run_many([f"q{i}" for i in range(9)])
+        assert all(c.ok for c in calls)
+        assert server.max_in_flight == 3  # overlapped, and never past the bound
 
 
 def test_500_is_retried_then_succeeds(fake):
@@ -111,6 +116,41 @@ def test_4xx_is_not_retried(fake):
     [call] = http_runner(fake).run_many(["q"])
     assert "HTTP 401" in call.error and call.attempts == 1
     assert fake.calls == 1
+
+
+def test_a_key_echoed_by_the_server_is_scrubbed_from_every_error(fake, monkeypatch):
+    monkeypatch.setenv("EVAL_TARGET_API_KEY", SECRET)
+    fake.script(
+        Fault.status(401, body={"error": {"message": f"Incorrect API key provided: {SECRET}."}}),
+        Fault.status(403, body={"error": {"message": f"bad header: Bearer {SECRET}"}}),
+        # Truncating to 200 characters before scrubbing would leave half the key.
+        Fault.body("x" * 190 + SECRET, status=400),
+        Fault.body(f"<html>your key {SECRET} is not allowed</html>"),  # malformed 200
+        Fault.status(500, body={"error": {"message": f"upstream rejected {SECRET}"}}),
+    )
+    calls = http_runner(fake, retries=0, concurrency=1).run_many(list("abcde"))
+    errors = [c.error or "" for c in calls]
+    assert [e.split(":")[0] for e in errors] == [
+        "HTTP 401",
+        "HTTP 403",
+        "HTTP 400",
+        "malformed response (no choices[0].message.content)",
+        "HTTP 500",
+    ]
+    for error in errors:
+        assert "sk-test" not in error and "very-secret" not in error, error
+    assert errors[0] == "HTTP 401: Incorrect API key provided: [redacted]."
+    assert errors[1] == "HTTP 403: bad header: Bearer [redacted]"
+    assert errors[2] == "HTTP 400: " + "x" * 190 + "[redacted]"
+    assert "your key [redacted] is not allowed" in errors[3]
+
+
+def test_scrub_secret():
+    assert runners.scrub_secret(f"a Bearer {SECRET} b {SECRET}", SECRET) == (
+        "a Bearer [redacted] b [redacted]"
+    )
+    assert runners.scrub_secret("abc", None) == "abc"
+    assert runners.scrub_secret("a b", "a") == "a b"  # too short to be a key: left alone
 
 
 def test_timeouts_become_errors(fake):

@@ -2,7 +2,9 @@
 
 Exit codes: 0 pass rate >= threshold; 1 below the threshold (a quality regression);
 3 the run could not be done (the service is down: at least --max-error-rate of the cases got
-no answer; the golden file is invalid; the target cannot be called); 2 bad command line.
+no answer; the golden file is invalid; the target or the judge cannot be set up; any other
+failure of the run, of recording it in DuckDB, or of writing --junit-xml/--markdown);
+2 bad command line. Exit 1 only ever means "the answers were graded and fell short".
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from eval_pipeline import settings
 from eval_pipeline.core import cases as cases_mod
 from eval_pipeline.core import regression, runners, store
 from eval_pipeline.core.junit import write_junit_xml
+from eval_pipeline.core.regression import RegressionRun
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--golden", default=None, help="golden JSONL file (default: $EVAL_GOLDEN_PATH)")
+    p.add_argument(
+        "--golden",
+        dest="golden_path",
+        default=None,
+        help="golden JSONL file (default: $EVAL_GOLDEN_PATH)",
+    )
     p.add_argument(
         "--target",
         required=True,
@@ -89,6 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="do not record the run (no history, no newly failing list)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--verbose", action="store_true", help="print the traceback when the run cannot be done"
+    )
     p.set_defaults(func=run)
 
 
@@ -107,55 +119,72 @@ def _not_run(message: str) -> int:
     return regression.EXIT_NOT_RUN
 
 
+def _crashed(stage: str, exc: BaseException, verbose: bool, note: str = "") -> int:
+    """An infrastructure failure: exit 3 with one clear line, never 1 (a quality verdict)."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    hint = "" if verbose else " (--verbose for the traceback)"
+    return _not_run(f"{stage} failed: {type(exc).__name__}: {first}{note}{hint}")
+
+
 def run(args: argparse.Namespace) -> int:
-    golden = args.golden or str(settings.golden_path())
+    stage = ["setting up the run"]
+    try:
+        return _run(args, stage)
+    except Exception as exc:
+        return _crashed(stage[0], exc, args.verbose)
+
+
+def _run(args: argparse.Namespace, stage: list[str]) -> int:
     try:
         for module in args.grader_module:
             importlib.import_module(module)
     except Exception as exc:
         return _not_run(f"cannot import grader module: {exc}")
-    try:
-        cases = cases_mod.load_cases(golden)
-    except cases_mod.GoldenFileError as exc:
-        return _not_run(f"bad golden file\n{exc}")
-    try:
-        runner = runners.runner_from_target(
-            args.target,
-            model=args.model,
-            system_prompt_file=args.system_prompt_file,
-            api_key_env=args.api_key_env,
-            kwargs=_parse_kwargs(args.arg),
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            retries=args.retries,
-        )
-    except runners.RunnerConfigError as exc:
-        return _not_run(str(exc))
-    target_name = args.target_name or runner.target
+    options = dict(vars(args))
+    options["golden_path"] = args.golden_path or str(settings.golden_path())
     progress = None if args.quiet else runners.ProgressLine("regress")
     try:
-        run_ = regression.execute(
-            cases,
-            runner,
-            golden_version=cases_mod.golden_version(cases),
-            golden_path=golden,
-            deploy_id=args.deploy_id,
-            threshold=args.threshold,
-            max_error_rate=args.max_error_rate,
-            judge_all=args.judge_all,
-            progress=progress,
-        )
+        options["target_args"] = _parse_kwargs(args.arg)
+        spec = regression.GateSpec.from_options(options)
+        stage[0] = "running the golden set"
+        run_ = regression.run_gate(spec, progress=progress)
+    except cases_mod.GoldenFileError as exc:
+        return _not_run(f"bad golden file\n{exc}")
+    except (runners.RunnerConfigError, regression.JudgeSetupError) as exc:
+        return _not_run(str(exc))
     finally:
         if progress:
             progress.close()
-    run_.target = target_name
     comparison = regression.Comparison()
+    store_error = None
     if not args.no_store:
-        with store.connect(args.db or settings.duckdb_path()) as conn:
-            comparison = regression.record(conn, run_)
+        try:
+            with store.connect(args.db or settings.duckdb_path()) as conn:
+                comparison = regression.record(conn, run_)
+        except Exception as exc:  # reported after the report: the verdict is still worth seeing
+            store_error = exc
     print(regression.text_report(run_, comparison))
-    if args.junit_xml:
-        write_junit_xml(args.junit_xml, run_, comparison)
-    if args.markdown:
-        regression.write_text(args.markdown, regression.markdown_report(run_, comparison))
+    try:
+        if args.junit_xml:
+            stage[0] = f"writing the JUnit XML to {args.junit_xml}"
+            write_junit_xml(args.junit_xml, run_, comparison)
+        if args.markdown:
+            stage[0] = f"writing the markdown summary to {args.markdown}"
+            regression.write_text(args.markdown, regression.markdown_report(run_, comparison))
+    except Exception as exc:
+        # The CI artifact the job publishes is missing: not a pass, not a quality verdict.
+        return _crashed(stage[0], exc, args.verbose, _completed(run_, "the file is missing"))
+    if store_error is not None:
+        return _crashed(
+            "recording the run in DuckDB",
+            store_error,
+            args.verbose,
+            _completed(run_, "the run is not in the history"),
+        )
     return run_.exit_code
+
+
+def _completed(run_: RegressionRun, missing: str) -> str:
+    return f"; the cases ran (verdict: {run_.status}) but {missing}"

@@ -9,7 +9,10 @@ A run has one of three statuses:
   be evaluated.
 
 Errors (a call that failed, a judge that gave no score) are counted apart from wrong
-answers, and count against the pass rate: an unanswered case is not a passing one.
+answers, and count against the pass rate: an unanswered case is not a passing one. When a
+run fails with errors among its cases, the verdict says how much of the shortfall is errors
+and how much wrong answers (:func:`verdict`), so an infrastructure problem is not chased as
+a model regression.
 
 History: every run is stored (``regression_runs`` / ``regression_results``) with the deploy
 id, target, golden-set version, pass rate and per-case outcomes, and compared with the
@@ -17,7 +20,8 @@ previous completed run against the same target: cases newly failing and newly pa
 
 The judge-scored mean (``judge_mean``, when ``judge_all`` is on) scores every answer with
 the configured judge *without* the reference, exactly as the drift loop scores live
-traffic, so it can serve as the drift loop's pinned baseline: see :func:`latest_baseline`.
+traffic, so it can serve as the drift loop's pinned baseline: see :func:`latest_baseline`
+(passing runs only: a rejected deploy is no baseline).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +40,9 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core import graders
-from eval_pipeline.core.cases import Case, input_text
+from eval_pipeline.core.cases import Case, golden_version, input_text, load_cases
 from eval_pipeline.core.judging import Judge, JudgeRequest
-from eval_pipeline.core.runners import Call, Progress, Runner
+from eval_pipeline.core.runners import Call, Progress, Runner, TargetSpec
 from eval_pipeline.core.store import replace_rows
 
 DEFAULT_THRESHOLD = 0.9
@@ -47,6 +51,10 @@ DEFAULT_MAX_ERROR_RATE = 0.5
 EXIT_PASS = 0
 EXIT_BELOW_THRESHOLD = 1
 EXIT_NOT_RUN = 3  # outage, bad golden file, target that cannot be called
+
+
+class JudgeSetupError(RuntimeError):
+    """The judge the run needs cannot be built (e.g. EVAL_JUDGE=openai without a base URL)."""
 
 
 @dataclass
@@ -245,6 +253,68 @@ def execute(
     )
 
 
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate run's configuration, from the CLI's flags or the Dagster config."""
+
+    target: TargetSpec
+    golden_path: str
+    target_name: str | None = None  # the name history compares by; default runner.target
+    deploy_id: str | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    judge_all: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> GateSpec:
+        """The spec from a mapping with the field names (and TargetSpec's); None = default."""
+        names = set(cls.__dataclass_fields__) - {"target"}
+        values = {k: v for k, v in options.items() if k in names and v is not None}
+        return cls(target=TargetSpec.from_options(options), **values)
+
+
+def run_gate(
+    spec: GateSpec,
+    *,
+    judge_factory: Callable[[], Judge] | None = None,
+    progress: Progress | None = None,
+) -> RegressionRun:
+    """Load the golden set, build the runner (and the judge, before any call), execute.
+
+    Raises ``GoldenFileError``, ``RunnerConfigError`` or :class:`JudgeSetupError` when the
+    run cannot be done; no store access.
+    """
+    cases = load_cases(spec.golden_path)
+    runner = spec.target.build()
+    if spec.judge_all or any(c.grader_type == "judge" for c in cases):
+        # Built up front: a misconfigured judge must stop the run before the target is
+        # called, and be reported as "not run", not surface mid-run as a crash.
+        if judge_factory is None:
+            from eval_pipeline.core.judging import judge_from_env
+
+            judge_factory = judge_from_env
+        try:
+            judge = judge_factory()
+        except Exception as exc:
+            raise JudgeSetupError(f"the judge cannot be built: {exc}") from exc
+        judge_factory = lambda: judge  # noqa: E731
+    run = execute(
+        cases,
+        runner,
+        golden_version=golden_version(cases),
+        golden_path=spec.golden_path,
+        deploy_id=spec.deploy_id,
+        threshold=spec.threshold,
+        max_error_rate=spec.max_error_rate,
+        judge_factory=judge_factory,
+        judge_all=spec.judge_all,
+        progress=progress,
+    )
+    if spec.target_name:
+        run.target = spec.target_name
+    return run
+
+
 # --- history ---------------------------------------------------------------------------
 
 
@@ -370,16 +440,17 @@ def record(conn: duckdb.DuckDBPyConnection, run: RegressionRun) -> Comparison:
 def latest_baseline(
     conn: duckdb.DuckDBPyConnection, target: str | None = None
 ) -> dict[str, Any] | None:
-    """The latest completed run's judge-scored mean (for the drift loop's pinned baseline).
+    """The latest *passing* run's judge-scored mean (for the drift loop's pinned baseline).
 
-    Returns run_id, deploy_id, target, golden_version, judge_mean, judge_n, judge_name,
+    Only status 'pass': the baseline is "the golden-set score at deploy time", and a run
+    that failed the gate is a rejected deploy, not a baseline. Returns run_id, deploy_id, target, golden_version, judge_mean, judge_n, judge_name,
     rubric_version, finished_at; None when no run has a judge mean. Use it only when its
     judge_name and rubric_version match the drift loop's judge.
     """
     row = conn.execute(
         "SELECT run_id, deploy_id, target, golden_version, judge_mean, judge_n, judge_name, "
         "rubric_version, finished_at FROM regression_runs "
-        "WHERE judge_mean IS NOT NULL AND status IN ('pass', 'fail') "
+        "WHERE judge_mean IS NOT NULL AND status = 'pass' "
         "AND (? IS NULL OR target = ?) ORDER BY finished_at DESC LIMIT 1",
         [target, target],
     ).fetchone()
@@ -406,6 +477,32 @@ STATUS_WORDS = {
     "fail": "FAIL (below threshold: quality regression)",
     "outage": "NOT RUN (outage: too many cases got no answer; this is not a quality verdict)",
 }
+
+
+def verdict(run: RegressionRun) -> str:
+    """The verdict in words; a failing run with errors says what the shortfall is made of.
+
+    Errors count against the pass rate, so a flaky service alone can fail the gate: the
+    verdict then says so, so that nobody chases a model regression that is an infra problem.
+    """
+    if run.status != "fail" or not run.errors:
+        return STATUS_WORDS[run.status]
+    calls = sum(r.call_error is not None for r in run.results)
+    kinds = []
+    if calls:
+        kinds.append(f"{calls} {'call' if calls == 1 else 'calls'} failed")
+    if run.errors - calls:
+        kinds.append(f"{run.errors - calls} got no grade (grader or judge error)")
+    wrong = "wrong answer" if run.failed == 1 else "wrong answers"
+    errs = "error" if run.errors == 1 else "errors"
+    text = f"FAIL (below threshold: {run.failed} {wrong}, {run.errors} {errs} "
+    text += f"({'; '.join(kinds)})"
+    # The same comparison as `status`, as if every errored case had passed.
+    if (run.passed + run.errors) / run.n >= run.threshold:
+        text += "; without the errors it would pass: check the service before the model"
+    else:
+        text += "; a quality regression: the wrong answers alone put it below the threshold"
+    return text + ")"
 
 
 def _one_line(text: str | None, limit: int = 160) -> str:
@@ -461,7 +558,7 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
                 lines.append(f"  {label}: {', '.join(ids[:max_listed])}")
     else:
         lines.append("no previous completed run against this target to compare with")
-    lines.append(f"verdict: {STATUS_WORDS[run.status]}")
+    lines.append(f"verdict: {verdict(run)}")
     return "\n".join(lines)
 
 
@@ -472,7 +569,7 @@ def _md_cell(text: Any) -> str:
 def markdown_report(run: RegressionRun, cmp: Comparison) -> str:
     icon = {"pass": "✅", "fail": "❌", "outage": "⚠️"}[run.status]
     out = [
-        f"## Golden-set regression: {icon} {STATUS_WORDS[run.status]}",
+        f"## Golden-set regression: {icon} {verdict(run)}",
         "",
         "| | |",
         "|---|---|",

@@ -6,7 +6,9 @@ Two kinds, chosen by the target string (:func:`runner_from_target`):
   ``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended). ``model`` names the
   model; an optional system prompt file is sent as the first message; the API key is read
   from an environment variable (default ``EVAL_TARGET_API_KEY``) and sent as
-  ``Authorization: Bearer …``. The key is never logged, never in reprs, errors or results.
+  ``Authorization: Bearer …``. The key is never logged, never in reprs, errors or results:
+  servers echo it in error bodies ("Incorrect API key provided: sk-…"), so every error text
+  the runner produces is scrubbed of it (and of its ``Bearer`` form) before truncation.
 - ``package.module:function``: a Python callable called as ``function(input, **kwargs)``
   where ``input`` is the case input (a string or a list of chat messages). It returns the
   answer (a string; other values are JSON-encoded).
@@ -28,7 +30,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,16 @@ class Runner(Protocol):
         ...
 
 
+REDACTED = "[redacted]"
+
+
+def scrub_secret(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (nor its ``Bearer`` form). Keys shorter than 4 are left."""
+    if not secret or len(secret) < 4:
+        return text
+    return text.replace(f"Bearer {secret}", f"Bearer {REDACTED}").replace(secret, REDACTED)
+
+
 def _backoff(attempt: int, base: float, retry_after: float | None = None) -> float:
     if retry_after is not None:
         return min(max(retry_after, 0.0), MAX_BACKOFF)
@@ -116,9 +128,11 @@ class HttpChatRunner:
     def target(self) -> str:
         return f"{self.base_url.rstrip('/')}#{self.model}"
 
-    def _headers(self) -> dict[str, str]:
+    def _api_key(self) -> str | None:
+        return (os.environ.get(self.api_key_env) or None) if self.api_key_env else None
+
+    def _headers(self, key: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["authorization"] = f"Bearer {key}"
         return headers
@@ -134,7 +148,9 @@ class HttpChatRunner:
             body["max_tokens"] = self.max_tokens
         return body
 
-    async def _call(self, client: httpx.AsyncClient, url: str, value: Input) -> Call:
+    async def _call(
+        self, client: httpx.AsyncClient, url: str, value: Input, scrub: Callable[[str], str]
+    ) -> Call:
         body = self._body(value)
         start = time.perf_counter()
         attempt = 0
@@ -148,11 +164,11 @@ class HttpChatRunner:
             except httpx.TransportError as exc:
                 # Connection refused / reset / cut mid-response. The message names only the
                 # failure, never request headers.
-                error = f"connection failed: {type(exc).__name__}: {exc}"
+                error = scrub(f"connection failed: {type(exc).__name__}: {exc}")
             else:
                 if resp.status_code == 200:
-                    return self._parse(resp, start, attempt)
-                error = f"HTTP {resp.status_code}: {_error_message(resp)}"
+                    return self._parse(resp, start, attempt, scrub)
+                error = f"HTTP {resp.status_code}: {_error_message(resp, scrub)}"
                 if resp.status_code != 429 and resp.status_code < 500:
                     return Call(None, error, _ms(start), attempt)  # not transient
                 retry_after = _retry_after(resp)
@@ -162,14 +178,16 @@ class HttpChatRunner:
             await asyncio.sleep(_backoff(attempt - 1, self.backoff_base, retry_after))
 
     @staticmethod
-    def _parse(resp: httpx.Response, start: float, attempt: int) -> Call:
+    def _parse(
+        resp: httpx.Response, start: float, attempt: int, scrub: Callable[[str], str]
+    ) -> Call:
         try:
             data = resp.json()
             content = data["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             return Call(
                 None,
-                f"malformed response (no choices[0].message.content): {resp.text[:120]!r}",
+                f"malformed response (no choices[0].message.content): {scrub(resp.text)[:120]!r}",
                 _ms(start),
                 attempt,
             )
@@ -186,17 +204,24 @@ class HttpChatRunner:
         sem = asyncio.Semaphore(self.concurrency)
         results: list[Call | None] = [None] * len(inputs)
         done = 0
+        key = self._api_key()
+
+        def scrub(text: str) -> str:
+            return scrub_secret(text, key)
+
         async with httpx.AsyncClient(
-            headers=self._headers(), timeout=timeout, limits=limits
+            headers=self._headers(key), timeout=timeout, limits=limits
         ) as client:
 
             async def one(i: int, value: Input) -> None:
                 nonlocal done
                 async with sem:
                     try:
-                        call = await self._call(client, url, value)
+                        call = await self._call(client, url, value, scrub)
                     except Exception as exc:  # never lose a case to an unexpected error
                         call = Call(None, f"runner failed: {type(exc).__name__}: {exc}")
+                if call.error:  # the last line of defence: whatever produced the text
+                    call.error = scrub(call.error)
                 results[i] = call
                 done += 1
                 if progress:
@@ -209,14 +234,15 @@ class HttpChatRunner:
         return asyncio.run(self._run_all(inputs, progress))
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _error_message(resp: httpx.Response, scrub: Callable[[str], str]) -> str:
+    """The server's error text, scrubbed *before* truncation (a cut key is still a leak)."""
     try:
         data = resp.json()
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return str(data["error"].get("message", ""))[:200]
+            return scrub(str(data["error"].get("message", "")))[:200]
     except ValueError:
         pass
-    return resp.text[:200]
+    return scrub(resp.text)[:200]
 
 
 def _ms(start: float) -> float:
@@ -370,6 +396,46 @@ def runner_from_target(
     return CallableRunner(
         target, kwargs=dict(kwargs or {}), concurrency=concurrency, timeout=timeout, retries=retries
     )
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How to reach the target under test: what :func:`runner_from_target` needs.
+
+    The one place a runner is built from configuration (the CLI's flags, the Dagster
+    config): :meth:`from_options` takes any mapping with these keys. It holds the name of
+    the API key's variable, never the key.
+    """
+
+    target: str
+    model: str | None = None
+    system_prompt_file: str | None = None
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    target_args: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TargetSpec:
+        """The spec from a mapping; other keys are ignored, None means the default."""
+        names = cls.__dataclass_fields__.keys()
+        values = {k: v for k, v in options.items() if k in names and v is not None}
+        if not values.get("target"):
+            raise RunnerConfigError("no target given")
+        return cls(**values)
+
+    def build(self) -> Runner:
+        return runner_from_target(
+            self.target,
+            model=self.model,
+            system_prompt_file=self.system_prompt_file,
+            api_key_env=self.api_key_env,
+            kwargs=dict(self.target_args),
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            retries=self.retries,
+        )
 
 
 # --- progress on a terminal -------------------------------------------------------------

@@ -13,7 +13,7 @@ latest materialization in the Dagster instance; it never opens DuckDB.
 The run's judge-scored mean (every answer scored by the configured judge without the
 reference, as the drift loop scores live traffic) is in the ``judge_mean`` metadata and in
 ``regression_runs.judge_mean``; ``eval_pipeline.core.regression.latest_baseline`` reads it
-for the drift loop's pinned baseline.
+(from passing runs only) for the drift loop's pinned baseline.
 """
 
 import os
@@ -70,45 +70,32 @@ def golden_regression(
     judge: JudgeResource,
 ) -> dg.MaterializeResult:
     """The golden set run against the deployed target: pass rate, failures, newly failing."""
-    golden = config.golden_path or str(settings.golden_path())
-    try:
-        golden_cases = cases.load_cases(golden)
-    except cases.GoldenFileError as exc:
-        raise dg.Failure(description=f"the golden set is invalid: {exc}") from exc
-    target = config.target or os.environ.get("EVAL_REGRESSION_TARGET") or DEFAULT_TARGET
-    try:
-        runner = runners.runner_from_target(
-            target,
-            model=config.model or os.environ.get("EVAL_REGRESSION_MODEL"),
-            system_prompt_file=config.system_prompt_file
-            or os.environ.get("EVAL_REGRESSION_SYSTEM_PROMPT"),
-            api_key_env=config.api_key_env,
-            kwargs=dict(config.target_args),
-            concurrency=config.concurrency,
-            timeout=config.timeout,
-            retries=config.retries,
-        )
-    except runners.RunnerConfigError as exc:
-        raise dg.Failure(description=f"the target cannot be called: {exc}") from exc
+    options = config.model_dump()
+    options["golden_path"] = config.golden_path or str(settings.golden_path())
+    for name, env in (
+        ("target", "EVAL_REGRESSION_TARGET"),
+        ("model", "EVAL_REGRESSION_MODEL"),
+        ("system_prompt_file", "EVAL_REGRESSION_SYSTEM_PROMPT"),
+    ):
+        options[name] = options[name] or os.environ.get(env)
+    options["target"] = options["target"] or DEFAULT_TARGET
 
     def progress(done: int, total: int, call: runners.Call) -> None:
         if done == total or done % max(1, total // 10) == 0:
             context.log.info(f"called the target for {done}/{total} cases")
 
-    run = regression.execute(
-        golden_cases,
-        runner,
-        golden_version=cases.golden_version(golden_cases),
-        golden_path=golden,
-        deploy_id=config.deploy_id,
-        threshold=config.threshold,
-        max_error_rate=config.max_error_rate,
-        judge_factory=judge.build,
-        judge_all=config.judge_all,
-        progress=progress,
-    )
-    if config.target_name:
-        run.target = config.target_name
+    try:
+        run = regression.run_gate(
+            regression.GateSpec.from_options(options),
+            judge_factory=judge.build,
+            progress=progress,
+        )
+    except cases.GoldenFileError as exc:
+        raise dg.Failure(description=f"the golden set is invalid: {exc}") from exc
+    except runners.RunnerConfigError as exc:
+        raise dg.Failure(description=f"the target cannot be called: {exc}") from exc
+    except regression.JudgeSetupError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     with store.connect() as conn:
         comparison = regression.record(conn, run)
     context.log.info(regression.text_report(run, comparison))
@@ -146,6 +133,7 @@ def golden_regression(
         metadata={
             "pass_rate": MD.float(run.pass_rate),
             "threshold": MD.float(run.threshold),
+            "verdict": MD.text(regression.verdict(run)),
             "newly_failing": MD.text(", ".join(comparison.newly_failing) or "none"),
         },
     )

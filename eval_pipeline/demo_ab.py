@@ -7,12 +7,7 @@ DuckDB, prints it and adds it to the demo summary under ``"ab"``.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
@@ -20,28 +15,6 @@ from eval_pipeline.core import store
 ROOT = settings.PROJECT_ROOT
 CASES = ROOT / "data" / "ab" / "cases.jsonl"
 PROMPTS = ROOT / "eval_pipeline" / "demo_app"
-
-
-def _materialize(config: dict, log_path: Path) -> None:
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "eval_pipeline.definitions",
-        "--select",
-        "prompt_ab_test",
-        "--config-json",
-        json.dumps(config),
-    ]
-    print("$ dagster asset materialize -m eval_pipeline.definitions --select prompt_ab_test")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log_path.open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-    if proc.returncode != 0:
-        raise SystemExit(f"the A/B asset failed (exit {proc.returncode}); log: {log_path}")
-    print(f"  done in {time.monotonic() - started:.1f} s (log: {log_path})")
 
 
 def run(summary: dict) -> None:
@@ -60,7 +33,11 @@ def run(summary: dict) -> None:
     }
     print("\n== A/B test: the current prompt (A) vs the 'compliance update' (B) ==")
     started = time.time()
-    _materialize(config, settings.data_dir() / "demo" / "ab.log")
+    from eval_pipeline.demo import dagster_materialize
+
+    code, _ = dagster_materialize("prompt_ab_test", "ab.log", config=config)
+    if code != 0:
+        raise SystemExit(f"the A/B asset failed (exit {code}); log: data/demo/ab.log")
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         row = conn.execute(
             "SELECT run_id, verdict, report_md, n_cases, judge_name FROM ab_runs "

@@ -10,12 +10,7 @@ prints how to point the pipeline at a real OpenAI-compatible endpoint instead.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
@@ -36,30 +31,13 @@ def _accounting(conn) -> list[tuple]:
     ).fetchall()
 
 
-def _rematerialize(day: str, log_path: Path) -> float:
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "eval_pipeline.definitions",
-        "--select",
-        "judge_scores",
-        "--partition",
-        day,
-    ]
-    print(
-        f"$ dagster asset materialize -m eval_pipeline.definitions --select judge_scores "
-        f"--partition {day}",
-        flush=True,
-    )
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log_path.open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-    if proc.returncode != 0:
-        raise SystemExit(f"re-materialising judge_scores failed; log: {log_path}")
-    return time.monotonic() - started
+def _rematerialize(day: str) -> float:
+    from eval_pipeline.demo import dagster_materialize
+
+    code, seconds = dagster_materialize("judge_scores", "dagster_judge.log", partition=day)
+    if code != 0:
+        raise SystemExit(f"re-materialising judge_scores failed (exit {code})")
+    return seconds
 
 
 def run(summary: dict) -> None:
@@ -73,7 +51,7 @@ def run(summary: dict) -> None:
     for row in rows:
         failures.update(json.loads(row[8]))
     last_day = rows[-1][0].isoformat()
-    seconds = _rematerialize(last_day, settings.data_dir() / "demo" / "dagster_judge.log")
+    seconds = _rematerialize(last_day)
     with store.connect(path, read_only=True) as conn:
         again = {r[0].isoformat(): r for r in _accounting(conn)}[last_day]
     costs = [r[11] for r in rows if r[11] is not None]

@@ -10,11 +10,7 @@ endpoint that is down). Results go into the demo summary under ``"regression"``.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,24 +33,11 @@ def _materialize(prompt: str, deploy_id: str, log_path: Path) -> int:
             }
         }
     }
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "eval_pipeline.definitions",
-        "--select",
-        "golden_regression",
-        "--config-json",
-        json.dumps(config),
-    ]
-    print(f"$ dagster asset materialize --select golden_regression  (prompt: {prompt})")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log_path.open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-    print(f"  exit {proc.returncode} in {time.monotonic() - started:.1f} s (log: {log_path})")
-    return proc.returncode
+    from eval_pipeline.demo import dagster_materialize
+
+    print(f"(prompt: {prompt})")
+    code, _ = dagster_materialize("golden_regression", log_path.name, config=config)
+    return code
 
 
 def _run_row(deploy_id: str, since: float) -> dict:

@@ -443,13 +443,14 @@ def latest_baseline(
     """The latest *passing* run's judge-scored mean (for the drift loop's pinned baseline).
 
     Only status 'pass': the baseline is "the golden-set score at deploy time", and a run
-    that failed the gate is a rejected deploy, not a baseline. Returns run_id, deploy_id, target, golden_version, judge_mean, judge_n, judge_name,
-    rubric_version, finished_at; None when no run has a judge mean. Use it only when its
-    judge_name and rubric_version match the drift loop's judge.
+    that failed the gate is a rejected deploy, not a baseline. Returns run_id, deploy_id,
+    target, golden_version, judge_mean, judge_n, judge_name, judge_model, rubric_version,
+    finished_at; None when no run has a judge mean. Use it only when its judge (name, model,
+    rubric version) matches the drift loop's judge.
     """
     row = conn.execute(
         "SELECT run_id, deploy_id, target, golden_version, judge_mean, judge_n, judge_name, "
-        "rubric_version, finished_at FROM regression_runs "
+        "judge_model, rubric_version, finished_at FROM regression_runs "
         "WHERE judge_mean IS NOT NULL AND status = 'pass' "
         "AND (? IS NULL OR target = ?) ORDER BY finished_at DESC LIMIT 1",
         [target, target],
@@ -464,6 +465,7 @@ def latest_baseline(
         "judge_mean",
         "judge_n",
         "judge_name",
+        "judge_model",
         "rubric_version",
         "finished_at",
     )

@@ -254,3 +254,148 @@ def test_cli_serve_over_http_and_sigterm_publishes(tmp_path):
     assert TOKEN not in out
     files = inbox_files(inbox)
     assert len(files) == 1 and len(files[0].read_text().splitlines()) == 3
+
+
+def test_distinct_posts_never_collapse_but_a_client_id_retry_lands_once():
+    # Two users' thumbs-downs on one trace, neither sending ts, user_id or comment: two
+    # records. A client retrying with its own feedback_id: one record.
+    inbox = settings.feedback_inbox()
+    app = create_app(inbox, TOKEN)
+    bare = {"trace_id": "t-same", "rating": "down"}
+    with ThreadServer(app) as srv, httpx.Client(timeout=10) as http:
+        ids = [http.post(srv.url, json=bare, headers=AUTH).json()["feedback_ids"][0]]
+        ids.append(http.post(srv.url, json=bare, headers=AUTH).json()["feedback_ids"][0])
+        with_id = {**bare, "trace_id": "t-retry", "feedback_id": "client-7"}
+        retry = [http.post(srv.url, json=with_id, headers=AUTH) for _ in range(2)]
+    assert ids[0] != ids[1]
+    assert retry[0].json() == retry[1].json()
+    with store.connect(settings.duckdb_path()) as conn:
+        for p in inbox_files(inbox):
+            feedback.ingest_file(conn, p)
+        counts = dict(
+            conn.execute("SELECT trace_id, count(*) FROM feedback GROUP BY trace_id").fetchall()
+        )
+        stored = {r[0] for r in conn.execute("SELECT feedback_id FROM feedback").fetchall()}
+    assert counts == {"t-same": 2, "t-retry": 1}
+    assert set(ids) <= stored  # the ids the client got back are the stored identities
+
+
+HOST_MODULE = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from eval_pipeline.core.collector import create_app
+
+
+async def hello(request):
+    return PlainTextResponse("host")
+
+
+# The README's way: a host app with its own routes, the collector mounted at "/".
+app = Starlette(routes=[Route("/hello", hello)])
+app.mount("/", create_app(max_age_seconds=3600))
+"""
+
+
+def test_mounted_in_a_host_app_rotates_by_age_and_recovers():
+    # Starlette does not run a mounted app's lifespan: rotation and recovery must start
+    # without it.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    inbox = settings.feedback_inbox()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = inbox / ".incoming" / f"feedback-20260101T000000000000Z-p{int(dead.stdout)}-1.jsonl"
+    left.parent.mkdir(parents=True)
+    left.write_text('{"trace_id": "t-left", "rating": "down"}\n')
+
+    async def hello(request):
+        return PlainTextResponse("host")
+
+    collector = create_app(inbox, TOKEN, max_age_seconds=0.3)
+    host = Starlette(routes=[Route("/hello", hello)])
+    host.mount("/", collector)
+    try:
+        with ThreadServer(host) as srv, httpx.Client(timeout=10) as http:
+            assert http.get(f"http://127.0.0.1:{srv.port}/hello").text == "host"
+            r = http.post(srv.url, json={"trace_id": "t-mounted", "rating": "down"}, headers=AUTH)
+            assert r.status_code == 202
+            deadline = time.monotonic() + 20
+            while True:
+                published = [
+                    json.loads(x) for p in inbox_files(inbox) for x in p.read_text().splitlines()
+                ]
+                if {"t-left", "t-mounted"} <= {rec["trace_id"] for rec in published}:
+                    break
+                assert time.monotonic() < deadline, f"not published by age: {published}"
+                time.sleep(0.1)
+            assert len(published) == 2
+    finally:
+        collector.state.collector.close()
+    assert list((inbox / ".incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_mounted_in_a_host_app_publishes_on_shutdown(tmp_path, sig):
+    (tmp_path / "host_app.py").write_text(HOST_MODULE)
+    port = free_port()
+    inbox = settings.feedback_inbox()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "host_app:app",
+            "--app-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "EVAL_FEEDBACK_TOKEN": TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/hello", timeout=1).text == "host":
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"host app did not start: {proc.stdout.read()}")
+            time.sleep(0.1)
+        for i in range(3):
+            r = httpx.post(
+                url + "/v1/feedback",
+                json={"trace_id": f"t{i}", "rating": "down"},
+                headers=AUTH,
+                timeout=10,
+            )
+            assert r.status_code == 202, r.text
+        assert inbox_files(inbox) == []  # rotation by age is an hour away
+    finally:
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+    files = inbox_files(inbox)
+    assert len(files) == 1, out
+    assert sorted(json.loads(x)["trace_id"] for x in files[0].read_text().splitlines()) == [
+        "t0",
+        "t1",
+        "t2",
+    ]
+    assert list((inbox / ".incoming").iterdir()) == []

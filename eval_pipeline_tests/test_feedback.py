@@ -117,6 +117,22 @@ def test_identity_client_id_and_content():
     assert rt.feedback_id == b.feedback_id and rt.received_at == b.received_at
 
 
+def test_hand_dropped_lines_without_id_are_one_record_when_indistinguishable():
+    # The documented identity rule for files dropped by hand (no feedback_id): identical
+    # lines are a repeat; a line differing in ts or user_id is another record.
+    data = "\n".join(
+        [
+            line("t-1"),
+            line("t-1"),  # indistinguishable from the line above: lands once
+            line("t-1", user_id="u2"),
+            line("t-1", ts="2026-10-22T10:00:00Z"),
+        ]
+    ).encode()
+    with store.connect(settings.duckdb_path()) as conn:
+        res = feedback.ingest_bytes(conn, data, "by-hand.jsonl")
+    assert (res.ingested, res.duplicates) == (3, 1)
+
+
 def test_candidates_join_traces_flag_unknown_and_keep_status():
     add_traces()
     with store.connect(settings.duckdb_path()) as conn:

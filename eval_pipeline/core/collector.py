@@ -11,11 +11,18 @@ atomic, so a file only ever appears in the inbox complete. The response is sent 
 line has been written to the file (flushed to the OS), so a record acknowledged with 202 is
 in a file that will reach the inbox, even if this process is killed: leftover files of dead
 writers are moved into the inbox when a collector next starts.
+
+Mounted, the app gets no lifespan (Starlette runs only the host's), so nothing here depends
+on it (``CollectorRuntime``): recovery and the age-rotation thread start on the first
+request, and the current file is published at interpreter exit (atexit) and on SIGTERM
+(uvicorn ends a SIGTERM shutdown by re-raising the signal with its default action, which
+skips atexit). When the lifespan does run (standalone), it does the same, earlier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import datetime as dt
@@ -24,8 +31,10 @@ import itertools
 import json
 import logging
 import os
+import signal
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,6 +86,9 @@ class RotatingWriter:
         self._opened = 0.0
         self._seq = itertools.count(1)
         self.files_published = 0
+        # Set once shutdown has begun: every later write is published at once, so requests
+        # still finishing while the server drains do not stay in .incoming/.
+        self.draining = False
         self.incoming.mkdir(parents=True, exist_ok=True)
 
     def _open(self) -> None:
@@ -97,7 +109,7 @@ class RotatingWriter:
             self._fh.flush()
             self._bytes += len(payload)
             self._records += len(lines)
-            if self._bytes >= self.max_bytes or self._records >= self.max_records:
+            if self.draining or self._bytes >= self.max_bytes or self._records >= self.max_records:
                 self._publish_locked()
 
     def rotate_if_old(self) -> bool:
@@ -107,9 +119,17 @@ class RotatingWriter:
                 return True
         return False
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout: float = -1) -> bool:
+        """Publish the current file and drain from now on. With a timeout (from a signal
+        handler, which may interrupt the thread holding the lock) it can give up: False."""
+        self.draining = True
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
             self._publish_locked()
+        finally:
+            self._lock.release()
+        return True
 
     def _publish_locked(self) -> None:
         if self._fh is None:
@@ -161,6 +181,111 @@ def recover_incoming(inbox: Path) -> list[Path]:
     return moved
 
 
+class CollectorRuntime:
+    """Recovery, age rotation and the final publish, started without the host's help.
+
+    ``ensure_started`` is idempotent and cheap after the first call (per process: a forked
+    worker starts its own thread). It runs on the first request and in the lifespan when the
+    lifespan runs. ``close`` publishes the current file and stops the thread; it runs in the
+    lifespan's shutdown, at interpreter exit, and on SIGTERM.
+    """
+
+    def __init__(self, writer: RotatingWriter, inbox: Path, interval: float) -> None:
+        self.writer = writer
+        self.inbox = inbox
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pid == os.getpid()
+
+    def ensure_started(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            recovered = recover_incoming(self.inbox)
+            if recovered:
+                log.warning(
+                    "published %d feedback files left by stopped collectors", len(recovered)
+                )
+            self.writer.draining = False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._rotate_by_age,
+                args=(self._stop,),
+                name="feedback-collector-rotation",
+                daemon=True,
+            )
+            self._thread.start()
+            atexit.register(self._at_exit)
+            _install_sigterm_publish()
+            self._pid = os.getpid()
+        _RUNTIMES.add(self)
+
+    def _rotate_by_age(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.writer.rotate_if_old()
+            except Exception:  # keep rotating; the next tick tries again
+                log.exception("feedback collector: rotation failed")
+
+    def close(self, timeout: float = -1) -> None:
+        """Publish the current file and stop rotating. Safe to call more than once."""
+        with self._lock:
+            self._stop.set()
+            thread, self._thread, self._pid = self._thread, None, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        atexit.unregister(self._at_exit)
+        _RUNTIMES.discard(self)
+        try:
+            if not self.writer.close(timeout):
+                log.warning("feedback collector: current file left for recovery (busy)")
+        except OSError:
+            log.exception("feedback collector: could not publish the current file")
+
+    def _at_exit(self) -> None:
+        self.close(timeout=5)
+
+
+_RUNTIMES: set[CollectorRuntime] = set()  # started in this process; published on SIGTERM
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Publish first (with a timeout: the interrupted thread may hold a writer's lock), then
+    # let whatever handled SIGTERM before (uvicorn's graceful shutdown, or the default
+    # action) run. Writes that still arrive while draining are published one by one.
+    for runtime in list(_RUNTIMES):
+        runtime.writer.draining = True
+        try:  # never raise into whatever code the signal interrupted
+            runtime.writer.close(timeout=2)
+        except OSError:
+            log.exception("feedback collector: could not publish the current file")
+    previous = _on_sigterm.previous  # type: ignore[attr-defined]
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
+def _install_sigterm_publish() -> None:
+    """Chain ``_on_sigterm`` in front of the current SIGTERM handler (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be handled there; atexit still publishes
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm:
+        return
+    _on_sigterm.previous = current  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
@@ -182,8 +307,11 @@ def create_app(
     expected_auth = f"Bearer {token}".encode()
     inbox_path = Path(inbox) if inbox is not None else settings.feedback_inbox()
     writer = RotatingWriter(inbox_path, max_bytes, max_records, max_age_seconds)
+    runtime = CollectorRuntime(writer, inbox_path, min(1.0, max(0.05, max_age_seconds / 4)))
 
     async def post_feedback(request: Request) -> JSONResponse:
+        # In the request's thread (the main thread under uvicorn), so SIGTERM can be hooked.
+        runtime.ensure_started()
         auth = request.headers.get("authorization", "")
         if not auth:
             return _error(
@@ -223,6 +351,11 @@ def create_app(
             except InvalidRecord as exc:
                 problems.append(str(exc) if len(items) == 1 else f"record {i}: {exc}")
                 continue
+            if not rec.client_feedback_id:
+                # Every post is its own record: two users' identical thumbs-downs must not
+                # collapse. (A client that retries sends its own feedback_id to land once.)
+                item = {**item, "feedback_id": uuid.uuid4().hex}
+                rec = validate_record(item)
             rec = dataclasses.replace(rec, received_at=now)
             line = record_to_json(rec)
             if len(line.encode("utf-8")) > MAX_LINE_BYTES:
@@ -238,27 +371,17 @@ def create_app(
         return JSONResponse({"accepted": len(lines), "feedback_ids": ids}, status_code=202)
 
     async def health(request: Request) -> JSONResponse:
+        runtime.ensure_started()
         return JSONResponse({"ok": True})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        recovered = recover_incoming(inbox_path)
-        if recovered:
-            log.warning("published %d feedback files left by stopped collectors", len(recovered))
-
-        async def age_rotation() -> None:
-            while True:
-                await asyncio.sleep(min(1.0, max(0.05, max_age_seconds / 4)))
-                await asyncio.to_thread(writer.rotate_if_old)
-
-        task = asyncio.create_task(age_rotation())
+        # Only when the app is served on its own: a mounted app's lifespan never runs.
+        runtime.ensure_started()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            writer.close()
+            await asyncio.to_thread(runtime.close)
 
     app = Starlette(
         routes=[
@@ -268,4 +391,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.writer = writer
+    app.state.collector = runtime
     return app

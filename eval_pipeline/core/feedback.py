@@ -7,9 +7,12 @@ A record is one JSON object: ``trace_id`` and ``rating`` ("up"/"down") are requi
 other fields are kept in ``extra``. The seed's simple format
 ``{"trace_id", "rating", "comment", "ts"}`` is a subset of this.
 
-Identity: a client-sent ``feedback_id`` names the record; otherwise its identity is a hash
-of (trace_id, rating, ts, user_id, comment). A client retrying the same post, or the same
-record arriving in two files, therefore lands once. ``received_at`` is not part of it.
+Identity: a ``feedback_id`` in the record names it; otherwise its identity is a hash of
+(trace_id, rating, ts, user_id, comment). ``received_at`` is not part of it. The collector
+always writes a ``feedback_id`` (the client's, or a fresh one it assigns), so two posts never
+collapse into one; a client retry lands once only if the client sent its own id. Only lines
+without an id (files dropped by hand) fall back to the content hash: there two lines with the
+same trace, rating, ts, user and comment cannot be told apart from a repeat, and land once.
 """
 
 from __future__ import annotations
@@ -386,6 +389,7 @@ def ingest_file(conn: duckdb.DuckDBPyConnection, path: Path) -> IngestResult:
 
 INCOMING_DIR = ".incoming"  # where the collector writes; files are renamed out when complete
 PROCESSED_DIR = "processed"  # where ingestion moves files it has ingested
+DUPLICATES_DIR = "duplicates"  # where the sensor moves re-drops of content already ingested
 
 
 def is_candidate_name(name: str) -> bool:
@@ -397,9 +401,9 @@ def is_candidate_name(name: str) -> bool:
     return not name.startswith((".", "_", "~")) and name.endswith(FILE_SUFFIXES)
 
 
-def archive(path: Path, inbox: Path, sha256: str) -> Path:
-    """Move an ingested file out of the inbox (into processed/), never overwriting."""
-    dest_dir = inbox / PROCESSED_DIR
+def archive(path: Path, inbox: Path, sha256: str, folder: str = PROCESSED_DIR) -> Path:
+    """Move a file out of the inbox (into processed/ or duplicates/), never overwriting."""
+    dest_dir = inbox / folder
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / path.name
     if dest.exists():
@@ -421,8 +425,9 @@ SETTLE_SECONDS = 5.0
 
 @dataclass
 class InboxScan:
-    ready: list[tuple[str, str]]  # (name, sha256): complete, content not requested before
-    repeats: list[tuple[str, str]]  # complete, but the same content was requested already
+    # (name, sha256) of every complete file now in the inbox, by name. Whether its content
+    # still needs a run is the caller's question (the sensor asks the run history).
+    complete: list[tuple[str, str]]
     waiting: list[str]  # not complete yet
     state: dict[str, list]  # name -> [size, mtime_ns, sha256 | None]: the next cursor
 
@@ -438,13 +443,13 @@ def _sha256_path(path: Path) -> str:
 def scan_inbox(
     inbox: Path, previous: dict[str, list], now: float, settle_seconds: float = SETTLE_SECONDS
 ) -> InboxScan:
-    """Look at the inbox once: which files are complete and new, by content hash.
+    """Look at the inbox once: which files are complete, with their content hash.
 
-    ``previous`` is the last scan's state. Only files present now are kept in the new state,
-    so it stays as small as the inbox (ingestion moves files out to processed/).
+    ``previous`` is the last scan's state; a file unchanged since then is not hashed again.
+    Only files present now are kept in the new state, so it stays as small as the inbox
+    (ingestion moves files out to processed/, the sensor moves re-drops to duplicates/).
     """
-    known = {entry[2] for entry in previous.values() if entry[2]}
-    scan = InboxScan([], [], [], {})
+    scan = InboxScan([], [], {})
     if not inbox.is_dir():
         return scan
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
@@ -458,6 +463,7 @@ def scan_inbox(
         prev = previous.get(entry.name)
         if prev and prev[:2] == fingerprint and prev[2]:
             scan.state[entry.name] = prev
+            scan.complete.append((entry.name, prev[2]))
             continue
         settled = (prev is not None and prev[:2] == fingerprint) or (
             now - st.st_mtime >= settle_seconds
@@ -477,15 +483,11 @@ def scan_inbox(
             scan.waiting.append(entry.name)
             continue
         scan.state[entry.name] = [*fingerprint, sha]
-        if sha in known:
-            scan.repeats.append((entry.name, sha))
-        else:
-            known.add(sha)
-            scan.ready.append((entry.name, sha))
+        scan.complete.append((entry.name, sha))
     return scan
 
 
 def complete_files(inbox: Path, now: float, settle_seconds: float = SETTLE_SECONDS) -> list[Path]:
     """Files in the inbox that are complete by the settle rule alone (for catch-up runs)."""
     scan = scan_inbox(inbox, {}, now, settle_seconds)
-    return [inbox / name for name, _ in scan.ready + scan.repeats]
+    return [inbox / name for name, _ in scan.complete]

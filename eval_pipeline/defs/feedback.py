@@ -3,10 +3,13 @@
     feedback inbox --(feedback_inbox_sensor)--> feedback --> eval_candidates
         --> review_decisions (a person, via `eval-pipeline review`) --> golden_set
 
-- ``feedback_inbox_sensor`` (running by default) looks at the inbox folder, never at DuckDB.
-  For each new complete file it requests one run of ``feedback_ingestion_job`` (feedback +
-  eval_candidates) with run key ``feedback-<content hash>``: the same bytes never run twice,
-  under any name. Its cursor holds only the files currently in the inbox (ingestion moves
+- ``feedback_inbox_sensor`` (running by default) looks at the inbox folder and at the
+  Dagster run history, never at DuckDB. For each complete file whose content (by hash) has
+  no successful run, no run in progress and fewer than MAX_ATTEMPTS failed runs, it requests
+  a run of ``feedback_ingestion_job`` (feedback + eval_candidates) with run key
+  ``feedback-<content hash>-<attempt>``: a new key per attempt, since the daemon never
+  relaunches a used key. A file whose content was already ingested (a re-drop) is moved to
+  duplicates/. Its cursor holds only the files currently in the inbox (ingestion moves
   files it has ingested to processed/).
 - ``review_decisions`` is an external asset: the review CLI records decisions in DuckDB and
   reports a runless materialization of it to the Dagster instance.
@@ -16,8 +19,10 @@
   made while no daemon ran, e.g. after `make demo`, would wait for the next decision.)
 """
 
+import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -31,6 +36,10 @@ MD = dg.MetadataValue
 GROUP = "feedback"
 SHA_TAG = "eval_pipeline/feedback_sha256"
 FILE_TAG = "eval_pipeline/feedback_file"
+ATTEMPT_TAG = "eval_pipeline/feedback_attempt"
+# Runs per file content before the sensor gives up on it (a transient failure, e.g. a DuckDB
+# lock timeout, gets retried on the next ticks; a file that always fails stops being tried).
+MAX_ATTEMPTS = 3
 
 
 class FeedbackFileConfig(dg.Config):
@@ -197,8 +206,47 @@ feedback_ingestion_job = dg.define_asset_job(
 )
 
 
-def _already_run(instance: dg.DagsterInstance, sha: str) -> bool:
-    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={SHA_TAG: sha}), limit=1))
+_IN_PROGRESS = {
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.MANAGED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+}
+_FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+@dataclass
+class _History:
+    succeeded: bool = False
+    in_progress: bool = False
+    failed: int = 0
+    last_failed_run: str = ""
+
+
+def _run_history(instance: dg.DagsterInstance | None, sha: str) -> _History:
+    """What the instance knows about ingestion runs of this content (runs tagged with it)."""
+    history = _History()
+    if instance is None:
+        return history
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={SHA_TAG: sha}), limit=4 * MAX_ATTEMPTS
+    )
+    for record in records:  # newest first
+        status = record.dagster_run.status
+        if status == dg.DagsterRunStatus.SUCCESS:
+            history.succeeded = True
+        elif status in _IN_PROGRESS:
+            history.in_progress = True
+        elif status in _FAILED:
+            history.failed += 1
+            history.last_failed_run = history.last_failed_run or record.dagster_run.run_id
+    return history
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
 
 
 @dg.sensor(
@@ -207,35 +255,67 @@ def _already_run(instance: dg.DagsterInstance, sha: str) -> bool:
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """One ingestion run per new complete file in the feedback inbox (run key = content
-    hash). Never opens DuckDB."""
+    """One ingestion run per complete file in the feedback inbox whose content has not been
+    ingested yet; failed runs retried under a new run key, up to MAX_ATTEMPTS. Never opens
+    DuckDB."""
     inbox = settings.feedback_inbox()
     previous = json.loads(context.cursor) if context.cursor else {}
     scan = fb.scan_inbox(inbox, previous.get("files", {}), time.time())
-    requests = []
-    skipped = []
-    for name, sha in scan.ready:
-        if context.instance is not None and _already_run(context.instance, sha):
-            skipped.append(name)
+    by_sha: dict[str, list[str]] = {}
+    for name, sha in scan.complete:
+        by_sha.setdefault(sha, []).append(name)
+    requests, running, copies, moved, exhausted = [], [], [], [], []
+    for sha, names in by_sha.items():
+        history = _run_history(context.instance, sha)
+        if history.succeeded:
+            # A re-drop of content already ingested: move it out of the inbox, so it does
+            # not sit there (and in the cursor) for ever.
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # moved away while we looked
+                    fb.archive(inbox / name, inbox, sha, fb.DUPLICATES_DIR)
+                scan.state.pop(name, None)
+                moved.append(name)
             continue
-        requests.append(
-            dg.RunRequest(
-                run_key=f"feedback-{sha}",
-                run_config={
-                    "ops": {"feedback": {"config": {"path": str(inbox / name), "sha256": sha}}}
-                },
-                tags={SHA_TAG: sha, FILE_TAG: name[:200]},
+        # Copies of the same content wait for the first file's run; once it has succeeded
+        # they are moved to duplicates/.
+        copies += names[1:]
+        if history.in_progress:
+            running.append(names[0])
+        elif history.failed >= MAX_ATTEMPTS:
+            exhausted.append(f"{names[0]} (last run {history.last_failed_run[:8]})")
+        else:
+            attempt = history.failed + 1
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"feedback-{sha}-{attempt}",
+                    run_config={
+                        "ops": {
+                            "feedback": {"config": {"path": str(inbox / names[0]), "sha256": sha}}
+                        }
+                    },
+                    tags={SHA_TAG: sha, FILE_TAG: names[0][:200], ATTEMPT_TAG: str(attempt)},
+                )
             )
+    parts = []
+    if moved:
+        parts.append(f"already ingested, moved to {fb.DUPLICATES_DIR}/: {_names(moved)}")
+    if running:
+        parts.append(f"ingestion run in progress: {_names(running)}")
+    if copies:
+        parts.append(f"same content as another file in the inbox: {_names(copies)}")
+    if exhausted:
+        parts.append(
+            f"gave up after {MAX_ATTEMPTS} failed runs: {_names(exhausted)}; fix the cause, "
+            "then re-execute the last failed run (or launch feedback_ingestion_job with the "
+            "file's path)"
         )
-    skipped += [name for name, _ in scan.repeats]
+    if scan.waiting:
+        parts.append(f"still being written: {_names(scan.waiting)}")
     cursor = json.dumps({"files": scan.state}, separators=(",", ":"))
     if requests:
+        if parts:
+            context.log.info("; ".join(parts))
         return dg.SensorResult(run_requests=requests, cursor=cursor)
-    parts = []
-    if skipped:
-        parts.append(f"already ingested (same content): {', '.join(skipped[:5])}")
-    if scan.waiting:
-        parts.append(f"still being written: {', '.join(scan.waiting[:5])}")
     return dg.SensorResult(
         skip_reason=dg.SkipReason("; ".join(parts) or f"no new feedback files in {inbox}"),
         cursor=cursor,

@@ -1,12 +1,13 @@
 -- Feedback to eval: thumbs up/down records, rejected lines, processed files, review
 -- candidates with their decisions, and golden cases promoted from them (with provenance).
 
--- One row per feedback record, ever. feedback_id is the record identity (a client-sent id,
--- or a hash of trace, rating, timestamp, user and comment), so a record seen twice, in the
--- same file or in two files, lands once.
+-- One row per feedback record, ever. feedback_id is the record identity (a hash of the
+-- record's own feedback_id, which the collector always sets, or, for lines without one, of
+-- trace, rating, timestamp, user and comment), so a record seen twice, in the same file or
+-- in two files, lands once.
 CREATE TABLE feedback (
     feedback_id        VARCHAR   PRIMARY KEY,
-    client_feedback_id VARCHAR,               -- the id the client sent, if any
+    client_feedback_id VARCHAR,               -- the record's id: the client's or the collector's
     trace_id           VARCHAR   NOT NULL,
     rating             VARCHAR   NOT NULL CHECK (rating IN ('up', 'down')),
     comment            VARCHAR,

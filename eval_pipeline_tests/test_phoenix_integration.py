@@ -331,6 +331,8 @@ def test_day_boundaries_and_a_genuinely_empty_day(phoenix_env):
 
 def test_unknown_project_fails_the_day_loudly(phoenix_env, monkeypatch):
     monkeypatch.setenv("EVAL_PHOENIX_PROJECT", "no-such-project")
+    with store.connect(settings.duckdb_path()):
+        pass  # the store exists (Phoenix is read before it is opened, so it might not)
     result = run(dg.DagsterInstance.ephemeral(), DAY1)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

@@ -1,4 +1,5 @@
-"""Phoenix down, erroring or slow: the day's partition fails loudly and nothing is written.
+"""Phoenix down, erroring or slow: the day's partition fails loudly and nothing is written;
+and while Phoenix is answering, the assets do not hold the DuckDB store.
 
 A tiny HTTP server on 127.0.0.1 stands in for Phoenix (it serves a real span page captured
 from Phoenix 20.26.1, or 500s, or hangs); "down" is a port nothing listens on. The daily
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -42,11 +46,15 @@ class FakePhoenix:
     def __init__(self) -> None:
         self.mode = "ok"
         self.hits = 0
+        # Called with "GET" / "POST" while a request is being answered (before the answer).
+        self.on_request: Callable[[str], None] | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.hits += 1
+                if fake.on_request:
+                    fake.on_request("GET")
                 if fake.mode == "500":
                     self._send(500, b"Internal Server Error", "text/plain")
                 elif fake.mode == "hang":
@@ -60,6 +68,8 @@ class FakePhoenix:
                 fake.hits += 1
                 length = int(self.headers.get("content-length") or 0)
                 data = json.loads(self.rfile.read(length))["data"]
+                if fake.on_request:
+                    fake.on_request("POST")
                 out = {"data": [{"id": f"ann-{d['span_id']}"} for d in data]}
                 self._send(200, json.dumps(out).encode(), "application/json")
 
@@ -110,7 +120,11 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 def day_state() -> tuple:
-    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+    path = settings.duckdb_path()
+    if not path.exists():
+        # Phoenix is read before the store is opened: a failed read never even creates it.
+        return ([], 0, 0, 0)
+    with store.connect(path, read_only=True) as conn:
         return (
             conn.execute("SELECT rows_seen, rows_ingested FROM trace_ingests").fetchall(),
             conn.execute("SELECT count(*) FROM raw_traces").fetchone()[0],
@@ -204,3 +218,36 @@ def test_cli_check_and_annotation_status(fake_phoenix, capsys):
     fake_phoenix.mode = "500"
     assert main(["phoenix", "check", "--day", DAY]) == 1
     assert "FAILED: Phoenix at" in capsys.readouterr().out
+
+
+# DuckDB's file lock is per process: another connection in this process would share the
+# lock, so the probe is a separate Python process opening the file read-write.
+PROBE = "import sys, duckdb; duckdb.connect(sys.argv[1]).close()"
+
+
+def probe_store(path: Path) -> tuple[bool, str]:
+    """(whether another process could open the store read-write now, its error if not)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    return proc.returncode == 0, proc.stderr.strip()[-300:]
+
+
+def test_the_store_is_not_held_while_phoenix_answers(fake_phoenix):
+    path = settings.duckdb_path()
+    with store.connect(path) as conn:
+        # The probe can tell: while this process holds the store, it cannot connect.
+        held, error = probe_store(path)
+        assert not held and "lock" in error.lower()
+        conn.execute("SELECT 1")
+    probes: list[tuple[str, bool, str]] = []
+    fake_phoenix.on_request = lambda method: probes.append((method, *probe_store(path)))
+
+    result = run(dg.DagsterInstance.ephemeral())
+
+    assert result.success
+    assert [m for m, _, _ in probes] == ["GET", "POST"]  # one span page, one annotation batch
+    assert [(m, ok) for m, ok, _ in probes] == [("GET", True), ("POST", True)], probes
+    [mat] = result.asset_materializations_for_node("judge_annotations")
+    assert mat.metadata["annotations_sent"].value == 7
+    assert day_state()[:2] == ([(7, 7)], 7)

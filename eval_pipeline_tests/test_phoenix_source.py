@@ -378,6 +378,34 @@ def test_retries_5xx_then_reads_all_pages(tmp_path):
     assert first.url.path == "/v1/projects/p/spans"
 
 
+def test_prefetch_does_the_http_and_stage_day_only_writes(tmp_path):
+    span = llm_span({"input.value": "q", "output.value": "a."})
+
+    def handler(request, n):
+        if n == 2:
+            return httpx.Response(500, text="boom")
+        return httpx.Response(200, json={"data": [span], "next_cursor": None})
+
+    src, script, _ = source_for(handler, retries=0)
+    fetched = src.prefetch(DAY)  # no store open at all
+    assert (fetched.pages, fetched.spans_read, len(fetched.classified.traces)) == (1, 1, 1)
+    assert len(script.requests) == 1
+    with store.connect(tmp_path / "db.duckdb") as conn:
+        res = ingest_day(conn, src, DAY)
+        assert len(script.requests) == 1  # staged from memory
+        assert (res.rows_seen, res.rows_ingested, res.files_read) == (1, 1, 1)
+        # Staged once: without a new prefetch the day is read again (here: Phoenix fails,
+        # and the day already in the store stays as it was).
+        with pytest.raises(SourceUnavailable, match="HTTP 500"):
+            ingest_day(conn, src, DAY)
+        assert len(script.requests) == 2
+        assert conn.execute("SELECT count(*) FROM raw_traces").fetchone()[0] == 1
+        # A prefetch of another day is not staged as this one.
+        src.prefetch(DAY + dt.timedelta(days=1))
+        ingest_day(conn, src, DAY)
+        assert script.requests[-1].url.params["start_time"].startswith("2026-03-01")
+
+
 def test_filters_and_kinds_are_sent_to_phoenix_when_not_root_only():
     def handler(request, n):
         return httpx.Response(200, json={"data": [], "next_cursor": None})
@@ -490,8 +518,9 @@ def seed_judged_day(conn, day, spans: list[str], source: str = "phoenix") -> Non
             [key, state, score, f"reason {i}"],
         )
         conn.execute(
-            "INSERT INTO judge_scores VALUES (?, ?, 'all', ?, ?, ?, 'heuristic', "
-            "'heuristic-v1', false)",
+            "INSERT INTO judge_scores (partition_date, trace_id, segment, judgment_key, state, "
+            "score, judge_name, judge_model, rubric_version, cache_hit) "
+            "VALUES (?, ?, 'all', ?, ?, ?, 'heuristic', NULL, 'heuristic-v1', false)",
             [day, f"t{i}", key, state, score],
         )
 

@@ -28,6 +28,12 @@ annotation (``POST /v1/span_annotations?sync=true``) named ``eval_pipeline.quali
 judge or rubric adds a new annotation next to the old one instead of overwriting it. The
 delivery state of each annotation is kept in ``phoenix_annotations``; failures are retried
 on the next run and never raise.
+
+No store connection is open during network I/O: DuckDB allows one writing process, so a slow
+Phoenix would otherwise block every other writer. Reading is ``PhoenixSource.prefetch(day)``
+(HTTP + classification, kept in memory) before the caller opens the store, then
+``stage_day`` (inserts only). Writing back is ``plan_annotations`` (short read) ->
+``send_annotations`` (HTTP, no connection) -> ``record_annotations`` (short write).
 """
 
 from __future__ import annotations
@@ -797,34 +803,68 @@ def classify_spans(spans: list[Mapping[str, Any]], cfg: PhoenixConfig) -> Classi
 
 
 @dataclass
+class FetchedDay:
+    """A day read from Phoenix and classified, held in memory until it is staged."""
+
+    day: dt.date
+    pages: int
+    spans_read: int
+    classified: ClassifiedDay
+
+
+@dataclass
 class PhoenixSource:
-    """Reads a day of spans from a Phoenix project (see the module docstring)."""
+    """Reads a day of spans from a Phoenix project (see the module docstring).
+
+    ``prefetch(day)`` does all the network work (and the classification) with no store
+    connection; ``stage_day`` then only writes to the connection it is given. DuckDB lets
+    one process write a file at a time, so holding the store open while Phoenix pages come
+    in would block every other writer for as long as Phoenix is slow.
+    """
 
     cfg: PhoenixConfig
     name: str = SOURCE_NAME
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
+    _fetched: FetchedDay | None = field(default=None, init=False, repr=False)
 
-    def stage_day(self, conn: duckdb.DuckDBPyConnection, day: dt.date) -> StageReport:
+    def prefetch(self, day: dt.date) -> FetchedDay:
+        """Read and classify the day's spans; kept (one day only) for ``stage_day``.
+
+        Raises SourceUnavailable when Phoenix cannot be read: nothing is kept, so nothing
+        of a half-read day can be staged.
+        """
+        self._fetched = None
         try:
             with PhoenixClient(self.cfg, self.transport, self.sleep) as client:
                 fetched = fetch_spans(client, day)
         except PhoenixUnavailable as exc:
             raise SourceUnavailable(f"{day}: {exc}") from exc
         classified = classify_spans(fetched.spans, self.cfg)
+        # Only the classified rows are kept: the raw span dicts are the bulk of the memory.
+        self._fetched = FetchedDay(day, fetched.pages, len(fetched.spans), classified)
+        return self._fetched
+
+    def stage_day(self, conn: duckdb.DuckDBPyConnection, day: dt.date) -> StageReport:
+        """Stage the prefetched day; a caller that did not prefetch gets the fetch here."""
+        fetched = self._fetched
+        if fetched is None or fetched.day != day:
+            fetched = self.prefetch(day)
+        self._fetched = None  # staged once: staging the day again reads Phoenix again
+        classified = fetched.classified
         report = StageReport(source=self.name, files_read=fetched.pages)
-        report.rows_seen = len(fetched.spans)
+        report.rows_seen = fetched.spans_read
         _stage(conn, self.name, classified)
         skipped = sum(classified.skips.values())
         _record_skips(conn, day, self.cfg.project, classified.skips)
-        if not fetched.spans:
+        if not fetched.spans_read:
             report.notes.append(
                 f"Phoenix project {self.cfg.project!r} exists; no spans started on {day} "
                 f"(filters: {_describe_filters(self.cfg)})"
             )
         else:
             report.notes.append(
-                f"{len(fetched.spans)} spans read in {fetched.pages} pages: "
+                f"{fetched.spans_read} spans read in {fetched.pages} pages: "
                 f"{len(classified.traces)} traces, {len(classified.rejects)} rejected, "
                 f"{skipped} skipped {dict(classified.skips)}"
             )
@@ -1139,24 +1179,34 @@ def pending_retries(conn: duckdb.DuckDBPyConnection, cfg: PhoenixConfig | None =
     )
 
 
-def annotate_day(
-    conn: duckdb.DuckDBPyConnection,
-    cfg: PhoenixConfig,
-    day: dt.date,
-    *,
-    retry_limit: int = 5000,
-    transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> AnnotationResult:
-    """Post the day's judgments of Phoenix traces as span annotations; never raises for HTTP.
+@dataclass
+class AnnotationPlan:
+    """What one run sends for a day, read from the store by ``plan_annotations``."""
 
-    Every run posts all of the day's annotations again (Phoenix updates them in place, so
-    this is idempotent and repairs annotations deleted in Phoenix) plus, first, the
-    other annotations whose last attempt failed (up to ``retry_limit``, and at most
-    ``annotation_max_attempts`` tries each). Every outcome is recorded in
-    ``phoenix_annotations``.
-    """
-    result = AnnotationResult(day=day, name=cfg.annotation_name)
+    day: dt.date
+    name: str
+    today: list[_Item]  # the day's judgments of Phoenix-sourced traces
+    earlier: list[_Item]  # failed annotations of earlier runs, tried again
+
+    @property
+    def items(self) -> list[_Item]:
+        return self.earlier + self.today
+
+
+@dataclass
+class SendOutcome:
+    """How the posting went as a whole; each item's own delivery state is on the item."""
+
+    unreachable: bool = False
+    attempted: bool = False
+
+
+def plan_annotations(
+    conn: duckdb.DuckDBPyConnection, cfg: PhoenixConfig, day: dt.date, *, retry_limit: int = 5000
+) -> AnnotationPlan:
+    """Phase 1 (store, read only): the day's judgments of Phoenix traces plus the earlier
+    failed annotations to retry (up to ``retry_limit``, at most ``annotation_max_attempts``
+    tries each)."""
     today = _items(conn.execute(_PENDING_SQL, [day, SOURCE_NAME]).fetchall(), cfg.annotation_name)
     # Failed annotations of any earlier run, including this day's spans that are no longer
     # in its sample; the day's current judgments are posted anyway and take precedence.
@@ -1171,25 +1221,51 @@ def annotate_day(
         )
         if (i.span_id, i.identifier) not in current
     ]
-    result.eligible = len(today)
-    result.retried_earlier = len(earlier)
-    result.identifiers = sorted({i.identifier for i in today})
-    items = earlier + today
-    if items:
-        try:
-            with PhoenixClient(cfg, transport, sleep) as client:
-                for start in range(0, len(items), max(1, cfg.annotation_batch)):
-                    _post_batch(client, items[start : start + cfg.annotation_batch])
-        except PhoenixUnavailable as exc:
-            result.unreachable = True
-            for item in items:
-                if item.status != "sent" and item.category == "not attempted":
-                    item.error, item.category = str(exc), "Phoenix unreachable"
-        except Exception as exc:  # the write-back must never fail the judging
-            for item in items:
-                if item.status != "sent" and item.category == "not attempted":
-                    item.error, item.category = f"unexpected error: {exc!r}", "unexpected error"
-        _record(conn, items, cfg.annotation_name)
+    return AnnotationPlan(day, cfg.annotation_name, today, earlier)
+
+
+def send_annotations(
+    cfg: PhoenixConfig,
+    plan: AnnotationPlan,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendOutcome:
+    """Phase 2 (network, no store): post the plan's annotations in batches, setting each
+    item's delivery state. Never raises: every failure ends up on the items."""
+    items = plan.items
+    outcome = SendOutcome(attempted=bool(items))
+    if not items:
+        return outcome
+    try:
+        with PhoenixClient(cfg, transport, sleep) as client:
+            for start in range(0, len(items), max(1, cfg.annotation_batch)):
+                _post_batch(client, items[start : start + cfg.annotation_batch])
+    except PhoenixUnavailable as exc:
+        outcome.unreachable = True
+        for item in items:
+            if item.status != "sent" and item.category == "not attempted":
+                item.error, item.category = str(exc), "Phoenix unreachable"
+    except Exception as exc:  # the write-back must never fail the judging
+        for item in items:
+            if item.status != "sent" and item.category == "not attempted":
+                item.error, item.category = f"unexpected error: {exc!r}", "unexpected error"
+    return outcome
+
+
+def record_annotations(
+    conn: duckdb.DuckDBPyConnection, plan: AnnotationPlan, outcome: SendOutcome
+) -> AnnotationResult:
+    """Phase 3 (store, one transaction): each item's delivery state into
+    ``phoenix_annotations``, and the run's figures."""
+    result = AnnotationResult(day=plan.day, name=plan.name)
+    result.eligible = len(plan.today)
+    result.retried_earlier = len(plan.earlier)
+    result.identifiers = sorted({i.identifier for i in plan.today})
+    result.unreachable = outcome.unreachable
+    items = plan.items
+    if outcome.attempted:
+        _record(conn, items, plan.name)
     for item in items:
         if item.status == "sent":
             result.sent += 1
@@ -1199,7 +1275,31 @@ def annotate_day(
     result.still_failing_total = int(
         conn.execute(
             "SELECT count(*) FROM phoenix_annotations WHERE status = 'failed' AND name = ?",
-            [cfg.annotation_name],
+            [plan.name],
         ).fetchone()[0]
     )
     return result
+
+
+def annotate_day(
+    conn: duckdb.DuckDBPyConnection,
+    cfg: PhoenixConfig,
+    day: dt.date,
+    *,
+    retry_limit: int = 5000,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AnnotationResult:
+    """Plan, send and record on one connection; never raises for HTTP.
+
+    A convenience for callers that hold the store anyway (tests). The ``judge_annotations``
+    asset runs the three phases itself so that no connection is open while posting.
+
+    Every run posts all of the day's annotations again (Phoenix updates them in place, so
+    this is idempotent and repairs annotations deleted in Phoenix) plus, first, the
+    other annotations whose last attempt failed. Every outcome is recorded in
+    ``phoenix_annotations``.
+    """
+    plan = plan_annotations(conn, cfg, day, retry_limit=retry_limit)
+    outcome = send_annotations(cfg, plan, transport=transport, sleep=sleep)
+    return record_annotations(conn, plan, outcome)

@@ -1,7 +1,8 @@
 """Judge scores written back to Arize Phoenix as span annotations (judge_annotations).
 
-A thin adapter over eval_pipeline.core.phoenix.annotate_day. It never fails the run because
-of Phoenix: rejected or undeliverable annotations are recorded per span in
+A thin adapter over eval_pipeline.core.phoenix's plan_annotations / send_annotations /
+record_annotations, with no store connection open while posting. It never fails the run
+because of Phoenix: rejected or undeliverable annotations are recorded per span in
 phoenix_annotations, retried on the next run, and reported by the non-blocking
 ``annotations_delivered`` check (WARN). The judging itself is a separate, upstream asset
 and is never affected. On days whose traces did not come from Phoenix it does nothing and
@@ -45,42 +46,50 @@ def judge_annotations(
     failed_total = 0
     unreachable_days = []
     cfg = None
-    with store.connect() as conn:
-        for day in days:
+    for day in days:
+        # Three phases so the store is not held while Phoenix answers (DuckDB has one
+        # writer at a time; a slow POST would block the CLI and other runs): read the plan,
+        # post with no connection open, then record the delivery state.
+        plan = None
+        with store.connect() as conn:
             eligible = phoenix.phoenix_judgments(conn, day)
             retries = phoenix.pending_retries(conn, cfg)
-            if not eligible and not retries:
-                note = (
-                    "no judgments of Phoenix-sourced traces on this day "
-                    f"(trace source: {trace_source.resolved_kind()}); nothing to write back"
-                )
-                per_day[day] = {"annotations_sent": MD.int(0), "note": MD.text(note)}
-                continue
-            # Built only when needed: a jsonl deployment needs no Phoenix settings at all.
-            cfg = cfg or trace_source.phoenix_config()
-            res = phoenix.annotate_day(conn, cfg, day)
-            failed_total += res.failed
-            if res.unreachable:
-                unreachable_days.append(day)
-            meta = {
-                "dagster/row_count": MD.int(res.sent),
-                "annotations_sent": MD.int(res.sent),
-                "annotations_failed": MD.int(res.failed),
-                "eligible_judgments": MD.int(res.eligible),
-                "retried_from_earlier_runs": MD.int(res.retried_earlier),
-                "failed_by_reason": MD.json(dict(res.errors)),
-                "undelivered_in_store": MD.int(res.still_failing_total),
-                "annotation_name": MD.text(res.name),
-                "identifiers": MD.text(", ".join(res.identifiers) or "none"),
-                "phoenix_url": MD.url(cfg.safe_url()),
-                "phoenix_unreachable": MD.bool(res.unreachable),
-            }
-            per_day[day] = meta
-            msg = (
-                f"{day}: {res.sent} annotations sent, {res.failed} failed "
-                f"({res.retried_earlier} retried from earlier runs) {dict(res.errors)}"
+            if eligible or retries:
+                # Built only when needed: a jsonl deployment needs no Phoenix settings at all.
+                cfg = cfg or trace_source.phoenix_config()
+                plan = phoenix.plan_annotations(conn, cfg, day)
+        if plan is None or cfg is None:
+            note = (
+                "no judgments of Phoenix-sourced traces on this day "
+                f"(trace source: {trace_source.resolved_kind()}); nothing to write back"
             )
-            (context.log.warning if res.failed else context.log.info)(msg)
+            per_day[day] = {"annotations_sent": MD.int(0), "note": MD.text(note)}
+            continue
+        outcome = phoenix.send_annotations(cfg, plan)
+        with store.connect() as conn:
+            res = phoenix.record_annotations(conn, plan, outcome)
+        failed_total += res.failed
+        if res.unreachable:
+            unreachable_days.append(day)
+        meta = {
+            "dagster/row_count": MD.int(res.sent),
+            "annotations_sent": MD.int(res.sent),
+            "annotations_failed": MD.int(res.failed),
+            "eligible_judgments": MD.int(res.eligible),
+            "retried_from_earlier_runs": MD.int(res.retried_earlier),
+            "failed_by_reason": MD.json(dict(res.errors)),
+            "undelivered_in_store": MD.int(res.still_failing_total),
+            "annotation_name": MD.text(res.name),
+            "identifiers": MD.text(", ".join(res.identifiers) or "none"),
+            "phoenix_url": MD.url(cfg.safe_url()),
+            "phoenix_unreachable": MD.bool(res.unreachable),
+        }
+        per_day[day] = meta
+        msg = (
+            f"{day}: {res.sent} annotations sent, {res.failed} failed "
+            f"({res.retried_earlier} retried from earlier runs) {dict(res.errors)}"
+        )
+        (context.log.warning if res.failed else context.log.info)(msg)
     check = dg.AssetCheckResult(
         check_name="annotations_delivered",
         passed=failed_total == 0,

@@ -43,6 +43,7 @@ lock:
 	$(PYTHON) -m venv /tmp/eval_pipeline_lock_venv
 	/tmp/eval_pipeline_lock_venv/bin/pip install --quiet '.[dev]'
 	/tmp/eval_pipeline_lock_venv/bin/pip freeze --exclude eval_pipeline > requirements.lock
+	rm -rf build
 
 ## The local model server for the LLM-judge integration test (llama.cpp + SmolLM2-135M).
 llm-setup:
@@ -52,6 +53,7 @@ llm-setup:
 phoenix-setup:
 	bash scripts/setup_phoenix.sh
 
+## Remove everything the demo made (store, inboxes, Dagster run history) to start over.
 clean-demo:
-	rm -rf data/demo data/inbox data/eval.duckdb data/eval.duckdb.wal
+	rm -rf data/demo data/inbox data/feedback_inbox data/eval.duckdb data/eval.duckdb.wal
 	find data/dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

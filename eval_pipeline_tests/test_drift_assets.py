@@ -183,7 +183,7 @@ def test_baseline_can_be_pinned_to_the_golden_run_at_deploy_time(demo_days):
     instance = dg.DagsterInstance.ephemeral()
     key = demo_days[0].isoformat()
     run(instance, partition_key=key)
-    _golden_run("heuristic", "heuristic-v1", 4.75)
+    _golden_run("heuristic", "heuristic-v2", 4.75)
     result = dg.materialize(
         [drift_loop.drift_report],
         resources=RESOURCES,

@@ -41,7 +41,13 @@ def test_judgment_key_changes_with_every_part():
     assert base == judgment_key(HeuristicJudge(), JudgeRequest("q", "a"))
     assert base != judgment_key(J, JudgeRequest("q", "a", reference="r"))
     assert base != judgment_key(
-        HeuristicJudge(rubric_version="heuristic-v2"), JudgeRequest("q", "a")
+        HeuristicJudge(rubric_version="heuristic-v3"), JudgeRequest("q", "a")
     )
     # Field boundaries are length-prefixed, so moving text between fields changes the key.
     assert judgment_key(J, JudgeRequest("qa", "")) != judgment_key(J, JudgeRequest("q", "a"))
+
+
+def test_quoted_words_still_count_as_shared_words():
+    q = "Where do I click 'Reset password'?"
+    a = "Open the login page and click 'Reset password', then follow the emailed link."
+    assert score(q, a) == 5

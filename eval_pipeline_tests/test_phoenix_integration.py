@@ -277,7 +277,7 @@ def test_daily_assets_ingest_judge_and_annotate(phoenix_env):
         ann = by_span[span_id]
         assert ann["name"] == "eval_pipeline.quality"
         assert ann["annotator_kind"] == "LLM"
-        assert ann["identifier"] == "heuristic|-|heuristic-v1"
+        assert ann["identifier"] == "heuristic|-|heuristic-v2"
         assert ann["result"]["score"] == float(score)
         assert ann["result"]["explanation"]
         assert ann["metadata"]["judge"] == "heuristic"

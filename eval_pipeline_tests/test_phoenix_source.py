@@ -514,13 +514,13 @@ def seed_judged_day(conn, day, spans: list[str], source: str = "phoenix") -> Non
         conn.execute(
             "INSERT OR REPLACE INTO judgments (judgment_key, judge_name, judge_model, "
             "rubric_version, state, score, reason, judged_at) "
-            "VALUES (?, 'heuristic', NULL, 'heuristic-v1', ?, ?, ?, now())",
+            "VALUES (?, 'heuristic', NULL, 'heuristic-v2', ?, ?, ?, now())",
             [key, state, score, f"reason {i}"],
         )
         conn.execute(
             "INSERT INTO judge_scores (partition_date, trace_id, segment, judgment_key, state, "
             "score, judge_name, judge_model, rubric_version, cache_hit) "
-            "VALUES (?, ?, 'all', ?, ?, ?, 'heuristic', NULL, 'heuristic-v1', false)",
+            "VALUES (?, ?, 'all', ?, ?, ?, 'heuristic', NULL, 'heuristic-v2', false)",
             [day, f"t{i}", key, state, score],
         )
 
@@ -567,7 +567,7 @@ def test_annotations_partial_failures_are_recorded_and_retried(tmp_path):
         payload = posted[0][0]
         assert payload["annotator_kind"] == "LLM"
         assert payload["name"] == "eval_pipeline.quality"
-        assert payload["identifier"] == "heuristic|-|heuristic-v1"
+        assert payload["identifier"] == "heuristic|-|heuristic-v2"
         assert payload["result"]["explanation"] == "reason 0"
 
         # The next run (another day) retries the earlier failures; they fail again here.

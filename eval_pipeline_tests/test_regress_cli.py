@@ -196,7 +196,7 @@ def test_threshold_and_no_store(capsys):
         )
         == 0
     )
-    assert "no previous completed run" in capsys.readouterr().out
+    assert "history not compared" in capsys.readouterr().out
     assert not settings.duckdb_path().exists()
 
 

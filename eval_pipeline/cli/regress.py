@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace, stage: list[str]) -> int:
     finally:
         if progress:
             progress.close()
-    comparison = regression.Comparison()
+    comparison = regression.Comparison(compared=False)
     store_error = None
     if not args.no_store:
         try:

@@ -79,11 +79,18 @@ def notify_dagster(count: int, reviewer: str, via: str) -> str:
             )
     except Exception as exc:  # the decisions are saved either way
         return f"could not notify Dagster ({type(exc).__name__}: {exc}); decisions are saved."
-    return "Dagster notified: golden_set will promote the approved cases."
+    return (
+        "Dagster notified: the review_decisions sensor promotes approved cases into the "
+        "golden set while the daemon runs (make ui); without it: dagster asset materialize "
+        "-m eval_pipeline.definitions --select golden_set"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     db = Path(args.db) if args.db else settings.duckdb_path()
+    if not db.exists():  # a typo must not create an empty store and report "0 pending"
+        print(f"no store at {db}: run the pipeline first (make demo)")
+        return 2
     reviewer = _reviewer(args)
 
     def connect():

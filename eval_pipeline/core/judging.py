@@ -107,7 +107,8 @@ _REFUSAL = re.compile(
     r"|as an ai,? i (?:can(?:'|no)t|don't))",
     re.IGNORECASE,
 )
-_WORD = re.compile(r"[a-z0-9']+")
+# Words with an inner apostrophe ("don't"), never a quote mark stuck to a word ("'reset").
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOP = frozenset(
     """a an the and or but if of to in on at for with by from is are was were be been am i you
     your my me we our it its this that these those do does did can could would should will
@@ -136,7 +137,7 @@ class HeuristicJudge:
 
     name: str = "heuristic"
     model: str | None = None
-    rubric_version: str = "heuristic-v1"
+    rubric_version: str = "heuristic-v2"
     rules: dict[str, int] = field(
         default_factory=lambda: {"truncated": 2, "off_topic": 2, "too_short": 1, "vague": 1}
     )

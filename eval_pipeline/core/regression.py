@@ -142,6 +142,7 @@ class Comparison:
     newly_erroring: list[str] = field(default_factory=list)  # passed before, no answer now
     newly_passing: list[str] = field(default_factory=list)  # failed/errored before, pass now
     new_cases: list[str] = field(default_factory=list)  # not in the previous run
+    compared: bool = True  # False: the history was not read (--no-store, or the store failed)
 
 
 def resolve_deploy_id(explicit: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -558,6 +559,8 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
         ):
             if ids:
                 lines.append(f"  {label}: {', '.join(ids[:max_listed])}")
+    elif not cmp.compared:
+        lines.append("history not compared (the run was not recorded in the store)")
     else:
         lines.append("no previous completed run against this target to compare with")
     lines.append(f"verdict: {verdict(run)}")

@@ -195,7 +195,7 @@ def judge_from_env(env: dict[str, str] | None = None) -> Judge:
     if kind == "heuristic":
         return HeuristicJudge()
     if kind == "openai":
-        # Any OpenAI-compatible endpoint; EVAL_JUDGE_* variables (docs/judge.md).
+        # Any OpenAI-compatible endpoint; EVAL_JUDGE_* variables (README.md, "The LLM judge").
         from eval_pipeline.core.llm_judge import OpenAICompatibleJudge
 
         return OpenAICompatibleJudge.from_env(env)

@@ -116,7 +116,7 @@ class LLMJudgeConfig:
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> LLMJudgeConfig:
-        """Read EVAL_JUDGE_* variables (see docs/judge.md for the list)."""
+        """Read EVAL_JUDGE_* variables (see README.md, "The LLM judge" for the list)."""
 
         def get(name: str, cast: Callable[[str], Any], default: Any) -> Any:
             raw = env.get(f"EVAL_JUDGE_{name}")

@@ -77,7 +77,7 @@ class TraceSourceResource(dg.ConfigurableResource):
 
 class JudgeResource(dg.ConfigurableResource):
     """Which judge scores traces. kind=heuristic needs no model (the demo default);
-    kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, docs/judge.md).
+    kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, README.md, "The LLM judge").
 
     Fields left unset fall back to the environment. The API key is never config: only the
     *name* of the variable that holds it is, so the UI never shows the secret.

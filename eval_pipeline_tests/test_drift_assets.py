@@ -14,21 +14,10 @@ import pytest
 from eval_pipeline import settings
 from eval_pipeline.core import demo_traffic, store
 from eval_pipeline.defs import drift_loop
-from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+from eval_pipeline_tests.drift_fixtures import DRIFT_ASSETS, DRIFT_RESOURCES
 
-ASSETS = [
-    drift_loop.raw_traces,
-    drift_loop.sampled_traces,
-    drift_loop.judge_scores,
-    drift_loop.drift_report,
-    drift_loop.drift_alerts,
-]
-RESOURCES = {
-    "store": EvalStore(),
-    "trace_source": TraceSourceResource(),
-    "judge": JudgeResource(),
-    "alert_sink": AlertSink(),
-}
+ASSETS = DRIFT_ASSETS
+RESOURCES = DRIFT_RESOURCES
 TABLES = ["raw_traces", "trace_rejects", "sampled_traces", "judge_scores", "drift_reports"]
 
 
@@ -179,18 +168,23 @@ def _golden_run(judge_name: str, rubric: str, mean: float) -> None:
         )
 
 
-def test_baseline_can_be_pinned_to_the_golden_run_at_deploy_time(demo_days):
+def _drift_report_pinned_to_golden(demo_days, judge: tuple[str, str], mean: float):
     instance = dg.DagsterInstance.ephemeral()
     key = demo_days[0].isoformat()
     run(instance, partition_key=key)
-    _golden_run("heuristic", "heuristic-v2", 4.75)
-    result = dg.materialize(
+    _golden_run(*judge, mean)
+    return dg.materialize(
         [drift_loop.drift_report],
         resources=RESOURCES,
         instance=instance,
         partition_key=key,
         run_config={"ops": {"drift_report": {"config": {"baseline_from_golden_run": True}}}},
+        raise_on_error=False,
     )
+
+
+def test_baseline_can_be_pinned_to_the_golden_run_at_deploy_time(demo_days):
+    result = _drift_report_pinned_to_golden(demo_days, ("heuristic", "heuristic-v2"), 4.75)
     assert result.success
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         kind, base = conn.execute(
@@ -200,18 +194,7 @@ def test_baseline_can_be_pinned_to_the_golden_run_at_deploy_time(demo_days):
 
 
 def test_a_pinned_baseline_from_another_judge_is_refused(demo_days):
-    instance = dg.DagsterInstance.ephemeral()
-    key = demo_days[0].isoformat()
-    run(instance, partition_key=key)
-    _golden_run("openai", "quality-v1", 4.2)
-    result = dg.materialize(
-        [drift_loop.drift_report],
-        resources=RESOURCES,
-        instance=instance,
-        partition_key=key,
-        run_config={"ops": {"drift_report": {"config": {"baseline_from_golden_run": True}}}},
-        raise_on_error=False,
-    )
+    result = _drift_report_pinned_to_golden(demo_days, ("openai", "quality-v1"), 4.2)
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     assert "not comparable" in str(error.to_string())

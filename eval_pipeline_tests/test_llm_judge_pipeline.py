@@ -14,24 +14,13 @@ import pytest
 from eval_pipeline import settings
 from eval_pipeline.core import demo_traffic, store
 from eval_pipeline.core.rubric import RUBRICS_DIR
-from eval_pipeline.defs import drift_loop
-from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+from eval_pipeline.defs.resources import JudgeResource
+from eval_pipeline_tests.drift_fixtures import DRIFT_ASSETS, DRIFT_RESOURCES
 from eval_pipeline_tests.fake_openai import Fault, fake_openai  # noqa: F401
 
 SECRET = "sk-pipeline-test-secret-42"
-ASSETS = [
-    drift_loop.raw_traces,
-    drift_loop.sampled_traces,
-    drift_loop.judge_scores,
-    drift_loop.drift_report,
-    drift_loop.drift_alerts,
-]
-RESOURCES = {
-    "store": EvalStore(),
-    "trace_source": TraceSourceResource(),
-    "judge": JudgeResource(),
-    "alert_sink": AlertSink(),
-}
+ASSETS = DRIFT_ASSETS
+RESOURCES = DRIFT_RESOURCES
 
 
 @pytest.fixture

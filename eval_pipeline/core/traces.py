@@ -198,8 +198,8 @@ WITH fields AS (
                 try(epoch_ms(CAST(CAST(v[2] AS DOUBLE) AS BIGINT)))
         END AS ts
     FROM typed
-)
-SELECT source_file, line_no, left(raw, {EXCERPT_CHARS}) AS excerpt, ts,
+), classified AS (
+SELECT source_file, line_no, raw, ts,
     v[1] ->> '$' AS trace_id, v[3] ->> '$' AS user_query, v[4] ->> '$' AS assistant_response,
     v[5] ->> '$' AS segment, v[6] ->> '$' AS model, v[7] ->> '$' AS prompt_version,
     v[8] ->> '$' AS user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
@@ -242,6 +242,11 @@ SELECT source_file, line_no, left(raw, {EXCERPT_CHARS}) AS excerpt, ts,
                  || ' is outside the file''s day ' || $day
     END AS reason
 FROM parsed
+)
+-- Only a rejected row keeps an excerpt of its text: copying 200 characters of every good
+-- row cost more than any other column.
+SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN left(raw, {EXCERPT_CHARS}) END AS excerpt
+FROM classified
 """
 
 

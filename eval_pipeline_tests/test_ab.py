@@ -157,3 +157,27 @@ def test_bad_configuration_is_refused(tmp_path):
         ab.variants_from_prompts(FIXTURE_TARGET, [GOOD])
     with pytest.raises(ValueError, match="cannot read prompt file"):
         ab.variants_from_prompts(FIXTURE_TARGET, [GOOD, tmp_path / "missing.txt"])
+
+
+def test_a_rerun_takes_its_judgments_from_the_store():
+    """The second A/B run of the same answers makes no judge call."""
+    from eval_pipeline.core.scoring import CachedJudge
+
+    class Counting(HeuristicJudge):
+        calls = 0
+
+        def judge_many(self, requests, progress=None):
+            Counting.calls += len(requests)
+            return super().judge_many(requests, progress)
+
+    cs = cases.load_cases(DEMO_CASES)[:8]
+    variants = ab.variants_from_prompts("eval_pipeline.demo_app:answer", [GOOD, REGRESSED])
+    first = ab.run_ab(cs, variants, CachedJudge(Counting(), settings.duckdb_path()))
+    assert Counting.calls > 0
+    with store.connect(settings.duckdb_path()) as conn:
+        ab.store_ab(conn, first)
+    Counting.calls = 0
+    judge = CachedJudge(Counting(), settings.duckdb_path())
+    second = ab.run_ab(cs, variants, judge)
+    assert Counting.calls == 0 and judge.cache_hits > 0
+    assert second.reports[0].scores.delta == first.reports[0].scores.delta

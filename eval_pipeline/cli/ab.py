@@ -19,6 +19,7 @@ from eval_pipeline.core import ab, ab_stats, store
 from eval_pipeline.core import cases as cases_mod
 from eval_pipeline.core.judging import judge_from_env
 from eval_pipeline.core.runners import RunnerConfigError
+from eval_pipeline.core.scoring import CachedJudge
 
 EXIT_NOT_RUN = 3
 DEMO_TARGET = "eval_pipeline.demo_app:answer"
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         variants = build_variants(args)
         judge = judge_from_env()
+        if not args.no_store:  # judgments already in the store are not paid for again
+            judge = CachedJudge(judge, args.db or settings.duckdb_path())
         ab_stats.floor_points(args.min_effect, 0, 1)  # validates the fraction
     except (ValueError, RunnerConfigError) as exc:
         return _not_run(str(exc))

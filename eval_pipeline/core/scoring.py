@@ -17,11 +17,14 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core import store
 from eval_pipeline.core.judging import Judge, JudgeRequest, Judgment, Progress, judgment_key
 from eval_pipeline.core.store import replace_rows
 
@@ -260,3 +263,41 @@ def score_day(
     plan = plan_day(conn, judge, day)
     new, wall = judge_plan(judge, plan, progress)
     return record_day(conn, judge, plan, new, wall)
+
+
+class CachedJudge:
+    """A judge that answers from the store's judgment cache first, then asks the wrapped judge.
+
+    For callers that judge outside the drift loop (the A/B test): a re-run of the same cases
+    with the same answers costs no judge call. The store is opened only for the look-up, on a
+    short connection; the new judgments are stored by the caller, as before.
+    """
+
+    def __init__(self, judge: Judge, db_path: str | Path) -> None:
+        self.inner = judge
+        self.db_path = Path(db_path)
+        self.name, self.model, self.rubric_version = judge.name, judge.model, judge.rubric_version
+        self.cache_hits = 0
+
+    def __getattr__(self, attr: str):  # compare_many, cost_estimate, ... of the wrapped judge
+        return getattr(self.inner, attr)
+
+    def judge_many(
+        self, requests: Sequence[JudgeRequest], progress: Progress | None = None
+    ) -> list[Judgment]:
+        keys = [judgment_key(self.inner, r) for r in requests]
+        cached: dict[str, tuple[str, int | None, str]] = {}
+        if self.db_path.exists():
+            with store.connect(self.db_path) as conn:
+                cached = lookup_judgments(conn, keys)
+        misses = [r for k, r in zip(keys, requests, strict=True) if k not in cached]
+        fresh = iter(self.inner.judge_many(misses, progress=progress) if misses else [])
+        out = []
+        for key in keys:
+            if key in cached:
+                self.cache_hits += 1
+                state, score, reason = cached[key]
+                out.append(Judgment(state, score, reason, attempts=0))  # type: ignore[arg-type]
+            else:
+                out.append(next(fresh))
+        return out

@@ -16,6 +16,7 @@ from eval_pipeline import settings
 from eval_pipeline.core import ab, ab_stats
 from eval_pipeline.core import cases as cases_mod
 from eval_pipeline.core.runners import RunnerConfigError
+from eval_pipeline.core.scoring import CachedJudge
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
 MD = dg.MetadataValue
@@ -89,7 +90,8 @@ def prompt_ab_test(
         variants = _variants(config)
     except (ValueError, RunnerConfigError) as exc:
         raise dg.Failure(description=f"cannot set up the variants: {exc}") from exc
-    the_judge = judge.build()
+    # Judgments already in the store are not paid for again.
+    the_judge = CachedJudge(judge.build(), store.resolved_path())
     result = ab.run_ab(
         the_cases,
         variants,

@@ -46,10 +46,17 @@ def openai_env(monkeypatch, fake_openai):  # noqa: F811
     return fake_openai
 
 
-def run(instance, day, assets=ASSETS, resources=RESOURCES) -> dg.ExecuteInProcessResult:
-    result = dg.materialize(assets, resources=resources, instance=instance, partition_key=day)
+def run(instance, day, assets=ASSETS, resources=RESOURCES, run_config=None):
+    result = dg.materialize(
+        assets, resources=resources, instance=instance, partition_key=day, run_config=run_config
+    )
     assert result.success
     return result
+
+
+# One failed judgment can stand for several sampled traces (identical question and answer),
+# so a test that injects a failure on purpose must not trip the 5% gate by chance.
+LENIENT_GATE = {"ops": {"judge_scores": {"config": {"max_failure_rate": 1.0}}}}
 
 
 def judged_meta(result) -> dict:
@@ -156,7 +163,7 @@ def test_faults_end_in_the_right_state_and_the_run_completes(day, openai_env):
 def test_the_api_key_is_never_stored_or_shown(day, openai_env):
     instance = dg.DagsterInstance.ephemeral()
     openai_env.script(Fault.status(401, body={"error": {"message": f"bad key {SECRET}"}}))
-    run(instance, day)
+    run(instance, day, run_config=LENIENT_GATE)
     assert openai_env.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         tables = [r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()]

@@ -32,7 +32,6 @@ reasons, logs or metadata (it is also scrubbed from any error text a server echo
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from eval_pipeline.core.http import parse_retry_after
 from eval_pipeline.core.judging import JudgeRequest, Judgment, PairPick, PairRequest, Progress
 from eval_pipeline.core.rubric import PAIRWISE_VERSION, Rubric, load_rubric, pairwise_messages
 
@@ -270,26 +270,6 @@ class _Call:
             value = usage.get(name)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, (getattr(self, name) or 0) + value)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 @dataclass

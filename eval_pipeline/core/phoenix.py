@@ -54,6 +54,7 @@ import duckdb
 import httpx
 import pandas as pd
 
+from eval_pipeline.core.http import parse_retry_after
 from eval_pipeline.core.store import replace_rows
 from eval_pipeline.core.traces import SourceUnavailable, StageReport
 
@@ -258,23 +259,13 @@ class PhoenixClient:
                 if resp.status_code not in RETRY_STATUSES:
                     return resp
                 problem = f"HTTP {resp.status_code}: {_body_excerpt(resp)}"
-                wait = max(wait, _retry_after(resp) or 0.0)
+                wait = max(wait, parse_retry_after(resp.headers.get("retry-after")) or 0.0)
             if attempt + 1 < attempts:
                 self._sleep(min(wait, 30.0))
         raise PhoenixUnavailable(
             f"Phoenix at {self.cfg.safe_url()} did not answer {what} after {attempts} "
             f"attempts: {problem}"
         )
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _body_excerpt(resp: httpx.Response, limit: int = 200) -> str:

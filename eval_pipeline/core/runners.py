@@ -39,6 +39,7 @@ from typing import Any, Protocol, TextIO
 import httpx
 
 from eval_pipeline.core.cases import Input, as_messages
+from eval_pipeline.core.http import parse_retry_after
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 30.0
@@ -93,16 +94,6 @@ def _backoff(attempt: int, base: float, retry_after: float | None = None) -> flo
         return min(max(retry_after, 0.0), MAX_BACKOFF)
     delay = base * (2**attempt)
     return min(delay + random.uniform(0, delay), MAX_BACKOFF)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
 
 
 # --- the OpenAI-compatible endpoint -----------------------------------------------------
@@ -171,7 +162,7 @@ class HttpChatRunner:
                 error = f"HTTP {resp.status_code}: {_error_message(resp, scrub)}"
                 if resp.status_code != 429 and resp.status_code < 500:
                     return Call(None, error, _ms(start), attempt)  # not transient
-                retry_after = _retry_after(resp)
+                retry_after = parse_retry_after(resp.headers.get("retry-after"))
             if attempt > self.retries:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 return Call(None, error + suffix, _ms(start), attempt)

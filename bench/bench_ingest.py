@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 from eval_pipeline import settings
-from eval_pipeline.core import demo_traffic, store
-from eval_pipeline.core.drift import DriftConfig, report_day
-from eval_pipeline.core.sampling import sample_day
-from eval_pipeline.core.traces import InboxSource, ingest_day
+from eval_pipeline.core import store
+from eval_pipeline.core.drift.report import DriftConfig, report_day
+from eval_pipeline.core.drift.sampling import sample_day
+from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.demo import traffic as demo_traffic
 
 N_TRACES = int(os.environ.get("BENCH_TRACES", 1_000_000))
 DAY = dt.date(2026, 10, 5)

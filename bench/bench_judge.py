@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval_pipeline.core import scoring, store
-from eval_pipeline.core.judging import JudgeRequest
-from eval_pipeline.core.llm_judge import LLMJudgeConfig, OpenAICompatibleJudge
+from eval_pipeline.core import store
+from eval_pipeline.core.judge import cache as scoring
+from eval_pipeline.core.judge.base import JudgeRequest
+from eval_pipeline.core.judge.llm import LLMJudgeConfig, OpenAICompatibleJudge
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer, Fault
 
 N = 1000

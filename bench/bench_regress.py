@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval_pipeline.core import cases, regression, runners
+from eval_pipeline.core.regression import cases, runners
+from eval_pipeline.core.regression import gate as regression
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer
 
 N_CASES = 500

@@ -15,14 +15,16 @@ import argparse
 import sys
 
 from eval_pipeline import settings
-from eval_pipeline.core import ab, ab_stats, store
-from eval_pipeline.core import cases as cases_mod
-from eval_pipeline.core.judging import judge_from_env
-from eval_pipeline.core.runners import RunnerConfigError
-from eval_pipeline.core.scoring import CachedJudge
+from eval_pipeline.core import store
+from eval_pipeline.core.ab import run as ab
+from eval_pipeline.core.ab import stats as ab_stats
+from eval_pipeline.core.judge.cache import CachedJudge
+from eval_pipeline.core.judge.factory import judge_from_env
+from eval_pipeline.core.regression import cases as cases_mod
+from eval_pipeline.core.regression.runners import RunnerConfigError
 
 EXIT_NOT_RUN = 3
-DEMO_TARGET = "eval_pipeline.demo_app:answer"
+DEMO_TARGET = "eval_pipeline.demo.app:answer"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from eval_pipeline.core.collector import TOKEN_ENV, create_app
+    from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app
 
     if not os.environ.get(TOKEN_ENV):
         print(f"set {TOKEN_ENV} to the bearer token clients will send")

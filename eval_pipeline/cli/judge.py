@@ -17,7 +17,8 @@ import json
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.judging import JudgeRequest, judge_from_env
+from eval_pipeline.core.judge.base import JudgeRequest
+from eval_pipeline.core.judge.factory import judge_from_env
 
 SAMPLE = JudgeRequest(
     query="How do I reset my password?",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.phoenix import (
+from eval_pipeline.core.sources.phoenix import (
     PhoenixClient,
     PhoenixConfig,
     PhoenixUnavailable,

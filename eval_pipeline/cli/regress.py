@@ -15,10 +15,12 @@ import sys
 import traceback
 
 from eval_pipeline import settings
-from eval_pipeline.core import cases as cases_mod
-from eval_pipeline.core import regression, runners, store
-from eval_pipeline.core.junit import write_junit_xml
-from eval_pipeline.core.regression import RegressionRun
+from eval_pipeline.core import store
+from eval_pipeline.core.regression import cases as cases_mod
+from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.regression import runners
+from eval_pipeline.core.regression.gate import RegressionRun
+from eval_pipeline.core.regression.junit import write_junit_xml
 
 
 def register(sub: argparse._SubParsersAction) -> None:

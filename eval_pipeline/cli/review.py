@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from eval_pipeline import settings
-from eval_pipeline.core import review, store
+from eval_pipeline.core import store
+from eval_pipeline.core.feedback import review
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,11 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core import alerts, drift, regression, sampling, scoring, traces
+from eval_pipeline.core.drift import alerts, sampling
+from eval_pipeline.core.drift import report as drift
+from eval_pipeline.core.judge import cache as scoring
+from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.sources import inbox as traces
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days
 from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource

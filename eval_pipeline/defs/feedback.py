@@ -28,8 +28,8 @@ from pathlib import Path
 import dagster as dg
 
 from eval_pipeline import settings
-from eval_pipeline.core import candidates, golden
-from eval_pipeline.core import feedback as fb
+from eval_pipeline.core.feedback import candidates, golden
+from eval_pipeline.core.feedback import ingest as fb
 from eval_pipeline.defs.resources import EvalStore
 
 MD = dg.MetadataValue

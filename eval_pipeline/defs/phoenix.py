@@ -1,6 +1,6 @@
 """Judge scores written back to Arize Phoenix as span annotations (judge_annotations).
 
-A thin adapter over eval_pipeline.core.phoenix's plan_annotations / send_annotations /
+A thin adapter over eval_pipeline.core.sources.phoenix's plan_annotations / send_annotations /
 record_annotations, with no store connection open while posting. It never fails the run
 because of Phoenix: rejected or undeliverable annotations are recorded per span in
 phoenix_annotations, retried on the next run, and reported by the non-blocking
@@ -11,7 +11,7 @@ says so in its metadata.
 
 import dagster as dg
 
-from eval_pipeline.core import phoenix
+from eval_pipeline.core.sources import phoenix
 from eval_pipeline.defs.drift_loop import judge_scores
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days

@@ -12,7 +12,7 @@ latest materialization in the Dagster instance; it never opens DuckDB.
 
 The run's judge-scored mean (every answer scored by the configured judge without the
 reference, as the drift loop scores live traffic) is in the ``judge_mean`` metadata and in
-``regression_runs.judge_mean``; ``eval_pipeline.core.regression.latest_baseline`` reads it
+``regression_runs.judge_mean``; ``eval_pipeline.core.regression.gate.latest_baseline`` reads it
 (from passing runs only) for the drift loop's pinned baseline.
 """
 
@@ -21,11 +21,12 @@ import os
 import dagster as dg
 
 from eval_pipeline import settings
-from eval_pipeline.core import cases, regression, runners
+from eval_pipeline.core.regression import cases, runners
+from eval_pipeline.core.regression import gate as regression
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
 MD = dg.MetadataValue
-DEFAULT_TARGET = "eval_pipeline.demo_app:answer"
+DEFAULT_TARGET = "eval_pipeline.demo.app:answer"
 
 
 class RegressionConfig(dg.Config):

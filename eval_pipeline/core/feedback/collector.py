@@ -1,0 +1,395 @@
+"""The feedback collector: a small ASGI app with ``POST /v1/feedback``.
+
+Mount it in a service (``app.mount("/", create_app())``) or run it on its own
+(``eval-pipeline feedback serve``). Requests carry ``Authorization: Bearer <token>``; the
+token comes from ``EVAL_FEEDBACK_TOKEN`` and is never logged.
+
+Accepted records are appended, one JSON line each, to a file in ``<inbox>/.incoming/``
+(outside what the inbox sensor looks at). The file is rotated (closed, fsynced, renamed into
+the inbox) when it reaches a size, a record count or an age, and on shutdown. A rename is
+atomic, so a file only ever appears in the inbox complete. The response is sent after the
+line has been written to the file (flushed to the OS), so a record acknowledged with 202 is
+in a file that will reach the inbox, even if this process is killed: leftover files of dead
+writers are moved into the inbox when a collector next starts.
+
+Mounted, the app gets no lifespan (Starlette runs only the host's), so nothing here depends
+on it (``CollectorRuntime``): recovery and the age-rotation thread start on the first
+request, and the current file is published at interpreter exit (atexit) and on SIGTERM
+(uvicorn ends a SIGTERM shutdown by re-raising the signal with its default action, which
+skips atexit). When the lifespan does run (standalone), it does the same, earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import datetime as dt
+import hmac
+import itertools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from eval_pipeline import settings
+from eval_pipeline.core.feedback.ingest import (
+    INCOMING_DIR,
+    MAX_LINE_BYTES,
+    InvalidRecord,
+    record_to_json,
+    validate_record,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "EVAL_FEEDBACK_TOKEN"
+MAX_BATCH = 100
+MAX_BODY_BYTES = MAX_BATCH * MAX_LINE_BYTES
+
+
+class RotatingWriter:
+    """Appends lines to a file in ``incoming`` and renames it into ``inbox`` when full.
+
+    Thread-safe: one lock serialises writes and rotation, so lines never interleave and a
+    file is never renamed while a line is being written to it.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        max_bytes: int = 1_000_000,
+        max_records: int = 10_000,
+        max_age_seconds: float = 60.0,
+    ) -> None:
+        self.inbox = Path(inbox)
+        self.incoming = self.inbox / INCOMING_DIR
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.max_age_seconds = max_age_seconds
+        self._lock = threading.Lock()
+        self._fh = None
+        self._path: Path | None = None
+        self._bytes = 0
+        self._records = 0
+        self._opened = 0.0
+        self._seq = itertools.count(1)
+        self.files_published = 0
+        # Set once shutdown has begun: every later write is published at once, so requests
+        # still finishing while the server drains do not stay in .incoming/.
+        self.draining = False
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        # The pid makes names unique across worker processes and tells recovery whose it is.
+        self._path = self.incoming / f"feedback-{stamp}-p{os.getpid()}-{next(self._seq)}.jsonl"
+        self._fh = open(self._path, "ab")  # noqa: SIM115 - kept open across requests
+        self._bytes = self._records = 0
+        self._opened = time.monotonic()
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append lines (one record each) atomically with respect to rotation."""
+        payload = "".join(line + "\n" for line in lines).encode("utf-8")
+        with self._lock:
+            if self._fh is None:
+                self._open()
+            self._fh.write(payload)
+            self._fh.flush()
+            self._bytes += len(payload)
+            self._records += len(lines)
+            if self.draining or self._bytes >= self.max_bytes or self._records >= self.max_records:
+                self._publish_locked()
+
+    def rotate_if_old(self) -> bool:
+        with self._lock:
+            if self._fh is not None and time.monotonic() - self._opened >= self.max_age_seconds:
+                self._publish_locked()
+                return True
+        return False
+
+    def close(self, timeout: float = -1) -> bool:
+        """Publish the current file and drain from now on. With a timeout (from a signal
+        handler, which may interrupt the thread holding the lock) it can give up: False."""
+        self.draining = True
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._publish_locked()
+        finally:
+            self._lock.release()
+        return True
+
+    def _publish_locked(self) -> None:
+        if self._fh is None:
+            return
+        fh, path = self._fh, self._path
+        self._fh = self._path = None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        if self._records == 0:
+            path.unlink(missing_ok=True)
+            return
+        os.replace(path, self.inbox / path.name)
+        self.files_published += 1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_incoming(inbox: Path) -> list[Path]:
+    """Publish files left in .incoming by writers that are no longer running.
+
+    Their last line may be cut off by the crash; ingestion rejects it with a reason.
+    """
+    incoming = Path(inbox) / INCOMING_DIR
+    moved = []
+    if not incoming.is_dir():
+        return moved
+    for path in sorted(incoming.glob("feedback-*-p*-*.jsonl")):
+        try:
+            pid = int(path.name.rsplit("-p", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
+            continue
+        dest = Path(inbox) / path.name
+        os.replace(path, dest)
+        moved.append(dest)
+    return moved
+
+
+class CollectorRuntime:
+    """Recovery, age rotation and the final publish, started without the host's help.
+
+    ``ensure_started`` is idempotent and cheap after the first call (per process: a forked
+    worker starts its own thread). It runs on the first request and in the lifespan when the
+    lifespan runs. ``close`` publishes the current file and stops the thread; it runs in the
+    lifespan's shutdown, at interpreter exit, and on SIGTERM.
+    """
+
+    def __init__(self, writer: RotatingWriter, inbox: Path, interval: float) -> None:
+        self.writer = writer
+        self.inbox = inbox
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pid == os.getpid()
+
+    def ensure_started(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            recovered = recover_incoming(self.inbox)
+            if recovered:
+                log.warning(
+                    "published %d feedback files left by stopped collectors", len(recovered)
+                )
+            self.writer.draining = False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._rotate_by_age,
+                args=(self._stop,),
+                name="feedback-collector-rotation",
+                daemon=True,
+            )
+            self._thread.start()
+            atexit.register(self._at_exit)
+            _install_sigterm_publish()
+            self._pid = os.getpid()
+        _RUNTIMES.add(self)
+
+    def _rotate_by_age(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.writer.rotate_if_old()
+            except Exception:  # keep rotating; the next tick tries again
+                log.exception("feedback collector: rotation failed")
+
+    def close(self, timeout: float = -1) -> None:
+        """Publish the current file and stop rotating. Safe to call more than once."""
+        with self._lock:
+            self._stop.set()
+            thread, self._thread, self._pid = self._thread, None, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        atexit.unregister(self._at_exit)
+        _RUNTIMES.discard(self)
+        try:
+            if not self.writer.close(timeout):
+                log.warning("feedback collector: current file left for recovery (busy)")
+        except OSError:
+            log.exception("feedback collector: could not publish the current file")
+
+    def _at_exit(self) -> None:
+        self.close(timeout=5)
+
+
+_RUNTIMES: set[CollectorRuntime] = set()  # started in this process; published on SIGTERM
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Publish first (with a timeout: the interrupted thread may hold a writer's lock), then
+    # let whatever handled SIGTERM before (uvicorn's graceful shutdown, or the default
+    # action) run. Writes that still arrive while draining are published one by one.
+    for runtime in list(_RUNTIMES):
+        runtime.writer.draining = True
+        try:  # never raise into whatever code the signal interrupted
+            runtime.writer.close(timeout=2)
+        except OSError:
+            log.exception("feedback collector: could not publish the current file")
+    previous = _on_sigterm.previous  # type: ignore[attr-defined]
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
+def _install_sigterm_publish() -> None:
+    """Chain ``_on_sigterm`` in front of the current SIGTERM handler (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be handled there; atexit still publishes
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm:
+        return
+    _on_sigterm.previous = current  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def create_app(
+    inbox: Path | str | None = None,
+    token: str | None = None,
+    *,
+    max_bytes: int = 1_000_000,
+    max_records: int = 10_000,
+    max_age_seconds: float = 60.0,
+) -> Starlette:
+    """The collector app. ``token`` defaults to $EVAL_FEEDBACK_TOKEN (required)."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise RuntimeError(
+            f"no feedback token: set {TOKEN_ENV} (clients send it as a bearer token)"
+        )
+    expected_auth = f"Bearer {token}".encode()
+    inbox_path = Path(inbox) if inbox is not None else settings.feedback_inbox()
+    writer = RotatingWriter(inbox_path, max_bytes, max_records, max_age_seconds)
+    runtime = CollectorRuntime(writer, inbox_path, min(1.0, max(0.05, max_age_seconds / 4)))
+
+    async def post_feedback(request: Request) -> JSONResponse:
+        # In the request's thread (the main thread under uvicorn), so SIGTERM can be hooked.
+        runtime.ensure_started()
+        auth = request.headers.get("authorization", "")
+        if not auth:
+            return _error(
+                401,
+                "missing Authorization header (expected 'Bearer <token>')",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(auth.encode(), expected_auth):
+            return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_BODY_BYTES:
+                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            payload = json.loads(bytes(body).decode("utf-8"))
+        except UnicodeDecodeError:
+            return _error(400, "body is not UTF-8")
+        except json.JSONDecodeError as exc:
+            return _error(
+                400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            )
+        items = payload if isinstance(payload, list) else [payload]
+        if not items:
+            return _error(422, "empty list: send one record or a list of records")
+        if len(items) > MAX_BATCH:
+            return _error(413, f"at most {MAX_BATCH} records per request")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        lines, ids, problems = [], [], []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, dict) and "received_at" in item:
+                    raise InvalidRecord(
+                        "invalid field", "received_at is set by the collector, not the client"
+                    )
+                rec = validate_record(item)
+            except InvalidRecord as exc:
+                problems.append(str(exc) if len(items) == 1 else f"record {i}: {exc}")
+                continue
+            if not rec.client_feedback_id:
+                # Every post is its own record: two users' identical thumbs-downs must not
+                # collapse. (A client that retries sends its own feedback_id to land once.)
+                item = {**item, "feedback_id": uuid.uuid4().hex}
+                rec = validate_record(item)
+            rec = dataclasses.replace(rec, received_at=now)
+            line = record_to_json(rec)
+            if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+                problems.append(f"record {i}: larger than {MAX_LINE_BYTES} bytes")
+                continue
+            lines.append(line)
+            ids.append(rec.feedback_id)
+        if problems:
+            # All or nothing, so a client can fix and resend the whole request.
+            return _error(422, "; ".join(problems))
+        # File I/O off the event loop; the writer's lock keeps lines whole.
+        await asyncio.to_thread(writer.write_lines, lines)
+        return JSONResponse({"accepted": len(lines), "feedback_ids": ids}, status_code=202)
+
+    async def health(request: Request) -> JSONResponse:
+        runtime.ensure_started()
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Only when the app is served on its own: a mounted app's lifespan never runs.
+        runtime.ensure_started()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(runtime.close)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/feedback", post_feedback, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.writer = writer
+    app.state.collector = runtime
+    return app

@@ -1,0 +1,83 @@
+"""`eval-pipeline ab` and the prompt_ab_test Dagster asset, end to end on the demo app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from eval_pipeline import settings
+from eval_pipeline.cli import main
+from eval_pipeline.core import store
+from eval_pipeline.core.ab import stats as ab_stats
+from eval_pipeline.defs import ab as ab_defs
+from eval_pipeline.defs.resources import EvalStore, JudgeResource
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = ROOT / "data" / "ab" / "cases.jsonl"
+GOOD = ROOT / "eval_pipeline" / "demo" / "app" / "prompt_good.txt"
+REGRESSED = ROOT / "eval_pipeline" / "demo" / "app" / "prompt_regressed.txt"
+
+
+def test_cli_prints_the_verdict_with_its_evidence_and_stores_it(capsys, tmp_path):
+    md = tmp_path / "ab.md"
+    code = main(
+        ["ab", "--cases", str(CASES), "--a-prompt", str(GOOD), "--b-prompt", str(REGRESSED),
+         "--pairwise", "--markdown", str(md)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "B (prompt_regressed.txt) vs A (prompt_good.txt): A WINS" in out
+    for needle in ("n=36", "mean A 4.94", "delta -1.33", "95% CI", "paired t-test p=",
+                   "Wilcoxon signed-rank p=", "d_z=", "floor 0.20", "largest changes",
+                   "position consistency"):  # fmt: skip
+        assert needle in out
+    assert "A/B verdict: **A wins**" in md.read_text()
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        assert conn.execute("SELECT verdict FROM ab_runs").fetchall() == [(ab_stats.A_WINS,)]
+
+
+def test_cli_same_prompt_twice_is_no_significant_difference(capsys):
+    code = main(["ab", "--cases", str(CASES), "--a-prompt", str(GOOD), "--b-prompt", str(GOOD),
+                 "--no-store"])  # fmt: skip
+    assert code == 0
+    assert "NO SIGNIFICANT DIFFERENCE" in capsys.readouterr().out
+
+
+def test_cli_refuses_bad_input_with_exit_3(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    assert main(["ab", "--cases", str(bad), "--a-prompt", str(GOOD), "--b-prompt", str(GOOD)]) == 3
+    assert "bad case file" in capsys.readouterr().err
+    assert main(["ab", "--cases", str(CASES), "--a-prompt", str(GOOD)]) == 3
+    both = ["ab", "--cases", str(CASES), "--a-prompt", str(GOOD), "--b-prompt", str(GOOD),
+            "--a-target", "x:y", "--b-target", "x:z"]  # fmt: skip
+    assert main(both) == 3
+    assert "not both" in capsys.readouterr().err
+
+
+def test_asset_materializes_with_markdown_and_rows():
+    result = dg.materialize(
+        [ab_defs.prompt_ab_test],
+        resources={"store": EvalStore(), "judge": JudgeResource()},
+        run_config=dg.RunConfig(
+            {"prompt_ab_test": ab_defs.ABTestConfig(cases_path=str(CASES), pairwise=True)}
+        ),
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("prompt_ab_test")[0].metadata
+    assert meta["verdict"].value == ab_stats.A_WINS
+    assert meta["scores/n"].value == 36
+    assert meta["scores/t_test_p"].value < 0.05
+    assert "Largest changes" in meta["report"].value
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM ab_case_scores").fetchone()[0] == 72
+
+
+def test_asset_is_in_the_code_location_with_the_duckdb_pool():
+    from eval_pipeline.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    node = graph.get(dg.AssetKey("prompt_ab_test"))
+    assert node.group_name == "ab"
+    assert node.pools == {"duckdb"}

@@ -21,8 +21,7 @@ from eval_pipeline.core.judge.base import (
     PairRequest,
     judgment_key,
 )
-from eval_pipeline.core.regression import graders
-from eval_pipeline.core.regression.case import Case, input_text
+from eval_pipeline.core.regression.case import Case, input_text, reference_text
 from eval_pipeline.core.regression.runners import Call
 
 
@@ -103,7 +102,7 @@ def run_pairwise(
     requests = []
     for case, ca, cb in items:
         if ca.ok and cb.ok:
-            q, ref = input_text(case.input), graders.reference_text(case.expected)
+            q, ref = input_text(case.input), reference_text(case.expected)
             requests.append(PairRequest(q, ca.output, cb.output, ref))
             requests.append(PairRequest(q, cb.output, ca.output, ref))
     picks = iter(pjudge.compare_many(requests) if requests else [])

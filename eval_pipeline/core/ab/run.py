@@ -48,7 +48,7 @@ from eval_pipeline.core.ab.variants import (
 )
 from eval_pipeline.core.judge.base import Judge, JudgeRequest, Judgment, judgment_key
 from eval_pipeline.core.regression import graders
-from eval_pipeline.core.regression.case import Case, input_text
+from eval_pipeline.core.regression.case import Case, input_text, reference_text
 from eval_pipeline.core.regression.cases import golden_version, load_cases
 from eval_pipeline.core.regression.runners import (
     DEFAULT_API_KEY_ENV,
@@ -214,7 +214,7 @@ def score_calls(
                 req = JudgeRequest(
                     query=input_text(case.input),
                     response=call.output,
-                    reference=graders.reference_text(case.expected),
+                    reference=reference_text(case.expected),
                 )
                 judge_items.append((len(out) - 1, req))
             else:

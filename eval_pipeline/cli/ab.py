@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--cases", dest="cases_path", required=True, help="case file (golden-set JSONL format)"
+        "--cases",
+        dest="cases_path",
+        metavar="CASES",
+        required=True,
+        help="case file (golden-set JSONL format)",
     )
     p.add_argument("--a-prompt", help="prompt file of variant A (the baseline)")
     p.add_argument("--b-prompt", help="prompt file of variant B")
@@ -89,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top",
         dest="top_changes",
+        metavar="TOP",
         type=int,
         default=ABSpec.top_changes,
         help="rows in the largest-changes table (default %(default)s)",
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except ABSetupError as exc:
         return _not_run(str(exc))
     print("\n".join(verdict_lines(result)))
-    table = changes_table(result, spec.top_changes)
+    table = changes_table(result)
     if table:
         print()
         print("\n".join(table))

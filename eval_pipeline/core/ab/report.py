@@ -103,8 +103,9 @@ def markdown_report(result: ABResult) -> str:
     return "\n".join(out)
 
 
-def changes_table(result: ABResult, limit: int = 10) -> list[str]:
-    """The per-case table of the largest changes, as plain text."""
+def changes_table(result: ABResult, limit: int | None = None) -> list[str]:
+    """The per-case table of the largest changes, as plain text (each challenger's changes
+    are already the run's ``top_changes`` largest; ``limit`` shows fewer)."""
     lines = []
     for r in result.reports:
         if not r.changes:

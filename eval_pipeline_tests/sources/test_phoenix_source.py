@@ -119,6 +119,21 @@ def test_always_500_fails_the_day_and_writes_nothing(tmp_path):
     assert len(script.requests) == 3 and sleeps == [0.5, 1.0]
 
 
+def test_long_retry_after_is_capped_and_the_key_never_reaches_the_error():
+    def handler(request, n):
+        key = request.headers["authorization"].removeprefix("Bearer ")
+        return httpx.Response(503, headers={"Retry-After": "120"}, text=f"bad key {key} " * 40)
+
+    src, script, sleeps = source_for(handler, retries=1, api_key="k-secret-123")
+    with store.connect(":memory:") as conn, pytest.raises(SourceUnavailable) as info:
+        create_staging(conn)
+        src.stage_day(conn, DAY)
+    assert len(script.requests) == 2 and sleeps == [30.0]
+    message = str(info.value)
+    assert "after 2 attempts: HTTP 503: bad key [redacted]" in message
+    assert "k-secret" not in message
+
+
 def test_timeouts_and_refused_connections_are_retried_then_fail():
     def handler(request, n):
         raise httpx.ReadTimeout("slow", request=request)

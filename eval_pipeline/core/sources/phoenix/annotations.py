@@ -159,7 +159,7 @@ def _post_batch(client: PhoenixClient, batch: list[_Item]) -> None:
                 f"Phoenix refused the annotations (HTTP {resp.status_code}): set "
                 "PHOENIX_API_KEY to a key that may write annotations"
             )
-        body = body_excerpt(resp, 300)
+        body = body_excerpt(resp, 300, client.secrets)
         if resp.status_code == 404:
             # "Spans with IDs a, b do not exist.": mark those, send the rest again.
             missing = set(_MISSING_SPANS.findall(body))

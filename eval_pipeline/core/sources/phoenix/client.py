@@ -10,26 +10,42 @@ spans. A 404 is followed by ``GET /v1/projects/{p}`` to be sure: 404 there means
 project is unknown (a typo must never read as a quiet day, so the day fails); 200 means the
 day is genuinely empty.
 
-Connection errors, timeouts, 429 and 5xx are retried with exponential backoff (honouring
-``Retry-After``); when the retries run out the request raises ``PhoenixUnavailable``.
+Connection errors, timeouts and HTTP 408, 429, 500, 502, 503 and 504 are retried by the
+shared ``core.http.RetryPolicy``; when the retries run out the request raises
+``PhoenixUnavailable``. Phoenix keeps its own waits: doubling from ``backoff_s`` with
+``Retry-After`` as the floor, at most 30 s, without jitter (one reader per day, not a crowd
+of clients to spread out). Error text is scrubbed of the API key before it is cut short.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from eval_pipeline.core.http import parse_retry_after
+from eval_pipeline.core.http import GaveUp, Retryable, RetryPolicy, parse_retry_after, scrub
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_WAIT_S = 30.0
+
+
+class DoublingBackoff(RetryPolicy):
+    """The shared retry policy with Phoenix's waits: ``backoff_base * 2**(retry - 1)``, or
+    the Retry-After if longer, capped at ``backoff_max``; deterministic (no jitter)."""
+
+    def backoff(
+        self, retry: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        wait = self.backoff_base * 2 ** (retry - 1)
+        return min(max(wait, retry_after or 0.0), self.backoff_max)
 
 
 class PhoenixUnavailable(RuntimeError):
@@ -47,12 +63,23 @@ class PhoenixClient:
     ) -> None:
         self.cfg = cfg
         self._sleep = sleep
+        self._policy = DoublingBackoff(
+            max_attempts=1 + max(0, cfg.retries),
+            backoff_base=cfg.backoff_s,
+            backoff_max=MAX_WAIT_S,
+            retry_statuses=RETRY_STATUSES,
+        )
         headers = {"Accept": "application/json"}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         self._http = httpx.Client(
             base_url=cfg.base_url, timeout=cfg.timeout_s, headers=headers, transport=transport
         )
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """What error text must never show."""
+        return (self.cfg.api_key,)
 
     def close(self) -> None:
         self._http.close()
@@ -77,27 +104,32 @@ class PhoenixClient:
         Any other status is returned for the caller to interpret. Raises PhoenixUnavailable
         when the retries are used up.
         """
-        attempts = 1 + max(0, self.cfg.retries)
-        problem = ""
-        for attempt in range(attempts):
-            wait = self.cfg.backoff_s * (2**attempt)
+
+        def attempt() -> httpx.Response:
             try:
                 resp = self._http.request(method, path, params=params, json=json_body)
             except httpx.TimeoutException as exc:
-                problem = f"timed out after {self.cfg.timeout_s:g} s ({type(exc).__name__})"
+                raise Retryable(
+                    f"timed out after {self.cfg.timeout_s:g} s ({type(exc).__name__})"
+                ) from None
             except httpx.TransportError as exc:
-                problem = f"could not connect ({type(exc).__name__}: {exc})"
-            else:
-                if resp.status_code not in RETRY_STATUSES:
-                    return resp
-                problem = f"HTTP {resp.status_code}: {body_excerpt(resp)}"
-                wait = max(wait, parse_retry_after(resp.headers.get("retry-after")) or 0.0)
-            if attempt + 1 < attempts:
-                self._sleep(min(wait, 30.0))
-        raise PhoenixUnavailable(
-            f"Phoenix at {self.cfg.safe_url()} did not answer {what} after {attempts} "
-            f"attempts: {problem}"
-        )
+                reason = f"could not connect ({type(exc).__name__}: {exc})"
+                raise Retryable(scrub(reason, self.secrets)) from None
+            if self._policy.retryable_status(resp.status_code):
+                raise Retryable(
+                    f"HTTP {resp.status_code}: {body_excerpt(resp, secrets=self.secrets)}",
+                    parse_retry_after(resp.headers.get("retry-after")),
+                    resp,
+                )
+            return resp
+
+        try:
+            return self._policy.run(attempt, sleep=self._sleep)
+        except GaveUp as exc:
+            raise PhoenixUnavailable(
+                f"Phoenix at {self.cfg.safe_url()} did not answer {what} after "
+                f"{exc.attempts} attempts: {exc.reason}"
+            ) from None
 
     def post_span_annotations(self, payloads: list[dict]) -> httpx.Response:
         """``POST /v1/span_annotations?sync=true`` (sync: the answer has one id per
@@ -111,12 +143,13 @@ class PhoenixClient:
         )
 
 
-def body_excerpt(resp: httpx.Response, limit: int = 200) -> str:
+def body_excerpt(resp: httpx.Response, limit: int = 200, secrets: Iterable[str | None] = ()) -> str:
+    """The body on one line, scrubbed of ``secrets`` before it is cut to ``limit``."""
     try:
         text = resp.text
     except Exception:  # undecodable body: the status says enough
         return "(unreadable body)"
-    text = " ".join(text.split())
+    text = " ".join(scrub(text, secrets).split())
     return text[:limit] or "(empty body)"
 
 
@@ -172,7 +205,7 @@ def fetch_spans(client: PhoenixClient, day: dt.date) -> FetchResult:
         if resp.status_code != 200:
             raise PhoenixUnavailable(
                 f"Phoenix at {cfg.safe_url()} answered HTTP {resp.status_code} to GET {path} "
-                f"(page {pages}): {body_excerpt(resp)}"
+                f"(page {pages}): {body_excerpt(resp, secrets=client.secrets)}"
             )
         try:
             body = resp.json()
@@ -181,7 +214,7 @@ def fetch_spans(client: PhoenixClient, day: dt.date) -> FetchResult:
         except (ValueError, KeyError, TypeError) as exc:
             raise PhoenixUnavailable(
                 f"Phoenix at {cfg.safe_url()} sent an unreadable span page ({exc!r}): "
-                f"{body_excerpt(resp)}"
+                f"{body_excerpt(resp, secrets=client.secrets)}"
             ) from None
         if not isinstance(data, list):
             raise PhoenixUnavailable(f"Phoenix span page {pages}: 'data' is not a list")
@@ -202,9 +235,10 @@ def _check_project(client: PhoenixClient) -> bool:
     if resp.status_code == 404:
         raise PhoenixUnavailable(
             f"Phoenix project {cfg.project!r} not found at {cfg.safe_url()} "
-            f"({body_excerpt(resp)}); set EVAL_PHOENIX_PROJECT to an existing project"
+            f"({body_excerpt(resp, secrets=client.secrets)}); "
+            "set EVAL_PHOENIX_PROJECT to an existing project"
         )
     raise PhoenixUnavailable(
         f"Phoenix at {cfg.safe_url()} answered HTTP {resp.status_code} to GET {path}: "
-        f"{body_excerpt(resp)}"
+        f"{body_excerpt(resp, secrets=client.secrets)}"
     )

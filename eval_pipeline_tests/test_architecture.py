@@ -33,8 +33,6 @@ SIZE_EXCEPTIONS = {
     "to scores, pass/fail and pairwise picks; split, the rule would no longer read in one place",
     "core/judge/llm.py": "several ideas (configuration, HTTP calls, output parsing); its split "
     "is owned by another change: remove this entry when it lands",
-    "core/sources/phoenix.py": "several ideas (client, span parsing, staging, write-back); its "
-    "split is owned by another change: remove this entry when it lands",
 }
 
 # (importing module, imported module) -> why the import must stay inside a function.

@@ -9,7 +9,10 @@ import argparse
 import os
 from pathlib import Path
 
+import uvicorn
+
 from eval_pipeline import settings
+from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,10 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app
-
     if not os.environ.get(TOKEN_ENV):
         print(f"set {TOKEN_ENV} to the bearer token clients will send")
         return 2

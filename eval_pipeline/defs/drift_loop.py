@@ -14,7 +14,7 @@ import dagster as dg
 from eval_pipeline.core.drift import alerts, sampling
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.judge import cache as scoring
-from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import inbox as traces
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days
@@ -227,7 +227,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
     alerting = []
     with store.connect() as conn:
         if config.baseline_from_golden_run:
-            golden = regression.latest_baseline(conn, config.golden_target)
+            golden = latest_baseline(conn, config.golden_target)
             if golden is None:
                 raise dg.Failure(
                     "baseline_from_golden_run is set but no golden regression run has a judge "

@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from eval_pipeline.core.ab import run as ab
+from eval_pipeline.core.ab.run import ABSpec, compare_variants
+from eval_pipeline.core.ab.variants import variants_from_prompts
 from eval_pipeline.core.judge.base import PairRequest
 from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
 from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
@@ -66,8 +67,10 @@ def billing_cases(tmp_path: Path) -> list[cases.Case]:
 def test_the_llm_judge_compares_both_orders_over_http(tmp_path):
     with FakeOpenAIServer() as server:
         server.responder = fair_responder
-        variants = ab.variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
-        res = ab.run_ab(billing_cases(tmp_path), variants, judge_for(server), pairwise=True)
+        variants = variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
+        res = compare_variants(
+            billing_cases(tmp_path), variants, judge_for(server), ABSpec(pairwise=True)
+        )
         pairwise_bodies = [
             r.json for r in server.requests if "You compare TWO" in r.json["messages"][0]["content"]
         ]
@@ -90,8 +93,10 @@ def test_a_position_biased_judge_is_inconsistent_not_a_winner(tmp_path):
             if "You compare TWO" in body["messages"][0]["content"]
             else json.dumps({"score": 4, "reason": "fine"})
         )
-        variants = ab.variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
-        res = ab.run_ab(billing_cases(tmp_path), variants, judge_for(server), pairwise=True)
+        variants = variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
+        res = compare_variants(
+            billing_cases(tmp_path), variants, judge_for(server), ABSpec(pairwise=True)
+        )
     w = res.reports[0].pairwise
     assert w.inconsistent == w.n_valid == 6
     assert w.consistency_rate == 0.0 and w.ties == 6 and w.wins_a == w.wins_b == 0

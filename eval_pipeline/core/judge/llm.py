@@ -6,20 +6,15 @@ The semaphore is held only while a request is in flight, not while a judgment wa
 back-off, so rate-limited judgments do not starve the others and the server never sees more
 than ``concurrency`` requests at once.
 
-Faults and how a judgment ends (see ``Judgment`` in judging.py):
+How a judgment ends (see ``Judgment`` in base.py):
 
-- 429, 5xx, timeouts, connection errors and malformed protocol replies (a body that is not
-  JSON, JSON without ``choices``) are retried up to ``max_retries`` times by the shared
-  retry policy (core/http.py: full-jitter back-off, ``Retry-After`` as the floor). Every
-  judgment also has an overall deadline, starting with its first request. When the budget or the
-  deadline is spent: ``error`` with a reason that starts with its kind (``rate_limited:``,
-  ``server_error:``, ``timeout:``, ``connection:``, ``bad_response:``, ``http_error:``,
-  ``deadline:``), so failure counts by kind can be read back from the store.
-- The server is asked for structured output (``response_format`` json_schema). A 400/422
-  while it is sent (or a 5xx whose error names ``response_format``, as llama-cpp-python
-  answers) steps down to ``json_object`` + schema (llama-cpp-python's dialect), then
-  to no ``response_format``; the step-down is remembered by the judge instance, so a server
-  that rejects it costs one extra call per step, not one per judgment.
+- One chat call (llm_chat.py) retries 429, 5xx, timeouts, connection errors and malformed
+  replies through the shared retry policy and steps down the structured-output dialect a
+  server refuses. When its budget is spent: ``error`` with a reason that starts with its
+  kind (``rate_limited:``, ``server_error:``, ``timeout:``, ``connection:``,
+  ``bad_response:``, ``http_error:``), so failure counts by kind can be read back from the
+  store. Every judgment also has an overall deadline, starting with its first request and
+  covering the repair turn (``deadline:``).
 - The answer is read by llm_parse.py (tolerant about where the object is, strict about what
   it says, refusing any echo of the fenced untrusted text). If invalid, ONE repair turn
   shows the model its answer and the problem. Still invalid, or an echo of the prompt:
@@ -34,21 +29,24 @@ through the one scrubber (core/http.py) before it is cut short.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from eval_pipeline.core.http import GaveUp, Retryable, excerpt, parse_retry_after, scrub
+from eval_pipeline.core.http import scrub
 from eval_pipeline.core.judge.base import JudgeRequest, Judgment, PairPick, PairRequest, Progress
+from eval_pipeline.core.judge.llm_chat import (
+    PAIRWISE_SCHEMA,
+    ChatCall,
+    ChatEndpoint,
+    ChatFailed,
+    RunStats,
+)
 from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
 from eval_pipeline.core.judge.llm_parse import (
     EchoedPrompt,
@@ -65,30 +63,10 @@ from eval_pipeline.core.judge.rubric import (
     pairwise_messages,
 )
 
-JUDGMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-        "reason": {"type": "string"},
-    },
-    "required": ["score", "reason"],
-    "additionalProperties": False,
-}
-PAIRWISE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "winner": {"type": "string", "enum": ["first", "second", "tie"]},
-        "reason": {"type": "string"},
-    },
-    "required": ["winner", "reason"],
-    "additionalProperties": False,
-}
 PAIRWISE_REPAIR_PROMPT = (
     "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
     '{{"winner": "first" | "second" | "tie", "reason": "<one short sentence>"}}.'
 )
-# Structured-output dialects, most specific first; a server that rejects one gets the next.
-RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
 REPAIR_PROMPT = (
     "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
     '{{"score": <integer 1-5>, "reason": "<one short sentence>"}} and nothing else.'
@@ -97,50 +75,6 @@ _RAW_SEPARATOR = "\n----- repair attempt -----\n"
 
 
 # --- the judge ------------------------------------------------------------------------------
-
-
-class _Fatal(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _FormatRejected(Exception):
-    pass
-
-
-@dataclass
-class _Call:
-    """Running totals of one judgment's HTTP calls."""
-
-    attempts: int = 0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    last_problem: str = ""
-    started: float | None = None  # monotonic time of the first request
-    deadline: float = math.inf
-    timer: Any = None  # the asyncio.Timeout that enforces the deadline
-
-    def add_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        for name in ("prompt_tokens", "completion_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, (getattr(self, name) or 0) + value)
-
-
-@dataclass
-class RunStats:
-    """What the last judge_many call cost: HTTP calls, retries, format step-downs."""
-
-    judgments: int = 0
-    http_calls: int = 0
-    retries: int = 0
-    repairs: int = 0
-    format_fallbacks: int = 0
-    wall_seconds: float = 0.0
-    outcomes: Counter = field(default_factory=Counter)
 
 
 class OpenAICompatibleJudge:
@@ -160,11 +94,7 @@ class OpenAICompatibleJudge:
         self.rubric = rubric or load_rubric(config.rubric)
         self.model: str | None = config.model
         self.rubric_version = self.rubric.version
-        self._format_index = 0 if config.structured_output else len(RESPONSE_FORMATS) - 1
-        self._format_lock = threading.Lock()
-        self._sleep = sleep or asyncio.sleep
-        self._rng = rng or random.Random()
-        self._policy = config.retry_policy()
+        self._chat = ChatEndpoint(config, sleep=sleep, rng=rng)
         self.last_stats = RunStats()
 
     @property
@@ -183,7 +113,7 @@ class OpenAICompatibleJudge:
     @property
     def response_format(self) -> str:
         """The structured-output dialect in use: json_schema, json_object or none."""
-        return RESPONSE_FORMATS[self._format_index]
+        return self._chat.response_format
 
     def cost_estimate(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Money for the given tokens at the configured prices; None when no price is set."""
@@ -274,27 +204,12 @@ class OpenAICompatibleJudge:
         stats: RunStats,
     ) -> list[Any]:
         """Run one_fn over the items concurrently on ONE client, at most `concurrency` at once."""
-        cfg = self.config
         started = time.monotonic()
-        headers = {"Accept": "application/json"}
-        if cfg.api_key:
-            headers["Authorization"] = f"Bearer {cfg.api_key}"
-        limits = httpx.Limits(
-            max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
-        )
-        timeout = httpx.Timeout(
-            cfg.read_timeout, connect=cfg.connect_timeout, pool=cfg.connect_timeout
-        )
-        slots = asyncio.Semaphore(cfg.concurrency)
+        slots = asyncio.Semaphore(self.config.concurrency)
         done = 0
         every = max(1, len(items) // 10)
 
-        async with httpx.AsyncClient(
-            base_url=cfg.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=timeout,
-            limits=limits,
-        ) as client:
+        async with self._chat.open_client() as client:
 
             async def one(item: Any) -> Any:
                 nonlocal done
@@ -318,14 +233,16 @@ class OpenAICompatibleJudge:
         req: PairRequest,
         stats: RunStats,
     ) -> PairPick:
-        call = _Call()
+        call = ChatCall()
         nonce = new_nonce()
         messages = pairwise_messages(req.query, req.first, req.second, req.reference, nonce=nonce)
         fenced = Fenced(nonce, (req.query, req.first, req.second, req.reference or ""))
         call.timer = asyncio.timeout(None)
         try:
             async with call.timer:
-                first = await self._complete(client, slots, messages, call, stats, PAIRWISE_SCHEMA)
+                first = await self._chat.complete(
+                    client, slots, messages, call, stats, PAIRWISE_SCHEMA
+                )
                 try:
                     return PairPick(*parse_pick(first, fenced))
                 except EchoedPrompt as exc:
@@ -338,7 +255,9 @@ class OpenAICompatibleJudge:
                     {"role": "assistant", "content": first},
                     {"role": "user", "content": PAIRWISE_REPAIR_PROMPT.format(problem=problem)},
                 ]
-                second = await self._complete(client, slots, repair, call, stats, PAIRWISE_SCHEMA)
+                second = await self._chat.complete(
+                    client, slots, repair, call, stats, PAIRWISE_SCHEMA
+                )
                 try:
                     return PairPick(*parse_pick(second, fenced))
                 except InvalidJudgment as exc:
@@ -346,7 +265,7 @@ class OpenAICompatibleJudge:
                     return PairPick(None, self._scrub(reason))
         except TimeoutError:
             return PairPick(None, self._scrub(self._deadline_reason(call)))
-        except _Fatal as exc:
+        except ChatFailed as exc:
             return PairPick(None, self._scrub(exc.reason))
 
     # --- one judgment ----------------------------------------------------------------------
@@ -358,7 +277,7 @@ class OpenAICompatibleJudge:
         req: JudgeRequest,
         stats: RunStats,
     ) -> Judgment:
-        call = _Call()
+        call = ChatCall()
         # A fresh nonce per call labels the fences: untrusted text cannot guess it to close
         # its fence. It is not in the judgment key, so the cache still hits on a re-run.
         nonce = new_nonce()
@@ -385,7 +304,7 @@ class OpenAICompatibleJudge:
 
         try:
             async with call.timer:
-                first = await self._complete(client, slots, messages, call, stats)
+                first = await self._chat.complete(client, slots, messages, call, stats)
                 raw = first
                 try:
                     score, reason = parse_judgment(first, fenced)
@@ -403,7 +322,7 @@ class OpenAICompatibleJudge:
                     {"role": "assistant", "content": first},
                     {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
                 ]
-                second = await self._complete(client, slots, repair, call, stats)
+                second = await self._chat.complete(client, slots, repair, call, stats)
                 raw = f"{first}{_RAW_SEPARATOR}{second}"
                 try:
                     score, reason = parse_judgment(second, fenced)
@@ -416,158 +335,15 @@ class OpenAICompatibleJudge:
                     )
         except TimeoutError:
             return finish("error", None, self._deadline_reason(call) + phase)
-        except _Fatal as exc:
+        except ChatFailed as exc:
             return finish("error", None, exc.reason + phase)
 
-    def _deadline_reason(self, call: _Call) -> str:
+    def _deadline_reason(self, call: ChatCall) -> str:
         last = f"; last problem: {call.last_problem}" if call.last_problem else ""
         return (
             f"deadline: no answer within {self.config.deadline:g}s "
             f"after {call.attempts} attempt(s){last}"
         )
-
-    async def _complete(
-        self,
-        client: httpx.AsyncClient,
-        slots: asyncio.Semaphore,
-        messages: list[dict[str, str]],
-        call: _Call,
-        stats: RunStats,
-        schema: dict[str, Any] = JUDGMENT_SCHEMA,
-    ) -> str:
-        """The assistant content of one chat completion, with retries; raises _Fatal."""
-        cfg = self.config
-
-        async def attempt() -> str:
-            while True:
-                fmt_index = self._format_index
-                try:
-                    # The slot is held only while a request is in flight, never in a wait.
-                    async with slots:
-                        if call.started is None:
-                            call.started = time.monotonic()
-                            call.deadline = call.started + cfg.deadline
-                            loop_deadline = asyncio.get_running_loop().time() + cfg.deadline
-                            call.timer.reschedule(loop_deadline)
-                        return await self._post(client, messages, call, fmt_index, stats, schema)
-                except _FormatRejected:
-                    with self._format_lock:
-                        if self._format_index == fmt_index:
-                            self._format_index = min(fmt_index + 1, len(RESPONSE_FORMATS) - 1)
-                            stats.format_fallbacks += 1
-                    # Not a fault of the server's health: no retry budget spent.
-
-        def on_retry(exc: Retryable, wait: float) -> None:
-            call.last_problem = exc.reason
-            stats.retries += 1
-
-        try:
-            return await self._policy.arun(
-                attempt,
-                sleep=self._sleep,
-                rng=self._rng,
-                deadline_at=lambda: call.deadline,
-                on_retry=on_retry,
-            )
-        except GaveUp as exc:
-            call.last_problem = exc.reason
-            if exc.deadline:
-                raise _Fatal(
-                    f"{exc.reason}; the next retry (in {exc.next_wait or 0:.1f}s) would pass the "
-                    f"{cfg.deadline:g}s deadline, gave up after {call.attempts} attempt(s)"
-                ) from None
-            raise _Fatal(f"{exc.reason}; gave up after {call.attempts} attempt(s)") from None
-
-    async def _post(
-        self,
-        client: httpx.AsyncClient,
-        messages: list[dict[str, str]],
-        call: _Call,
-        fmt_index: int,
-        stats: RunStats,
-        schema: dict[str, Any] = JUDGMENT_SCHEMA,
-    ) -> str:
-        cfg = self.config
-        fmt = RESPONSE_FORMATS[fmt_index]
-        name = "judgment" if schema is JUDGMENT_SCHEMA else "pairwise_verdict"
-        body: dict[str, Any] = {
-            "model": cfg.model,
-            "messages": messages,
-            "temperature": cfg.temperature,
-            "max_tokens": cfg.max_tokens,
-        }
-        if fmt == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": name, "strict": True, "schema": schema},
-            }
-        elif fmt == "json_object":
-            body["response_format"] = {"type": "json_object", "schema": schema}
-        call.attempts += 1
-        stats.http_calls += 1
-        try:
-            resp = await client.post("chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"timeout: {type(exc).__name__} from {self._where()}") from None
-        except httpx.TransportError as exc:
-            raise Retryable(
-                f"connection: {self._short(f'{type(exc).__name__}: {exc}')} ({self._where()})"
-            ) from None
-        status = resp.status_code
-        if status == 429:
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            hint = f", Retry-After {retry_after:g}s" if retry_after is not None else ""
-            raise Retryable(f"rate_limited: HTTP 429{hint}", retry_after)
-        if "response_format" in body and self._rejects_format(status, resp):
-            raise _FormatRejected()
-        if self._policy.retryable_status(status):
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            raise Retryable(f"server_error: HTTP {status}: {self._error_text(resp)}", retry_after)
-        if status >= 400:
-            raise _Fatal(f"http_error: HTTP {status}: {self._error_text(resp)}")
-        try:
-            data = resp.json()
-        except ValueError:
-            raise Retryable(
-                f"bad_response: HTTP {status} body is not JSON: {self._short(resp.text)!r}"
-            ) from None
-        if isinstance(data, dict):
-            call.add_usage(data.get("usage"))
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-            raise Retryable(
-                f"bad_response: no choices[0].message.content in the reply (keys: {keys})"
-            ) from None
-        if content is not None and not isinstance(content, str):
-            content = json.dumps(content)
-        return content or ""
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _rejects_format(self, status: int, resp: httpx.Response) -> bool:
-        # 400/422 while response_format is sent: the usual "unsupported parameter" answer.
-        # llama-cpp-python answers its validation error on an unknown response_format type
-        # with a 500 naming the parameter, so a 5xx that names it counts as well.
-        if status in (400, 422):
-            return True
-        return status >= 500 and "response_format" in resp.text
-
-    def _where(self) -> str:
-        return httpx.URL(self.config.base_url).host or "the server"
-
-    def _short(self, text: str, limit: int = 200) -> str:
-        """Scrubbed first, then cut: a key straddling the cut must not survive."""
-        return excerpt(text, [self.config.api_key], limit)
-
-    def _error_text(self, resp: httpx.Response) -> str:
-        try:
-            data = resp.json()
-            message = data.get("error", {}).get("message") if isinstance(data, dict) else None
-        except (ValueError, AttributeError):
-            message = None
-        return self._short(str(message) if message else resp.text or resp.reason_phrase)
 
     def _scrub(self, text: str) -> str:
         return scrub(text, [self.config.api_key])

@@ -45,9 +45,20 @@ def event(kind: str = "opened", **kw) -> IncidentEvent:
     return IncidentEvent(**base)
 
 
+WAITS: list[float] = []
+
+
 def post(channel: str, ev: IncidentEvent, cfg: ChannelConfig, now: float | None = None):
     with make_client(cfg) as client:
-        return send(channel, ev, cfg, client, delivery_id=f"{ev.incident_id}:{ev.event}", now=now)
+        return send(
+            channel,
+            ev,
+            cfg,
+            client,
+            delivery_id=f"{ev.incident_id}:{ev.event}",
+            now=now,
+            sleep=WAITS.append,  # the retry layer's waits, recorded instead of slept
+        )
 
 
 # --- Slack ------------------------------------------------------------------------------
@@ -175,25 +186,35 @@ def test_pagerduty_trigger_and_resolve_pass_the_receivers_checks():
     assert "payload" not in resolve
 
 
-def test_pagerduty_429_is_a_failure_to_retry_later_with_retry_after():
-    with WebhookReceiver(429, kind="pagerduty", retry_after="30") as pd:
+def test_pagerduty_429_is_retried_briefly_then_left_for_the_next_run():
+    WAITS.clear()
+    with WebhookReceiver(429, kind="pagerduty", retry_after="4") as pd:
         cfg = ChannelConfig(pagerduty_routing_key=ROUTING_KEY, pagerduty_url=pd.url)
         res = post("pagerduty", event(), cfg)
-    assert (res.status, res.http_status, res.retry_after, res.back_off) == (
-        "failed",
-        429,
-        30.0,
-        True,
-    )
-    assert pd.requests == 1  # no retry loop here: the next run retries
+    assert (res.status, res.http_status, res.retry_after) == ("failed", 429, 4.0)
+    assert res.back_off
+    assert pd.requests == channels.NOTIFY_POLICY.max_attempts  # the shared layer's retries
+    assert len(WAITS) == pd.requests - 1 and all(w >= 4 for w in WAITS)  # Retry-After honoured
     assert ROUTING_KEY not in (res.error or "")
 
 
-def test_pagerduty_400_is_not_backed_off():
+def test_a_5xx_then_success_is_sent_by_the_retry_layer():
+    with WebhookReceiver(503, kind="pagerduty") as pd:
+        cfg = ChannelConfig(pagerduty_routing_key=ROUTING_KEY, pagerduty_url=pd.url)
+
+        def recover(seconds: float) -> None:
+            pd.status = 202  # the receiver comes back during the wait
+
+        with make_client(cfg) as client:
+            res = send("pagerduty", event(), cfg, client, delivery_id="x", sleep=recover)
+    assert (res.status, res.http_status, pd.requests) == ("sent", 202, 2)
+
+
+def test_pagerduty_400_is_not_retried_nor_backed_off():
     with WebhookReceiver(400, kind="pagerduty") as pd:
         cfg = ChannelConfig(pagerduty_routing_key=ROUTING_KEY, pagerduty_url=pd.url)
         res = post("pagerduty", event(), cfg)
-    assert (res.status, res.http_status, res.back_off) == ("failed", 400, False)
+    assert (res.status, res.http_status, res.back_off, pd.requests) == ("failed", 400, False, 1)
 
 
 # --- configuration and secrets ----------------------------------------------------------

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 
 import pytest
 
 from eval_pipeline.core import store
+from eval_pipeline.core.drift import notify
 from eval_pipeline.core.drift.notify import (
     ChannelConfig,
     IncidentEvent,
-    deliver,
     plan_notifications,
     record_notifications,
     send_notifications,
@@ -24,6 +25,8 @@ from eval_pipeline_tests.webhook_server import WebhookReceiver
 TODAY = dt.date(2026, 11, 30)
 SECRET = "whsec-notify-test-0123456789"
 ROUTING_KEY = "PDKEY-notify-test-abcdef0123456789"
+# The shared HTTP layer's waits between retries are not slept in these tests.
+deliver = functools.partial(notify.deliver, sleep=lambda seconds: None)
 
 
 def ev(incident: str, kind: str, day: dt.date, title: str = "Quality dropped", **kw):
@@ -166,7 +169,8 @@ def test_failed_delivery_is_recorded_and_retried_by_the_next_run(db, receivers):
     assert {r[3] for r in rows(db)} == {"sent"}
     assert {r[2]: r[4] for r in rows(db)} == {"slack": 2, "webhook": 1, "pagerduty": 2}
     assert deliver(db, [], cfg, today=TODAY + dt.timedelta(days=2)).sent == 0
-    assert counts(hooks) == {"slack": 2, "webhook": 1, "pagerduty": 2}
+    # Each failing run made the HTTP layer's three tries; each success one post.
+    assert counts(hooks) == {"slack": 4, "webhook": 1, "pagerduty": 4}
 
 
 def test_a_failure_that_outlives_the_window_is_suppressed_not_sent_late(db, receivers):
@@ -176,7 +180,7 @@ def test_a_failure_that_outlives_the_window_is_suppressed_not_sent_late(db, rece
     hooks["slack"].status = 200
     later = deliver(db, [], cfg, today=TODAY + dt.timedelta(days=10))
     assert (later.sent, later.suppressed) == (0, 1)
-    assert len(hooks["slack"].posts) == 1  # only the failed attempt
+    assert len(hooks["slack"].posts) == 3  # only the first run's three tries
 
 
 def test_an_unreachable_channel_is_not_hammered_within_a_run(db, receivers):

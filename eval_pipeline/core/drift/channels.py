@@ -12,8 +12,11 @@
 
 Secrets (the routing key, the HMAC secret, and both webhook URLs, whose path is the
 credential) come from the environment only and never reach a log, the store, an error
-message or a ``repr``. One attempt per call: retrying a failed delivery is the next run's job
-(the ``notifications`` table remembers it), so a slow receiver cannot stall the pipeline.
+message or a ``repr``. Each delivery goes through the shared HTTP layer (``core/http.py``):
+a few quick retries on 429 (honouring Retry-After), 5xx, timeouts and connection errors
+within a short deadline; after that the delivery is a recorded failure and the next run tries
+again (the ``notifications`` table remembers it), so a slow receiver cannot stall the
+pipeline. Error text is scrubbed by the same layer before it is cut.
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from eval_pipeline.core.http import parse_retry_after
+from eval_pipeline.core.http import (
+    GaveUp,
+    RetryPolicy,
+    excerpt,
+    parse_retry_after,
+    request_with_retries,
+    scrub,
+)
 
 SLACK, WEBHOOK, PAGERDUTY = "slack", "webhook", "pagerduty"
 CHANNELS = (SLACK, WEBHOOK, PAGERDUTY)
@@ -52,7 +62,11 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_SEGMENTS_SHOWN = 20
 MAX_PIECE_CHARS = 300  # one segment name, cause or detail value in a message
 MAX_ERROR_CHARS = 300
-REDACTED = "[redacted]"
+# A notification is worth a few seconds, not the run: three tries within 30 s, a
+# Retry-After longer than 10 s is left for the next run.
+NOTIFY_POLICY = RetryPolicy(
+    max_attempts=3, backoff_base=0.5, backoff_max=5.0, max_retry_after=10.0, deadline=30.0
+)
 
 
 # --- the event --------------------------------------------------------------------------
@@ -226,35 +240,15 @@ class ChannelConfig:
         return tuple(c for c in CHANNELS if on[c])
 
     def secrets(self) -> list[str]:
-        """Every string that must not appear in stored or shown text: the keys, the webhook
-        URLs, their paths and queries, and each longer path/query component (a receiver may
-        echo just the token part of its own URL)."""
-        found: list[str] = []
-        for value in (self.webhook_secret, self.pagerduty_routing_key):
-            if value:
-                found.append(value)
-        for url in (self.slack_url, self.webhook_url):
-            if not url:
-                continue
-            found.append(url)
-            parts = urllib.parse.urlsplit(url)
-            tail = parts.path + (f"?{parts.query}" if parts.query else "")
-            found.append(tail)
-            pieces = re.split(r"[/?&=;]", tail)
-            found.extend(p for p in pieces if len(p) >= 8)
-            if parts.password:
-                found.append(parts.password)
-        # Longest first, so a URL is replaced whole before its parts are.
-        return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+        """Every secret value: the keys and both webhook URLs (the shared scrubber also
+        removes a URL's path, query and longer path segments: a receiver may echo just the
+        token part of its own URL)."""
+        values = (self.slack_url, self.webhook_url, self.webhook_secret, self.pagerduty_routing_key)
+        return [v for v in values if v]
 
     def scrub(self, text: str) -> str:
-        """``text`` without any secret, also percent-encoded; run before any truncation."""
-        for secret in self.secrets():
-            text = text.replace(secret, REDACTED)
-            quoted = urllib.parse.quote(secret, safe="")
-            if quoted != secret:
-                text = text.replace(quoted, REDACTED)
-        return text
+        """``text`` without any secret; run before any truncation."""
+        return scrub(text, self.secrets())
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -444,10 +438,6 @@ class SendResult:
     back_off: bool = False  # stop sending to this channel for the rest of the run
 
 
-def _failure(config: ChannelConfig, text: str, **kw: Any) -> SendResult:
-    return SendResult("failed", error=config.scrub(text)[:MAX_ERROR_CHARS], **kw)
-
-
 def _post(
     client: httpx.Client,
     config: ChannelConfig,
@@ -455,28 +445,38 @@ def _post(
     body: bytes,
     headers: dict[str, str],
     ok: tuple[int, ...],
+    policy: RetryPolicy,
+    sleep: Callable[[float], Any],
 ) -> SendResult:
+    secrets = config.secrets()
     try:
-        resp = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return _failure(config, f"could not deliver ({type(exc).__name__}: {exc})", back_off=True)
-    if resp.status_code in ok:
-        return SendResult("sent", http_status=resp.status_code)
-    # The receiver's text is scrubbed before it is cut: it may echo the URL's secret path.
-    excerpt = config.scrub(resp.text)
-    if resp.status_code == 429:
-        return _failure(
-            config,
-            f"HTTP 429 (rate limited): {excerpt}",
-            http_status=429,
-            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+        resp = request_with_retries(
+            client, "POST", url, policy=policy, secrets=secrets, sleep=sleep,
+            content=body, headers=headers,
+        )  # fmt: skip
+    except GaveUp as exc:
+        # 429, 5xx or no answer, still so after the retries: leave the channel for this run.
+        last = exc.response
+        return SendResult(
+            "failed",
+            http_status=last.status_code if last is not None else None,
+            error=excerpt(str(exc), secrets, MAX_ERROR_CHARS),
+            retry_after=parse_retry_after(last.headers.get("retry-after"))
+            if last is not None
+            else None,
             back_off=True,
         )
-    return _failure(
-        config,
-        f"HTTP {resp.status_code}: {excerpt}",
-        http_status=resp.status_code,
-        back_off=resp.status_code >= 500,
+    except Exception as exc:  # e.g. an invalid URL: a recorded failure, never a crash
+        error = excerpt(
+            f"could not deliver ({type(exc).__name__}: {exc})", secrets, MAX_ERROR_CHARS
+        )
+        return SendResult("failed", error=error, back_off=True)
+    if resp.status_code in ok:
+        return SendResult("sent", http_status=resp.status_code)
+    # A 4xx (or a 3xx: redirects are not followed) will not get better by asking again.
+    text = f"HTTP {resp.status_code}: {resp.text}"
+    return SendResult(
+        "failed", http_status=resp.status_code, error=excerpt(text, secrets, MAX_ERROR_CHARS)
     )
 
 
@@ -488,14 +488,26 @@ def send(
     *,
     delivery_id: str,
     now: float | None = None,
+    policy: RetryPolicy = NOTIFY_POLICY,
+    sleep: Callable[[float], Any] = time.sleep,
 ) -> SendResult | None:
-    """Deliver ``event`` once on ``channel``; ``None`` if the channel has no such message
-    (a digest on PagerDuty). Never raises for HTTP trouble."""
+    """Deliver ``event`` on ``channel`` (with the policy's retries); ``None`` if the channel
+    has no such message (a digest on PagerDuty). Never raises for HTTP trouble. The signed
+    webhook keeps its timestamp across the retries (they fit well inside the tolerance)."""
     json_headers = {"Content-Type": "application/json"}
     if channel == SLACK:
         body = json.dumps(slack_payload(event), ensure_ascii=False).encode()
         # Slack answers 200 "ok"; compatible receivers (Mattermost, Teams' connectors) 200/204.
-        return _post(client, config, config.slack_url, body, json_headers, (200, 201, 202, 204))
+        return _post(
+            client,
+            config,
+            config.slack_url,
+            body,
+            json_headers,
+            (200, 201, 202, 204),
+            policy,
+            sleep,
+        )
     if channel == WEBHOOK:
         body = webhook_body(event, delivery_id)
         timestamp = int(time.time() if now is None else now)
@@ -505,14 +517,18 @@ def send(
             "X-Eval-Event": f"incident.{event.event}",
             "X-Eval-Delivery": delivery_id,
         }
-        return _post(client, config, config.webhook_url, body, headers, (200, 201, 202, 204))
+        return _post(
+            client, config, config.webhook_url, body, headers, (200, 201, 202, 204), policy, sleep
+        )
     if channel == PAGERDUTY:
         data = pagerduty_payload(event, config.pagerduty_routing_key, config.pagerduty_source)
         if data is None:
             return None
         body = json.dumps(data, ensure_ascii=False).encode()
         # The Events API answers 202 Accepted; anything else is not an accepted event.
-        return _post(client, config, config.pagerduty_url, body, json_headers, (202,))
+        return _post(
+            client, config, config.pagerduty_url, body, json_headers, (202,), policy, sleep
+        )
     raise ValueError(f"unknown channel {channel!r}")
 
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -37,6 +38,7 @@ import httpx
 from eval_pipeline.core.drift.channels import (
     CHANNELS,
     DIGEST,
+    NOTIFY_POLICY,
     OPENED,
     PAGERDUTY,
     RESOLVED,
@@ -45,6 +47,7 @@ from eval_pipeline.core.drift.channels import (
     make_client,
     send,
 )
+from eval_pipeline.core.http import RetryPolicy
 
 __all__ = [
     "CHANNELS",
@@ -236,10 +239,13 @@ def send_notifications(
     config: ChannelConfig,
     *,
     transport: httpx.BaseTransport | None = None,
+    policy: RetryPolicy = NOTIFY_POLICY,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> None:
-    """Phase 2 (network, no store): one attempt per pending delivery; each delivery's
-    outcome is set on it. Never raises for HTTP trouble. A channel that is unreachable, rate
-    limited or failing with 5xx is not tried again in this run (the rest wait for the next)."""
+    """Phase 2 (network, no store): each pending delivery sent through the shared HTTP layer
+    (a few quick retries); its outcome is set on it. Never raises for HTTP trouble. A channel
+    still unreachable, rate limited or failing with 5xx after the retries is not tried again
+    in this run: its other deliveries are left failed, unattempted, for the next run."""
     pending = [d for d in plan.deliveries if d.status == "pending"]
     if not pending:
         return
@@ -250,7 +256,15 @@ def send_notifications(
                 d.status, d.error = "failed", f"not tried: {backed_off[d.channel]}"
                 continue
             try:
-                result = send(d.channel, d.event, config, client, delivery_id=d.delivery_id)
+                result = send(
+                    d.channel,
+                    d.event,
+                    config,
+                    client,
+                    delivery_id=d.delivery_id,
+                    policy=policy,
+                    sleep=sleep,
+                )
             except Exception as exc:  # a notification must never fail the pipeline
                 d.status, d.attempted = "failed", True
                 d.error = config.scrub(f"unexpected error: {exc!r}")[:300]
@@ -263,7 +277,7 @@ def send_notifications(
             if result.back_off:
                 wait = f", Retry-After {result.retry_after:.0f}s" if result.retry_after else ""
                 backed_off[d.channel] = (
-                    f"{d.channel} failed earlier in this run (HTTP {result.http_status}{wait})"
+                    f"{d.channel} still failing earlier in this run (HTTP {result.http_status}{wait})"
                     if result.http_status
                     else f"{d.channel} unreachable earlier in this run"
                 )
@@ -357,6 +371,8 @@ def deliver(
     notify_within_days: int = DEFAULT_NOTIFY_WITHIN_DAYS,
     digest: bool = False,
     transport: httpx.BaseTransport | None = None,
+    policy: RetryPolicy = NOTIFY_POLICY,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> DeliveryReport:
     """Plan, send and record on one connection (the asset runs the phases itself so that no
     connection is open while sending). With ``conn=None`` nothing is deduplicated against
@@ -364,7 +380,7 @@ def deliver(
     plan = plan_notifications(
         conn, events, config, today=today, notify_within_days=notify_within_days, digest=digest
     )
-    send_notifications(plan, config, transport=transport)
+    send_notifications(plan, config, transport=transport, policy=policy, sleep=sleep)
     if conn is None:
         return _report(plan)
     return record_notifications(conn, plan)

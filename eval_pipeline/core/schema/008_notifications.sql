@@ -11,7 +11,8 @@ CREATE TABLE notifications (
     day             DATE      NOT NULL,   -- the day the message is about
     status          VARCHAR   NOT NULL CHECK (status IN ('sent', 'failed', 'suppressed')),
     reason          VARCHAR,              -- why suppressed
-    attempts        INTEGER   NOT NULL,   -- delivery attempts made (0 if never tried)
+    attempts        INTEGER   NOT NULL,   -- runs that tried to deliver it (each with the HTTP
+                                          -- layer's few quick retries); 0 if never tried
     http_status     INTEGER,              -- of the last attempt
     last_error      VARCHAR,              -- of the last attempt, scrubbed of every secret
     payload         VARCHAR   NOT NULL,   -- the event as JSON (no secrets), to retry it

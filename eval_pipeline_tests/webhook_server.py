@@ -94,12 +94,15 @@ class WebhookReceiver:
         self.posts: list[dict] = []
         self.rejected: list[str] = []
         self.requests = 0
+        self.on_post = None  # called (no arguments) while a post is being answered
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests += 1
+                if receiver.on_post is not None:
+                    receiver.on_post()
                 status, answer = receiver._handle(self.path, dict(self.headers), raw)
                 self.send_response(status)
                 if receiver.retry_after and status == 429:

@@ -8,6 +8,8 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -17,8 +19,6 @@ from eval_pipeline.core.drift.notify import (
     ChannelConfig,
     IncidentEvent,
     plan_notifications,
-    record_notifications,
-    send_notifications,
 )
 from eval_pipeline_tests.webhook_server import WebhookReceiver
 
@@ -218,17 +218,21 @@ def test_untrusted_text_reaches_slack_escaped_through_the_lifecycle(db, receiver
     assert "&lt;!channel&gt; &lt;http://evil|click&gt;" in text
 
 
-def test_the_phases_need_no_connection_while_sending(tmp_path, receivers):
+def test_the_store_is_not_held_while_a_receiver_answers(tmp_path, receivers):
     cfg, hooks = receivers
     path = tmp_path / "phases.duckdb"
+    # DuckDB's write lock is per process: only another process can show it is free.
+    probe = [sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"]
+    probes = []
+    hooks["slack"].on_post = lambda: probes.append(
+        subprocess.run(probe, capture_output=True, timeout=60).returncode
+    )
     events = [ev("p", "opened", TODAY)]
+    connect = functools.partial(store.connect, path)
+    report = notify.deliver_in_phases(connect, events, cfg, today=TODAY)
+    assert report.sent == 3 and probes == [0]
     with store.connect(path) as conn:
-        plan = plan_notifications(conn, events, cfg, today=TODAY)
-    send_notifications(plan, cfg)  # the store file is closed here
-    with store.connect(path) as conn:
-        report = record_notifications(conn, plan)
-        assert report.sent == 3 and len(rows(conn)) == 3
-    with store.connect(path) as conn:
+        assert len(rows(conn)) == 3
         assert plan_notifications(conn, events, cfg, today=TODAY).already_sent == 3
 
 

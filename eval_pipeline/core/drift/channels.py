@@ -59,6 +59,7 @@ PAGERDUTY_MAX_SUMMARY = 1024
 SIGNATURE_HEADER = "X-Eval-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 
+OK_STATUSES = (200, 201, 202, 204)  # Slack answers 200 "ok"; compatible receivers 200/204
 MAX_SEGMENTS_SHOWN = 20
 MAX_PIECE_CHARS = 300  # one segment name, cause or detail value in a message
 MAX_ERROR_CHARS = 300
@@ -497,16 +498,8 @@ def send(
     json_headers = {"Content-Type": "application/json"}
     if channel == SLACK:
         body = json.dumps(slack_payload(event), ensure_ascii=False).encode()
-        # Slack answers 200 "ok"; compatible receivers (Mattermost, Teams' connectors) 200/204.
         return _post(
-            client,
-            config,
-            config.slack_url,
-            body,
-            json_headers,
-            (200, 201, 202, 204),
-            policy,
-            sleep,
+            client, config, config.slack_url, body, json_headers, OK_STATUSES, policy, sleep
         )
     if channel == WEBHOOK:
         body = webhook_body(event, delivery_id)
@@ -517,9 +510,7 @@ def send(
             "X-Eval-Event": f"incident.{event.event}",
             "X-Eval-Delivery": delivery_id,
         }
-        return _post(
-            client, config, config.webhook_url, body, headers, (200, 201, 202, 204), policy, sleep
-        )
+        return _post(client, config, config.webhook_url, body, headers, OK_STATUSES, policy, sleep)
     if channel == PAGERDUTY:
         data = pagerduty_payload(event, config.pagerduty_routing_key, config.pagerduty_source)
         if data is None:

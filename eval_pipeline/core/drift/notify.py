@@ -25,6 +25,7 @@ transaction). ``deliver`` runs the three on one connection for callers that hold
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -57,6 +58,7 @@ __all__ = [
     "IncidentEvent",
     "NotifyPlan",
     "deliver",
+    "deliver_in_phases",
     "plan_notifications",
     "record_notifications",
     "send_notifications",
@@ -384,3 +386,26 @@ def deliver(
     if conn is None:
         return _report(plan)
     return record_notifications(conn, plan)
+
+
+def deliver_in_phases(
+    connect: Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]],
+    events: Sequence[IncidentEvent],
+    config: ChannelConfig,
+    *,
+    today: dt.date,
+    notify_within_days: int = DEFAULT_NOTIFY_WITHIN_DAYS,
+    digest: bool = False,
+    transport: httpx.BaseTransport | None = None,
+    policy: RetryPolicy = NOTIFY_POLICY,
+    sleep: Callable[[float], object] = time.sleep,
+) -> DeliveryReport:
+    """``deliver`` for callers that own the store (the Dagster asset): ``connect()`` opens a
+    short connection for the plan, none is open while sending, a second one records."""
+    with connect() as conn:
+        plan = plan_notifications(
+            conn, events, config, today=today, notify_within_days=notify_within_days, digest=digest
+        )
+    send_notifications(plan, config, transport=transport, policy=policy, sleep=sleep)
+    with connect() as conn:
+        return record_notifications(conn, plan)

@@ -287,3 +287,13 @@ def test_event_round_trips_through_json_with_awkward_details():
     back = IncidentEvent.from_json(json.loads(json.dumps(ev.to_json(), allow_nan=False)))
     assert back.details == {"drop": None, "on": "2026-11-28", "n": 3, "nested": {"x": [1, 2]}}
     assert (back.incident_id, back.day, back.segments) == (ev.incident_id, DAY, ev.segments)
+
+
+def test_huge_untrusted_text_is_bounded_on_every_channel():
+    ev = event(title="t" * 100_000, segments=tuple("s" * 50_000 + str(i) for i in range(500)))
+    slack = channels.slack_text(ev)
+    body = json.loads(channels.webhook_body(ev, "d"))
+    pd = channels.pagerduty_payload(ev, "k", "src")
+    assert len(slack) < 5_000 and "and 480 more" in slack
+    assert len(body["segments"]) == 200 and body["segments_total"] == 500
+    assert len(json.dumps(body)) < 100_000 and len(json.dumps(pd)) < 20_000

@@ -61,6 +61,7 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 
 OK_STATUSES = (200, 201, 202, 204)  # Slack answers 200 "ok"; compatible receivers 200/204
 MAX_SEGMENTS_SHOWN = 20
+MAX_WEBHOOK_SEGMENTS = 200
 MAX_PIECE_CHARS = 300  # one segment name, cause or detail value in a message
 MAX_ERROR_CHARS = 300
 # A notification is worth a few seconds, not the run: three tries within 30 s, a
@@ -336,8 +337,14 @@ def slack_payload(event: IncidentEvent) -> dict[str, Any]:
 
 
 def webhook_body(event: IncidentEvent, delivery_id: str) -> bytes:
-    """The generic webhook's JSON body, as the exact bytes that are signed and sent."""
+    """The generic webhook's JSON body, as the exact bytes that are signed and sent.
+
+    Text is passed as it is (JSON consumers escape for their own output) but bounded: a
+    segment name is trace content and may be huge."""
     data = {"type": f"incident.{event.event}", "delivery_id": delivery_id, **event.to_json()}
+    data["title"] = _cut(event.title, PAGERDUTY_MAX_SUMMARY)
+    data["segments"] = [_cut(s) for s in event.segments[:MAX_WEBHOOK_SEGMENTS]]
+    data["segments_total"] = len(event.segments)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

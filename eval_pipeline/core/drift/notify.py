@@ -20,7 +20,8 @@ A ``resolved`` whose ``opened`` was never announced on a channel is suppressed t
 No store connection is open during network I/O (DuckDB allows one writer; a slow receiver
 would block every other one): ``plan_notifications`` (short read) ->
 ``send_notifications`` (HTTP, no connection) -> ``record_notifications`` (one short write
-transaction). ``deliver`` runs the three on one connection for callers that hold it anyway.
+transaction). ``deliver_in_phases(store_connect, ...)`` does exactly that for the asset;
+``deliver`` runs the three on one connection for callers that hold it anyway (tests).
 """
 
 from __future__ import annotations

@@ -77,9 +77,9 @@ def raw_traces(
                 f"{day}: the source had no traces for this day ({res.files_read} files read)"
             )
         if res.rows_rejected:
-            context.log.warning(
-                f"{day}: {res.rows_rejected} rows rejected: {res.rejects_by_reason}"
-            )
+            context.log.warning(f"{day}: {traces.reject_summary(res)}")
+        for note in res.notes:  # skipped files, grouped by reason: a few lines at most
+            context.log.warning(f"{day}: {note}")
         meta = {
             "dagster/row_count": MD.int(res.rows_ingested),
             "rows_ingested": MD.int(res.rows_ingested),
@@ -89,7 +89,9 @@ def raw_traces(
             # days are read and left for their own day, so seen >= ingested + rejected.
             "rows_seen": MD.int(res.rows_seen),
             "source": MD.text(res.source),
+            # By reason kind with a few examples each: bounded, whatever the day holds.
             "rejects_by_reason": MD.json(res.rejects_by_reason),
+            "reject_examples": MD.json(res.reject_examples),
             "traces_by_segment": MD.json(res.segments),
         }
         if res.notes:

@@ -38,6 +38,8 @@ class SamplingConfig(dg.Config):
     sample_size: int = 200
     floor_per_segment: int = 20
     seed: str = "eval-pipeline"
+    # Segments beyond this many (the smallest) share one stratum, "(other segments)".
+    max_segments: int = 50
 
 
 class DriftConfig(dg.Config):
@@ -104,7 +106,9 @@ def raw_traces(
 @dg.asset(kinds={"duckdb"}, deps=[raw_traces], **COMMON)
 def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
     """A reproducible stratified sample of the day's traces (a floor per segment)."""
-    cfg = sampling.SamplingConfig(config.sample_size, config.floor_per_segment, config.seed)
+    cfg = sampling.SamplingConfig(
+        config.sample_size, config.floor_per_segment, config.seed, config.max_segments
+    )
     days = run_days(context)
     per_day = {}
     with store.connect() as conn:
@@ -114,10 +118,14 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
                 "dagster/row_count": MD.int(res.sampled),
                 "sampled": MD.int(res.sampled),
                 "population": MD.int(res.population),
+                # One key per stratum: at most max_segments + 1, whatever the day holds.
                 "by_segment": MD.json(
                     {s: {"traces": p, "sampled": k} for s, (p, k) in res.by_segment.items()}
                 ),
             }
+            if res.notes:
+                meta["notes"] = MD.text("; ".join(res.notes))
+                context.log.info(f"{day}: " + "; ".join(res.notes))
             per_day[day] = meta
     yield from materialize_days(context, days, per_day)
 

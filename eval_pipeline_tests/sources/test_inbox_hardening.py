@@ -257,3 +257,16 @@ def test_the_settle_time_is_configuration(db, inbox, monkeypatch):
     ingest_day(db, InboxSource(inbox), DAY)
     assert ingested_ids(db) == ["t1"]
     assert InboxSource(inbox, settle_seconds=5).settle() == 5
+
+
+def test_the_longest_line_is_measured_across_read_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(traces, "CHUNK_BYTES", 7)
+    path = tmp_path / "f.jsonl"
+    for data, longest in (
+        (b"ab\ncdefghijklmnop\nq\n", 14),
+        (b"\n\n", 0),
+        (b"abc", 3),
+        (b"a\n" + b"x" * 30, 30),
+    ):
+        path.write_bytes(data)
+        assert traces._longest_line(path) == longest, data

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 TRACE_COLUMNS = (
@@ -235,9 +236,10 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
 _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
 CHUNK_BYTES = 32 * 1024 * 1024
 EXCERPT_CHARS = 200
-# Plain files up to this size are read and split by DuckDB in one go (fast); bigger ones,
-# gzip files and files that are not valid UTF-8 are streamed in CHUNK_BYTES pieces, so a
-# single huge line never has to fit in memory.
+# Plain files are read and split by DuckDB in one go (about twice as fast as the Python
+# reader). A file bigger than this is first scanned for a line over the row cap: if it has
+# one, it is streamed in CHUNK_BYTES pieces instead, so a huge line never has to fit in
+# memory. Gzip files and files that are not valid UTF-8 are always streamed.
 FAST_PATH_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_ROW_BYTES = 1024 * 1024
 DEFAULT_MAX_CHARS = 100_000  # the Phoenix source's cap on a query or an answer
@@ -576,6 +578,20 @@ def _unfinished(path: Path, st: os.stat_result) -> bool:
         return True
 
 
+def _longest_line(path: Path) -> int:
+    """The length in bytes of the file's longest line, read in CHUNK_BYTES pieces."""
+    longest, start, offset = 0, 0, 0  # start: offset where the current line began
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + offset
+            if len(ends):
+                starts = np.concatenate(([start], ends[:-1] + 1))
+                longest = max(longest, int((ends - starts).max()))
+                start = int(ends[-1]) + 1
+            offset += len(block)
+    return max(longest, offset - start)
+
+
 def _mark_empty(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:
     if not conn.execute(
         "SELECT count(*) FROM _lines WHERE source_file = ?", [str(path)]
@@ -593,7 +609,7 @@ def _load_jsonl_lines(
     A bigger file, or one that is not valid UTF-8 (DuckDB refuses it whole), is streamed by
     the Python path below, which flags bad lines one by one and keeps the rest.
     """
-    if size > FAST_PATH_MAX_BYTES:
+    if size > FAST_PATH_MAX_BYTES and _longest_line(path) > cap:
         with path.open("rb") as fh:
             _stream_lines(conn, fh, path, dated, cap)
         _mark_empty(conn, path, dated)

@@ -270,3 +270,30 @@ def test_the_longest_line_is_measured_across_read_chunks(tmp_path, monkeypatch):
     ):
         path.write_bytes(data)
         assert traces._longest_line(path) == longest, data
+
+
+def test_a_file_written_to_while_it_is_read_is_left_for_a_later_run(db, inbox, monkeypatch):
+    path = inbox / "2026-10-05.jsonl"
+    path.write_bytes(lines_of(trace(1), trace(2)))
+    (inbox / "2026-10-05-other.jsonl").write_bytes(lines_of(trace(3)))
+    real = traces._load_jsonl_lines
+
+    def read_then_append(conn, p, *args):
+        real(conn, p, *args)
+        if p == path:  # the writer adds a line right after our read
+            with p.open("ab") as fh:
+                fh.write(lines_of(trace(4)))
+
+    monkeypatch.setattr(traces, "_load_jsonl_lines", read_then_append)
+    res = ingest_day(db, InboxSource(inbox), DAY)
+    assert ingested_ids(db) == ["t3"] and res.files_read == 1
+    assert any(
+        "changed while being read" in note and "2026-10-05.jsonl" in note for note in res.notes
+    )
+
+
+def test_a_fifo_is_skipped_not_read(db, inbox):
+    os.mkfifo(inbox / "2026-10-05.jsonl")  # reading it would block the run forever
+    res = ingest_day(db, InboxSource(inbox), DAY)
+    assert res.files_read == 0
+    assert any("not a regular file" in note for note in res.notes)

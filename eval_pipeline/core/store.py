@@ -3,6 +3,12 @@
 DDL lives in numbered files next to this module (``schema/NNN_name.sql``) and is applied in
 order, once, recorded in ``schema_migrations``. Nobody else writes DDL.
 
+Every connection gets a memory ceiling (``memory_limit``, default ``DEFAULT_MEMORY_LIMIT``,
+``$EVAL_DUCKDB_MEMORY_LIMIT``) and a folder to spill to past it (``temp_directory``,
+``$EVAL_DUCKDB_TEMP_DIR``; default DuckDB's own ``<store>.tmp`` next to the file), so a day's
+ingest needs the same memory whatever the day's size: DuckDB spills sorts, joins and temp
+tables to disk instead of growing.
+
 DuckDB allows one writing process at a time. Connections here are short-lived (open, do the
 work, close); opening retries for a while when another process holds the lock, so a reader
 (the CLI, a notebook) that briefly holds the file does not fail a run.
@@ -11,6 +17,7 @@ work, close); opening retries for a while when another process holds the lock, s
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -20,8 +27,30 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from eval_pipeline import settings
+
 SCHEMA_PACKAGE = "eval_pipeline.core.schema"
 LOCK_WAIT_SECONDS = 120.0
+# DuckDB's own default is 80% of the machine's memory, shared by every engineer's process on
+# a small box; 1 GB keeps a day of any size well under 2 GiB of process memory.
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def memory_settings(
+    memory_limit: str | None = None, temp_directory: str | Path | None = None
+) -> tuple[str, str | None]:
+    """(memory_limit, temp_directory or None for DuckDB's default), after the one precedence
+    rule: the explicit value, then $EVAL_DUCKDB_MEMORY_LIMIT / $EVAL_DUCKDB_TEMP_DIR."""
+    limit = settings.resolve(
+        memory_limit, os.environ, "EVAL_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT
+    )
+    temp = settings.resolve(
+        None if temp_directory is None else str(temp_directory),
+        os.environ,
+        "EVAL_DUCKDB_TEMP_DIR",
+        "",
+    )
+    return limit, (temp or None)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -73,9 +102,14 @@ def _is_lock_error(exc: Exception) -> bool:
 
 @contextlib.contextmanager
 def connect(
-    path: str | Path, *, read_only: bool = False, lock_wait: float = LOCK_WAIT_SECONDS
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    lock_wait: float = LOCK_WAIT_SECONDS,
+    memory_limit: str | None = None,
+    temp_directory: str | Path | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store, migrated and in UTC, and always close it."""
+    """Open the store, migrated, in UTC and under its memory ceiling, and always close it."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +126,10 @@ def connect(
             delay = min(delay * 2, 2.0)
     try:
         conn.execute("SET TimeZone = 'UTC'")
+        limit, temp = memory_settings(memory_limit, temp_directory)
+        conn.execute("SET memory_limit = ?", [limit])
+        if temp:
+            conn.execute("SET temp_directory = ?", [temp])
         if not read_only:
             migrate(conn)
         yield conn

@@ -101,6 +101,7 @@ class TraceSource(Protocol):
 
 
 def create_staging(conn: duckdb.DuckDBPyConnection) -> None:
+    drop_staged_traces(conn)  # a source may have left it as a view
     conn.execute(STAGED_TRACES_DDL)
     conn.execute(STAGED_REJECTS_DDL)
 
@@ -211,9 +212,13 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
         raise
     by_reason, examples = summarize_rejects(conn)
     seg_counts = conn.execute(
-        "SELECT coalesce(segment, '(none)'), count(*) FROM staged_traces GROUP BY 1 "
-        "ORDER BY 2 DESC, 1"
+        "SELECT coalesce(segment, '(none)'), count(*) FROM raw_traces WHERE partition_date = ? "
+        "GROUP BY 1 ORDER BY 2 DESC, 1",
+        [day],
     ).fetchall()
+    release = getattr(source, "release", None)
+    if callable(release):
+        release(conn)
     segments = dict(sorted(seg_counts[:MAX_SEGMENTS_REPORTED]))
     if len(seg_counts) > MAX_SEGMENTS_REPORTED:
         segments[OTHER_SEGMENTS] = sum(n for _, n in seg_counts[MAX_SEGMENTS_REPORTED:])
@@ -236,11 +241,12 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
 _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
 CHUNK_BYTES = 32 * 1024 * 1024
 EXCERPT_CHARS = 200
-# Plain files are read and split by DuckDB in one go (about twice as fast as the Python
-# reader). A file bigger than this is first scanned for a line over the row cap: if it has
-# one, it is streamed in CHUNK_BYTES pieces instead, so a huge line never has to fit in
-# memory. Gzip files and files that are not valid UTF-8 are always streamed.
-FAST_PATH_MAX_BYTES = 64 * 1024 * 1024
+# Plain files are split into lines by DuckDB's CSV reader (parallel, in bounded memory, and
+# much faster than the Python reader). A file it refuses (a line longer than the cap plus
+# _CSV_SLACK, bytes that are not UTF-8, a carriage return) is streamed by the Python reader in
+# CHUNK_BYTES pieces instead, so a huge line never has to fit in memory. Gzip files are
+# always streamed.
+_CSV_SLACK = 64
 DEFAULT_MAX_ROW_BYTES = 1024 * 1024
 DEFAULT_MAX_CHARS = 100_000  # the Phoenix source's cap on a query or an answer
 DEFAULT_SETTLE_SECONDS = 60.0
@@ -273,18 +279,27 @@ def _kind(expr: str) -> str:
     )
 
 
+def _text(expr: str, kind: str) -> str:
+    """SQL for the text of an extracted JSON value: a string without escapes is its JSON text
+    without the quotes (no second parse), anything else goes through ->>."""
+    return (
+        f"CASE WHEN {kind} = 'VARCHAR' AND NOT contains({expr}::VARCHAR, '\\') "
+        f"THEN ({expr}::VARCHAR)[2:-2] ELSE {expr} ->> '$' END"
+    )
+
+
 # Classify each line once, in SQL, so a day of a million traces never goes through a Python
 # loop per row. json_extract with a list of paths parses each line once; try() turns a line
 # that is not JSON into NULL, and only those rows pay for finding out what is wrong.
 _CLASSIFY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _classified AS
+INSERT INTO _classified
 WITH fields AS (
     SELECT source_file, line_no, raw, decode_error, dated, too_long,
         CASE WHEN NOT decode_error AND line_no > 0 AND too_long IS NULL
         THEN try(json_extract(raw, [
             '$.trace_id', '$.timestamp', '$.user_query', '$.assistant_response', '$.segment',
             '$.model', '$.prompt_version', '$.user_id', '$.metadata'])) END AS v
-    FROM _lines
+    FROM __LINES__
 ), typed AS (
     -- The JSON type of each extracted value from its first character: cheaper than
     -- parsing it again, and enough to tell string, number, object, array and null apart.
@@ -297,16 +312,18 @@ WITH fields AS (
     SELECT *,
         CASE
             WHEN t_ts = 'VARCHAR' THEN
-                try_cast(v[2] ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
+                try_cast({_text("v[2]", "t_ts")} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
             WHEN t_ts = 'NUMBER' THEN
                 try(epoch_ms(CAST(CAST(v[2] AS DOUBLE) AS BIGINT)))
-        END AS ts
+        END AS ts,
+        {_text("v[1]", "t_id")} AS trace_id, {_text("v[3]", "t_q")} AS user_query,
+        {_text("v[4]", "t_a")} AS assistant_response, {_text("v[5]", "t_seg")} AS segment,
+        {_text("v[6]", "t_model")} AS model, {_text("v[7]", "t_pv")} AS prompt_version,
+        {_text("v[8]", "t_uid")} AS user_id
     FROM typed
 ), classified AS (
-SELECT source_file, line_no, raw, ts,
-    v[1] ->> '$' AS trace_id, v[3] ->> '$' AS user_query, v[4] ->> '$' AS assistant_response,
-    v[5] ->> '$' AS segment, v[6] ->> '$' AS model, v[7] ->> '$' AS prompt_version,
-    v[8] ->> '$' AS user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
+SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, segment, model,
+    prompt_version, user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
     (ts >= $start AND ts < $end) AS in_day,
     CASE
         WHEN line_no = 0 THEN coalesce(raw, 'empty file: no rows')
@@ -318,7 +335,7 @@ SELECT source_file, line_no, raw, ts,
             THEN 'not a JSON object (got ' || lower(json_type(raw)) || ')'
         WHEN t_id IS NULL OR t_id = 'NULL' THEN 'missing field trace_id'
         WHEN t_id <> 'VARCHAR' THEN 'wrong type: trace_id must be a string'
-        WHEN length(trim(v[1] ->> '$')) = 0 THEN 'empty trace_id'
+        WHEN length(trim(trace_id)) = 0 THEN 'empty trace_id'
         WHEN t_ts IS NULL OR t_ts = 'NULL' THEN 'missing field timestamp'
         WHEN t_ts NOT IN ('VARCHAR', 'NUMBER')
             THEN 'wrong type: timestamp must be ISO 8601 text or epoch milliseconds'
@@ -331,10 +348,10 @@ SELECT source_file, line_no, raw, ts,
         WHEN t_q <> 'VARCHAR' THEN 'wrong type: user_query must be a string'
         WHEN t_a IS NULL OR t_a = 'NULL' THEN 'missing field assistant_response'
         WHEN t_a <> 'VARCHAR' THEN 'wrong type: assistant_response must be a string'
-        WHEN length(v[3] ->> '$') > $max_chars THEN 'value too large (user query '
-            || length(v[3] ->> '$') || ' chars > ' || $max_chars || ')'
-        WHEN length(v[4] ->> '$') > $max_chars THEN 'value too large (answer '
-            || length(v[4] ->> '$') || ' chars > ' || $max_chars || ')'
+        WHEN length(user_query) > $max_chars THEN 'value too large (user query '
+            || length(user_query) || ' chars > ' || $max_chars || ')'
+        WHEN length(assistant_response) > $max_chars THEN 'value too large (answer '
+            || length(assistant_response) || ' chars > ' || $max_chars || ')'
         WHEN coalesce(t_seg, 'NULL') NOT IN ('NULL', 'VARCHAR')
             THEN 'wrong type: segment must be a string'
         WHEN coalesce(t_model, 'NULL') NOT IN ('NULL', 'VARCHAR')
@@ -481,10 +498,24 @@ class InboxSource:
         report = StageReport(source=self.name)
         cap, max_chars = self.row_cap(), self.value_cap()
         files, skipped = self.scan(day)
+        start = dt.datetime.combine(day, dt.time())
+        params = {
+            "start": start,
+            "end": start + dt.timedelta(days=1),
+            "day": day.isoformat(),
+            "max_row_bytes": cap,
+            "max_chars": max_chars,
+        }
+        conn.execute(LINES_DDL)
+        # Every file is classified as soon as it is read, so what is held at any time is one
+        # file's lines plus the classified columns (both in DuckDB, which spills them to its
+        # temp_directory past its memory_limit), never the day's raw text in Python.
         conn.execute(
-            "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, "
-            "raw VARCHAR, decode_error BOOLEAN, dated BOOLEAN, too_long BIGINT)"
+            _CLASSIFY_SQL.replace("INSERT INTO _classified", "CREATE OR REPLACE TEMP TABLE _classified AS")
+            .replace("__LINES__", "(SELECT * FROM _lines LIMIT 0)"),
+            params,
         )
+        stage = _Classifier(conn, params)
         for path, before in files:
             dated = file_day(path, self.root) is not None
             name = path.name
@@ -494,6 +525,7 @@ class InboxSource:
                 _load_gzip_lines(conn, path, dated, cap)
             else:
                 _load_jsonl_lines(conn, path, dated, cap, before.st_size)
+            stage.flush(path, dated)
             try:
                 after = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -503,24 +535,14 @@ class InboxSource:
                 before.st_mtime_ns,
             ):
                 # Written to (or replaced) while we read it: none of it counts today.
-                conn.execute("DELETE FROM _lines WHERE source_file = ?", [str(path)])
+                conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
                 skipped.append((str(path.relative_to(self.root)), "changed while being read"))
                 continue
             report.files_read += 1
+        conn.execute("DROP TABLE IF EXISTS _lines")
+        conn.execute("DROP TABLE IF EXISTS _file_lines")
         report.notes.extend(_grouped_notes(skipped))
-        report.rows_seen = conn.execute("SELECT count(*) FROM _lines").fetchone()[0]
-        start = dt.datetime.combine(day, dt.time())
-        conn.execute(
-            _CLASSIFY_SQL,
-            {
-                "start": start,
-                "end": start + dt.timedelta(days=1),
-                "day": day.isoformat(),
-                "max_row_bytes": cap,
-                "max_chars": max_chars,
-            },
-        )
-        conn.execute("DROP TABLE _lines")  # the raw text is no longer needed: free it now
+        report.rows_seen = conn.execute("SELECT count(*) FROM _classified").fetchone()[0]
         # Rejects of undated files are recorded on every day that reads them (each day's
         # report is complete on its own); a dated file's rejects only on its own day.
         conn.execute(
@@ -549,21 +571,90 @@ class InboxSource:
             """,
             [self.name],
         )
+        # staged_traces becomes a view over the classified rows: the day's traces are then
+        # written once, into raw_traces, instead of being copied into a staging table first.
+        drop_staged_traces(conn)
         conn.execute(
-            """
-            INSERT INTO staged_traces
+            f"""
+            CREATE TEMP VIEW staged_traces AS
             SELECT r.trace_id, r.ts, r.user_query, r.assistant_response,
-                   nullif(trim(r.segment), ''), r.model, r.prompt_version, r.user_id,
-                   r.metadata, ?, r.source_file || ':' || r.line_no
+                   nullif(trim(r.segment), '') AS segment, r.model, r.prompt_version, r.user_id,
+                   r.metadata, {_sql_string(self.name)} AS source,
+                   r.source_file || ':' || r.line_no AS source_ref
             FROM _classified r LEFT JOIN _dups d USING (trace_id)
             WHERE r.reason IS NULL AND r.in_day
               AND (d.trace_id IS NULL OR (r.source_file, r.line_no) = (d.first.f, d.first.l))
-            """,
-            [self.name],
+            """
         )
+        return report
+
+    def release(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Free what stage_day left for ingest_day to read (called once the day is written)."""
+        drop_staged_traces(conn)
         for table in ("_classified", "_dups"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-        return report
+
+
+def _sql_string(text: str) -> str:
+    """A SQL string literal (a view cannot take parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+LINES_DDL = (
+    "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, "
+    "raw VARCHAR, decode_error BOOLEAN, dated BOOLEAN, too_long BIGINT)"
+)
+
+
+@dataclass
+class _Classifier:
+    """Classifies what the loaders left in _lines (or _file_lines) into _classified."""
+
+    conn: duckdb.DuckDBPyConnection
+    params: dict
+
+    def flush(self, path: Path, dated: bool) -> None:
+        conn = self.conn
+        if _has_table(conn, "_file_lines"):
+            # DuckDB's CSV reader kept the file's lines in order (blank ones as NULL), so a
+            # row's position is its line number.
+            lines = f"""(
+                SELECT $file AS source_file, rowid + 1 AS line_no,
+                       CASE WHEN strlen(raw) > $max_row_bytes THEN left(raw, {EXCERPT_CHARS})
+                            ELSE raw END AS raw,
+                       false AS decode_error, $dated AS dated,
+                       CASE WHEN strlen(raw) > $max_row_bytes THEN strlen(raw) END AS too_long
+                FROM _file_lines
+                -- blank lines carry nothing; a trailing CR is JSON whitespace and harmless
+                WHERE raw IS NOT NULL AND trim(raw, ' ' || chr(9) || chr(13)) <> '')"""
+            n = conn.execute(
+                _CLASSIFY_SQL.replace("__LINES__", lines),
+                {**self.params, "file": str(path), "dated": dated},
+            ).fetchone()
+            conn.execute("DROP TABLE _file_lines")
+            if n and n[0]:
+                return
+            conn.execute(LINES_DDL)
+        _mark_empty(conn, path, dated)
+        conn.execute(_CLASSIFY_SQL.replace("__LINES__", "_lines"), self.params)
+        conn.execute(LINES_DDL)
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [name]
+        ).fetchone()[0]
+    )
+
+
+def drop_staged_traces(conn: duckdb.DuckDBPyConnection) -> None:
+    """Drop staged_traces whether a source left it as a table or as a view."""
+    if conn.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = 'staged_traces'"
+    ).fetchone()[0]:
+        conn.execute("DROP VIEW staged_traces")
+    conn.execute("DROP TABLE IF EXISTS staged_traces")
 
 
 def _unfinished(path: Path, st: os.stat_result) -> bool:
@@ -603,40 +694,30 @@ def _mark_empty(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> Non
 def _load_jsonl_lines(
     conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int, size: int
 ) -> None:
-    """Append the file's lines to _lines with 1-based line numbers.
+    """Read the file's lines, for the classifier, into _file_lines (or _lines).
 
-    The fast path lets DuckDB read and split the file, for files small enough to hold whole.
-    A bigger file, or one that is not valid UTF-8 (DuckDB refuses it whole), is streamed by
-    the Python path below, which flags bad lines one by one and keeps the rest.
+    DuckDB's CSV reader, with no delimiter, quote or escape a JSON line can hold, splits the
+    file in parallel and in bounded memory; its rows keep the file's order, blank lines
+    included (as NULL), so a row's position is its line number. A file it refuses whole (a
+    line over the cap, bytes that are not UTF-8, a carriage return, a control character it
+    takes for a delimiter) is streamed by the Python reader below instead, which flags such
+    lines one by one and keeps the rest.
     """
-    if size > FAST_PATH_MAX_BYTES and _longest_line(path) > cap:
-        with path.open("rb") as fh:
-            _stream_lines(conn, fh, path, dated, cap)
-        _mark_empty(conn, path, dated)
-        return
     try:
         conn.execute(
-            """
-            INSERT INTO _lines
-            SELECT ?, line_no,
-                   CASE WHEN strlen(raw) > ? THEN left(raw, ?) ELSE raw END, false, ?,
-                   CASE WHEN strlen(raw) > ? THEN strlen(raw) END
-            FROM (
-                SELECT CASE WHEN line_no = 1 AND starts_with(raw, chr(65279)) THEN raw[2:]
-                            ELSE raw END AS raw, line_no
-                FROM (
-                    SELECT unnest(parts) AS raw, generate_subscripts(parts, 1) AS line_no
-                    FROM (SELECT string_split(content, chr(10)) AS parts FROM read_text(?))
-                )
-            ) -- blank lines carry nothing; a trailing CR is JSON whitespace and harmless
-            WHERE trim(raw, ' ' || chr(9) || chr(13)) <> ''
+            f"""
+            CREATE OR REPLACE TEMP TABLE _file_lines AS
+            SELECT raw FROM read_csv(?, columns = {{'raw': 'VARCHAR'}}, header = false,
+                auto_detect = false, delim = chr(1), quote = '', escape = '', new_line = '\\n',
+                max_line_size = ?, parallel = true)
             """,
-            [str(path), cap, EXCERPT_CHARS, dated, cap, str(path)],
+            [str(path), max(cap, EXCERPT_CHARS) + _CSV_SLACK],
         )
-    except duckdb.InvalidInputException:
-        with path.open("rb") as fh:
-            _stream_lines(conn, fh, path, dated, cap)
-    _mark_empty(conn, path, dated)
+        return
+    except duckdb.Error:
+        conn.execute("DROP TABLE IF EXISTS _file_lines")
+    with path.open("rb") as fh:
+        _stream_lines(conn, fh, path, dated, cap)
 
 
 def _load_gzip_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:

@@ -279,15 +279,6 @@ def _kind(expr: str) -> str:
     )
 
 
-def _text(expr: str, kind: str) -> str:
-    """SQL for the text of an extracted JSON value: a string without escapes is its JSON text
-    without the quotes (no second parse), anything else goes through ->>."""
-    return (
-        f"CASE WHEN {kind} = 'VARCHAR' AND NOT contains({expr}::VARCHAR, '\\') "
-        f"THEN ({expr}::VARCHAR)[2:-2] ELSE {expr} ->> '$' END"
-    )
-
-
 # Classify each line once, in SQL, so a day of a million traces never goes through a Python
 # loop per row. json_extract with a list of paths parses each line once; try() turns a line
 # that is not JSON into NULL, and only those rows pay for finding out what is wrong.
@@ -312,14 +303,14 @@ WITH fields AS (
     SELECT *,
         CASE
             WHEN t_ts = 'VARCHAR' THEN
-                try_cast({_text("v[2]", "t_ts")} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
+                try_cast(v[2] ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
             WHEN t_ts = 'NUMBER' THEN
                 try(epoch_ms(CAST(CAST(v[2] AS DOUBLE) AS BIGINT)))
         END AS ts,
-        {_text("v[1]", "t_id")} AS trace_id, {_text("v[3]", "t_q")} AS user_query,
-        {_text("v[4]", "t_a")} AS assistant_response, {_text("v[5]", "t_seg")} AS segment,
-        {_text("v[6]", "t_model")} AS model, {_text("v[7]", "t_pv")} AS prompt_version,
-        {_text("v[8]", "t_uid")} AS user_id
+        v[1] ->> '$' AS trace_id, v[3] ->> '$' AS user_query,
+        v[4] ->> '$' AS assistant_response, v[5] ->> '$' AS segment,
+        v[6] ->> '$' AS model, v[7] ->> '$' AS prompt_version,
+        v[8] ->> '$' AS user_id
     FROM typed
 ), classified AS (
 SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, segment, model,
@@ -511,8 +502,9 @@ class InboxSource:
         # file's lines plus the classified columns (both in DuckDB, which spills them to its
         # temp_directory past its memory_limit), never the day's raw text in Python.
         conn.execute(
-            _CLASSIFY_SQL.replace("INSERT INTO _classified", "CREATE OR REPLACE TEMP TABLE _classified AS")
-            .replace("__LINES__", "(SELECT * FROM _lines LIMIT 0)"),
+            _CLASSIFY_SQL.replace(
+                "INSERT INTO _classified", "CREATE OR REPLACE TEMP TABLE _classified AS"
+            ).replace("__LINES__", "(SELECT * FROM _lines LIMIT 0)"),
             params,
         )
         stage = _Classifier(conn, params)
@@ -705,9 +697,9 @@ def _load_jsonl_lines(
     """
     try:
         conn.execute(
-            f"""
+            """
             CREATE OR REPLACE TEMP TABLE _file_lines AS
-            SELECT raw FROM read_csv(?, columns = {{'raw': 'VARCHAR'}}, header = false,
+            SELECT raw FROM read_csv(?, columns = {'raw': 'VARCHAR'}, header = false,
                 auto_detect = false, delim = chr(1), quote = '', escape = '', new_line = '\\n',
                 max_line_size = ?, parallel = true)
             """,

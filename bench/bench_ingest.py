@@ -217,11 +217,12 @@ def main() -> None:
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores; "
         f"store memory_limit {limit}"
     )
+    # The stores go next to the data (same disk), not to a possibly small /tmp.
+    (settings.data_dir() / "bench").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=settings.data_dir() / "bench"))
     header = (
-        f"{'traces':>11} {'layout':>8} {'JSONL':>8} {'bare read':>10} {'ours':>8} {'ratio':>6} "
-        f"{'peak mem':>9} {'bare peak':>9} {'store/1M':>9} {'ingested':>11} {'rejected':>8} "
-        f"{'sampled':>7}"
+        f"{'traces':>11} {'layout':>7} {'JSONL':>8} {'bare read':>10} {'ours':>8} {'ratio':>6} "
+        f"{'peak mem':>9} {'bare peak':>9} {'store/1M':>9}"
     )
     rows = []
     try:
@@ -233,15 +234,19 @@ def main() -> None:
                 r = measure(root, tmp, f"{n}-{label}")
                 rows.append((n, label, r))
                 line = (
-                    f"{n:>11,} {label:>8} {r['input'] / 1e9:>6.2f}GB {r['base']:>9.2f}s "
+                    f"{n:>11,} {label:>7} {r['input'] / 1e9:>6.2f}GB {r['base']:>9.2f}s "
                     f"{r['wall']:>7.2f}s {r['wall'] / r['base']:>5.2f}x "
-                    f"{r['rss'] / 1024:>7.2f}GiB {r['base_rss'] / 1024:>7.2f}GiB "
-                    f"{r['store_bytes'] / (n / 1e6) / 1e6:>7.0f}MB {r['ingested']:>11,} "
-                    f"{r['rejected']:>8,} {r['sampled']:>7}"
+                    f"{r['rss'] / 1024:>6.2f}GiB {r['base_rss'] / 1024:>6.2f}GiB "
+                    f"{r['store_bytes'] / (n / 1e6) / 1e6:>7.0f}MB"
                 )
                 if len(rows) == 1:
                     print(header)
                 print(line, flush=True)
+                print(
+                    f"{'':>11} ({r['files']} files: {r['ingested']:,} ingested, "
+                    f"{r['rejected']} rejected, {r['sampled']} sampled)",
+                    flush=True,
+                )
         print(
             "ratio = validate + ingest + sample / bare read_json into a file-backed table "
             "(aim <= 2x); peak mem = max RSS of the process (aim <= 2 GiB)"

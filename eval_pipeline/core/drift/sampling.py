@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core.retention import require_raw_day
 from eval_pipeline.core.sources.inbox import OTHER_SEGMENTS
 from eval_pipeline.core.store import replace_rows
 
@@ -88,6 +89,9 @@ def strata(counts: dict[str, int], max_segments: int) -> tuple[dict[str, int], l
 def sample_day(
     conn: duckdb.DuckDBPyConnection, day: dt.date, config: SamplingConfig = SamplingConfig()
 ) -> SampleResult:
+    # A day whose raw traces the retention dropped would sample as empty and overwrite the
+    # kept sample: say so instead.
+    require_raw_day(conn, day, "sampling")
     counts = dict(
         conn.execute(
             "SELECT coalesce(segment, ?), count(*) FROM raw_traces WHERE partition_date = ? "

@@ -51,6 +51,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from eval_pipeline.core import retention
+
 TRACE_COLUMNS = (
     "trace_id",
     "ts",
@@ -181,6 +183,10 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
     """Stage the day from the source, then replace the day in the store atomically."""
     create_staging(conn)
     report = source.stage_day(conn, day)  # raises SourceUnavailable: nothing is written
+    was_dropped = retention.dropped(conn, day)
+    if was_dropped and not conn.execute("SELECT count(*) FROM staged_traces").fetchone()[0]:
+        # Recording an empty day would hide that its traces were dropped, not absent.
+        raise retention.dropped_error(day, was_dropped, "re-ingesting")
     dup = conn.execute(
         "SELECT trace_id FROM staged_traces GROUP BY trace_id HAVING count(*) > 1 LIMIT 1"
     ).fetchone()
@@ -206,6 +212,8 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
             "INSERT OR REPLACE INTO trace_ingests VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
             [day, report.source, report.files_read, report.rows_seen, ingested, rejected],
         )
+        # The day's files were put back: it is whole again.
+        conn.execute("DELETE FROM raw_trace_retention WHERE partition_date = ?", [day])
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -247,6 +255,9 @@ EXCERPT_CHARS = 200
 # CHUNK_BYTES pieces instead, so a huge line never has to fit in memory. Gzip files are
 # always streamed.
 _CSV_SLACK = 64
+# DuckDB's CSV buffers default to 16 times the line limit, per thread: sized from the line
+# limit instead, so a small memory_limit is not eaten by read buffers.
+_CSV_MIN_BUFFER = 8 * 1024 * 1024
 DEFAULT_MAX_ROW_BYTES = 1024 * 1024
 DEFAULT_MAX_CHARS = 100_000  # the Phoenix source's cap on a query or an answer
 DEFAULT_SETTLE_SECONDS = 60.0
@@ -695,18 +706,19 @@ def _load_jsonl_lines(
     takes for a delimiter) is streamed by the Python reader below instead, which flags such
     lines one by one and keeps the rest.
     """
+    line_size = max(cap, EXCERPT_CHARS) + _CSV_SLACK
     try:
         conn.execute(
             """
             CREATE OR REPLACE TEMP TABLE _file_lines AS
             SELECT raw FROM read_csv(?, columns = {'raw': 'VARCHAR'}, header = false,
                 auto_detect = false, delim = chr(1), quote = '', escape = '', new_line = '\\n',
-                max_line_size = ?, parallel = true)
+                max_line_size = ?, buffer_size = ?, parallel = true)
             """,
-            [str(path), max(cap, EXCERPT_CHARS) + _CSV_SLACK],
+            [str(path), line_size, max(4 * line_size, _CSV_MIN_BUFFER)],
         )
         return
-    except duckdb.Error:
+    except duckdb.InvalidInputException:  # the file is not plain lines; out of memory is not
         conn.execute("DROP TABLE IF EXISTS _file_lines")
     with path.open("rb") as fh:
         _stream_lines(conn, fh, path, dated, cap)

@@ -1,0 +1,179 @@
+"""A day of any size: bounded memory, bad lines found by file and line, and the same rows,
+rejects and sample whichever way the day's files are cut."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+
+import pytest
+
+from eval_pipeline.core import store
+from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
+from eval_pipeline.core.sources import inbox as traces
+from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+
+DAY = dt.date(2026, 10, 5)
+SEGMENTS = ("billing", "shipping", "returns", "account", "product")
+BAD_KINDS = (
+    ('{"trace_id": "cut', "not valid JSON"),
+    ("[1, 2]", "not a JSON object (got array)"),
+    ('{"trace_id": "nq", "timestamp": "2026-10-05T01:00:00Z"}', "missing field user_query"),
+)
+
+
+def trace_line(i: int, answer_chars: int = 40) -> str:
+    return json.dumps(
+        {
+            "trace_id": f"t{i:07d}",
+            "timestamp": f"2026-10-05T{i % 24:02d}:{i % 60:02d}:00Z",
+            "user_query": f"question {i}",
+            "assistant_response": f"answer {i} " + "x" * answer_chars,
+            "segment": SEGMENTS[i % len(SEGMENTS)],
+            "model": "m1",
+            "prompt_version": "v1",
+            "user_id": f"u{i % 97}",
+            "metadata": {"k": i},
+        }
+    )
+
+
+def day_lines(n: int, bad_every: int = 1000, answer_chars: int = 40) -> list[tuple[int, str]]:
+    """(hour, line) for n lines; line k (1-based) is bad when k % bad_every == 0."""
+    out = []
+    for i in range(n):
+        if (i + 1) % bad_every == 0:
+            out.append((i % 24, BAD_KINDS[(i // bad_every) % len(BAD_KINDS)][0]))
+        else:
+            out.append((i % 24, trace_line(i, answer_chars)))
+    return out
+
+
+def write_single(folder, lines, newline="\n") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "2026-10-05.jsonl").write_text(
+        "".join(text + newline for _, text in lines), newline=""
+    )
+
+
+def write_parts(folder, lines, gz: bool = False) -> None:
+    day = folder / DAY.isoformat()
+    day.mkdir(parents=True, exist_ok=True)
+    for hour in range(24):
+        data = "".join(text + "\n" for h, text in lines if h == hour).encode()
+        if gz:
+            (day / f"part-{hour + 1:04d}.jsonl.gz").write_bytes(gzip.compress(data))
+        else:
+            (day / f"part-{hour + 1:04d}.jsonl").write_bytes(data)
+
+
+def outcome(db) -> dict:
+    """What the day came to, independent of where each line sat."""
+    return {
+        "rows": db.execute(
+            "SELECT trace_id, ts, user_query, assistant_response, segment, model, "
+            "prompt_version, user_id, metadata::VARCHAR FROM raw_traces ORDER BY trace_id"
+        ).fetchall(),
+        "rejects": db.execute(
+            "SELECT reason, excerpt FROM trace_rejects ORDER BY reason, excerpt"
+        ).fetchall(),
+        "sample": db.execute(
+            "SELECT trace_id, segment, stratum_size, stratum_sample FROM sampled_traces "
+            "ORDER BY trace_id"
+        ).fetchall(),
+    }
+
+
+def ingest(tmp_path, name: str, inbox, **connect) -> dict:
+    with store.connect(tmp_path / f"{name}.duckdb", **connect) as db:
+        ingest_day(db, InboxSource(inbox, settle_seconds=0), DAY)
+        sample_day(db, DAY, SamplingConfig(sample_size=50, floor_per_segment=5))
+        return outcome(db)
+
+
+def test_a_bad_line_every_thousand_is_rejected_with_its_file_line_and_reason(tmp_path):
+    lines = day_lines(10_000)
+    write_single(tmp_path / "inbox", lines)
+    with store.connect(tmp_path / "s.duckdb") as db:
+        res = ingest_day(db, InboxSource(tmp_path / "inbox", settle_seconds=0), DAY)
+        got = db.execute(
+            "SELECT regexp_replace(location, '.*/', ''), line_no, reason FROM trace_rejects "
+            "ORDER BY line_no"
+        ).fetchall()
+        refs = db.execute(
+            "SELECT count(*) FROM raw_traces WHERE source_ref = "
+            "'" + str(tmp_path / "inbox" / "2026-10-05.jsonl") + ":' || "
+            "(CAST(substr(trace_id, 2) AS INTEGER) + 1)"
+        ).fetchone()[0]
+    want = [
+        ("2026-10-05.jsonl", k, BAD_KINDS[(k // 1000 - 1) % len(BAD_KINDS)][1])
+        for k in range(1000, 10_001, 1000)
+    ]
+    assert got == want
+    assert (res.rows_ingested, res.rows_rejected) == (9_990, 10)
+    assert refs == 9_990  # every good row points at its own line
+
+
+def test_a_day_larger_than_the_memory_limit_ingests_with_its_rejects(tmp_path):
+    # ~96 MB of JSONL against a 64 MB DuckDB memory limit: it has to spill, not fail.
+    lines = day_lines(80_000, answer_chars=1100)
+    write_single(tmp_path / "inbox", lines)
+    size = (tmp_path / "inbox" / "2026-10-05.jsonl").stat().st_size
+    assert size > 90 << 20
+    spill = tmp_path / "spill"
+    with store.connect(tmp_path / "m.duckdb", memory_limit="64MB", temp_directory=spill) as db:
+        limit = db.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        res = ingest_day(db, InboxSource(tmp_path / "inbox", settle_seconds=0), DAY)
+        total_chars = db.execute(
+            "SELECT sum(length(assistant_response)) FROM raw_traces"
+        ).fetchone()
+        bad = db.execute("SELECT line_no FROM trace_rejects ORDER BY 1").fetchall()
+    assert limit.startswith(("61.0 MiB", "64.0 MB")), limit
+    assert (res.rows_ingested, res.rows_rejected) == (79_920, 80)
+    assert [b[0] for b in bad] == list(range(1000, 80_001, 1000))
+    # The text itself landed, not a truncated copy.
+    assert total_chars[0] == sum(
+        len(json.loads(text)["assistant_response"])
+        for _, text in lines
+        if text.startswith('{"trace_id": "t')
+    )
+
+
+def test_one_file_hourly_parts_gzip_parts_and_the_chunked_reader_give_the_same_day(
+    tmp_path, monkeypatch
+):
+    lines = day_lines(6_000, bad_every=700)
+    write_single(tmp_path / "single", lines)
+    write_parts(tmp_path / "parts", lines)
+    write_parts(tmp_path / "gz", lines, gz=True)
+    # CRLF endings send the file to the Python reader, here in 4 KiB chunks.
+    write_single(tmp_path / "crlf", lines, newline="\r\n")
+    base = ingest(tmp_path, "single", tmp_path / "single")
+    assert len(base["rows"]) == 6_000 - 8 and len(base["rejects"]) == 8
+    assert len(base["sample"]) == 50
+    assert ingest(tmp_path, "parts", tmp_path / "parts") == base
+    assert ingest(tmp_path, "gz", tmp_path / "gz") == base
+    monkeypatch.setattr(traces, "CHUNK_BYTES", 4096)
+    assert ingest(tmp_path, "crlf", tmp_path / "crlf") == base
+
+
+def test_the_memory_limit_and_spill_folder_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVAL_DUCKDB_MEMORY_LIMIT", "200MB")
+    monkeypatch.setenv("EVAL_DUCKDB_TEMP_DIR", str(tmp_path / "spill"))
+    with store.connect(tmp_path / "e.duckdb") as db:
+        limit, temp = db.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert limit.startswith(("190.7 MiB", "200.0 MB")) and temp == str(tmp_path / "spill")
+    # An explicit value wins over the environment.
+    with store.connect(tmp_path / "e.duckdb", memory_limit="300MB") as db:
+        limit = db.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.startswith(("286.1 MiB", "300.0 MB"))
+
+
+@pytest.mark.parametrize("bad", ["abc"])
+def test_a_memory_limit_that_does_not_parse_is_an_error(tmp_path, monkeypatch, bad):
+    monkeypatch.setenv("EVAL_DUCKDB_MEMORY_LIMIT", bad)
+    with pytest.raises(Exception, match="(?i)memory"), store.connect(tmp_path / "x.duckdb"):
+        pass

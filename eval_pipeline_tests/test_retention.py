@@ -7,12 +7,15 @@ import datetime as dt
 import json
 import shutil
 
+import dagster as dg
 import pytest
 
 from eval_pipeline.core import retention, store
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
 from eval_pipeline.core.retention import RawDayDropped, RetentionConfig, apply_retention
 from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.defs import retention as defs_retention
+from eval_pipeline.defs.resources import EvalStore
 
 DAYS = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(5)]
 
@@ -155,3 +158,25 @@ def test_configuration_follows_the_precedence_rule(tmp_path):
         RetentionConfig.resolve(env={"EVAL_RAW_RETENTION_DAYS": "a month"})
     with pytest.raises(ValueError, match="negative"):
         RetentionConfig(keep_days=-1)
+
+
+def test_the_dagster_asset_applies_the_retention_and_reports_it(loaded, tmp_path):
+    db, _ = loaded
+    db.close()  # the asset opens the store itself
+    result = dg.materialize(
+        [defs_retention.raw_trace_retention],
+        resources={"store": EvalStore(path=str(tmp_path / "r.duckdb"))},
+        run_config=dg.RunConfig(
+            {
+                "raw_trace_retention": defs_retention.RetentionConfig(
+                    keep_days=2, today=str(DAYS[-1])
+                )
+            }
+        ),
+    )
+    assert result.success
+    [mat] = result.asset_materializations_for_node("raw_trace_retention")
+    assert mat.metadata["days_dropped"].value == 3
+    assert mat.metadata["traces_dropped"].value == 90
+    with store.connect(tmp_path / "r.duckdb", read_only=True) as conn:
+        assert list(per_day(conn, "raw_traces")) == DAYS[3:]

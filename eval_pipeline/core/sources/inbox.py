@@ -4,7 +4,10 @@ A source *stages* one UTC day into two temporary tables of the connection it is 
 ``staged_traces`` (the canonical trace columns) and ``staged_rejects`` (rows it could not
 use, with location, line and reason). ``ingest_day`` then replaces that day in
 ``raw_traces`` / ``trace_rejects`` in one transaction. A source that cannot be read raises
-``SourceUnavailable``: that day fails loudly instead of being recorded as a quiet day.
+``SourceUnavailable``: that day fails loudly instead of being recorded as a quiet day. A
+source may stage ``staged_traces`` as a view, and may have ``release(conn)``, called once the
+day is written, to drop what the view reads. A day whose raw traces the retention dropped
+(``core/retention.py``) is not re-ingested as an empty day: that raises ``RawDayDropped``.
 
 The inbox is untrusted input (anyone who can drop a file, and every end user whose text is
 in a trace). What the inbox source does with it:
@@ -27,6 +30,13 @@ in a trace). What the inbox source does with it:
   source's cap, ``$EVAL_TRACE_MAX_CHARS``) is rejected as ``value too large``. Nothing
   bigger ever reaches the store or the judge.
 - A UTF-8 byte order mark at the start of a file is dropped.
+- Memory: a plain file is split into lines by DuckDB's CSV reader (in parallel; the lines
+  live in a DuckDB temp table, which spills to the store's ``temp_directory`` past its
+  ``memory_limit``) and classified as soon as it is read, so the day's text is never held in
+  Python and the ceiling does not depend on the day's size. A day may be split into any
+  number of part files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same
+  lines give the same rows, rejects and sample however they are cut. ``staged_traces`` is a
+  view over the classified rows, so the day is written once, into ``raw_traces``.
 - Reject summaries (``rejects_by_reason``) count reasons by *kind* (the text before the
   first ``:`` or `` (``, at most ``MAX_REASON_KINDS`` kinds, the rest under ``other``) with
   at most ``EXAMPLES_PER_KIND`` examples each, so a day of a million bad rows still gives a

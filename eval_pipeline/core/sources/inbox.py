@@ -728,7 +728,9 @@ def _load_jsonl_lines(
             [str(path), line_size, max(4 * line_size, _CSV_MIN_BUFFER)],
         )
         return
-    except duckdb.InvalidInputException:  # the file is not plain lines; out of memory is not
+    # The reader refuses the file (a line over its limit can come as either); out of memory
+    # is not a refusal and is raised.
+    except (duckdb.InvalidInputException, duckdb.NotImplementedException):
         conn.execute("DROP TABLE IF EXISTS _file_lines")
     with path.open("rb") as fh:
         _stream_lines(conn, fh, path, dated, cap)

@@ -360,9 +360,13 @@ SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, 
         WHEN t_q <> 'VARCHAR' THEN 'wrong type: user_query must be a string'
         WHEN t_a IS NULL OR t_a = 'NULL' THEN 'missing field assistant_response'
         WHEN t_a <> 'VARCHAR' THEN 'wrong type: assistant_response must be a string'
-        WHEN length(user_query) > $max_chars THEN 'value too large (user query '
+        -- strlen (bytes, stored) bounds length (characters, counted): count only the few
+        -- values whose bytes are over the cap.
+        WHEN strlen(user_query) > $max_chars AND length(user_query) > $max_chars
+            THEN 'value too large (user query '
             || length(user_query) || ' chars > ' || $max_chars || ')'
-        WHEN length(assistant_response) > $max_chars THEN 'value too large (answer '
+        WHEN strlen(assistant_response) > $max_chars AND length(assistant_response) > $max_chars
+            THEN 'value too large (answer '
             || length(assistant_response) || ' chars > ' || $max_chars || ')'
         WHEN coalesce(t_seg, 'NULL') NOT IN ('NULL', 'VARCHAR')
             THEN 'wrong type: segment must be a string'

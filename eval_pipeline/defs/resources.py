@@ -19,7 +19,8 @@ from eval_pipeline.core import store
 from eval_pipeline.core.judge.base import Judge
 from eval_pipeline.core.judge.factory import judge_from_env
 from eval_pipeline.core.sources.inbox import InboxSource, TraceSource
-from eval_pipeline.core.sources.phoenix import PhoenixConfig, PhoenixSource
+from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
+from eval_pipeline.core.sources.phoenix.source import PhoenixSource
 
 
 class EvalStore(dg.ConfigurableResource):
@@ -39,7 +40,7 @@ class EvalStore(dg.ConfigurableResource):
 class TraceSourceResource(dg.ConfigurableResource):
     """Where traces come from. kind=jsonl reads the inbox folder ($EVAL_TRACE_INBOX);
     kind=phoenix reads spans from an Arize Phoenix project ($EVAL_PHOENIX_URL,
-    $EVAL_PHOENIX_PROJECT, $PHOENIX_API_KEY; see eval_pipeline.core.sources.phoenix). The phoenix_*
+    $EVAL_PHOENIX_PROJECT, $PHOENIX_API_KEY; see eval_pipeline.core.sources.phoenix.config). The phoenix_*
     fields, when set, override the environment. $EVAL_TRACE_SOURCE overrides kind."""
 
     kind: str = "jsonl"

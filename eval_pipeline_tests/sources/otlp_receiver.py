@@ -63,7 +63,7 @@ class Receiver:
         ]
         if self.pid_namespace:
             # A fresh PID namespace: the receiver is PID 1 there, on every start, as in a
-            # container. A SIGTERM to unshare reaches the receiver (--kill-child=SIGTERM).
+            # container. If unshare dies, the receiver is sent SIGTERM (--kill-child).
             cmd = ["unshare", "--pid", "--fork", "--kill-child=SIGTERM", *cmd]
         return cmd
 
@@ -90,7 +90,9 @@ class Receiver:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # To the receiver itself: under unshare, unshare exits when it has.
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError, IndexError):
+                os.kill(self.receiver_pid(), signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -52,7 +52,7 @@ _EVENT_ROLES = {
 
 
 def is_genai(attrs: Mapping[str, Any]) -> bool:
-    return any(str(k).startswith("gen_ai.") for k in attrs)
+    return any(k[:7] == "gen_ai." for k in attrs)
 
 
 def span_kind(attrs: Mapping[str, Any]) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core.sources.otlp.mapping import Record
-from eval_pipeline.core.sources.otlp.writer import WAL_DIR, InboxWriter, recover
+from eval_pipeline.core.sources.otlp.writer import WAL_DIR, InboxWriter, WriteFailed, recover
 from eval_pipeline_tests.sources.otlp_receiver import Receiver, inbox_lines
 from eval_pipeline_tests.sources.otlp_requests import llm_attrs, request, span
 
@@ -196,3 +196,21 @@ def test_restarted_writer_skips_spans_already_published(tmp_path):
     assert again.write([_record(2), _record(3), _record(3)]) == (1, 2)
     again.close()
     assert sorted(json.loads(x)["user_query"] for x in inbox_lines(inbox)) == ["q1", "q2", "q3"]
+
+
+def test_a_failed_write_keeps_nothing_of_its_request_and_the_next_one_works(tmp_path, monkeypatch):
+    inbox = tmp_path / "inbox"
+    w = InboxWriter(inbox)
+    w.write([_record(1)])
+    real = os.fdatasync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", disk_full)
+    with pytest.raises(WriteFailed):
+        w.write([_record(2)])
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert w.write([_record(2), _record(3)]) == (2, 0)  # the failed span was not remembered
+    w.close()
+    assert [json.loads(x)["user_query"] for x in inbox_lines(inbox)] == ["q1", "q2", "q3"]

@@ -18,6 +18,8 @@ from eval_pipeline import settings
 from eval_pipeline_tests.sources.otlp_receiver import Receiver, inbox_lines
 from eval_pipeline_tests.sources.otlp_requests import llm_attrs, request, span
 
+pytestmark = pytest.mark.slow  # each test starts the receiver as its own process
+
 PB = {"Content-Type": "application/x-protobuf"}
 
 

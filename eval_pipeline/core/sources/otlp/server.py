@@ -107,7 +107,7 @@ class ReceiverRuntime:
                 if time.monotonic() - last_recover >= self.recover_every_s:
                     last_recover = time.monotonic()
                     # Files of another receiver on the same inbox that died since.
-                    self.writer.start()
+                    self.writer.recover_abandoned()
             except OSError:  # keep going; the next tick tries again
                 log.exception("otlp receiver: publishing failed")
 

@@ -74,7 +74,7 @@ def _sdk_spans(first: int, count: int, exporter) -> object:
     provider.add_span_processor(
         BatchSpanProcessor(
             exporter,
-            max_queue_size=count + 1,
+            max_queue_size=max(count, BATCH) + 1,
             max_export_batch_size=BATCH,
             schedule_delay_millis=50,
         )
@@ -117,10 +117,13 @@ def _app(endpoint: str, first: int, count: int, out) -> None:
                 failed.append(len(spans))
             return result
 
-    _sdk_spans(
-        first, count, Counting(endpoint=endpoint, headers={"Authorization": f"Bearer {TOKEN}"})
-    )
-    out.send((time.time(), sum(failed)))
+    try:
+        exporter = Counting(endpoint=endpoint, headers={"Authorization": f"Bearer {TOKEN}"})
+        _sdk_spans(first, count, exporter)
+        out.send((time.time(), sum(failed)))
+    except BaseException as exc:  # report it: a forked child's death is otherwise silent
+        out.send((None, f"{type(exc).__name__}: {exc}"))
+        raise
 
 
 def _free_port() -> int:
@@ -286,6 +289,8 @@ def main() -> None:
             pipes.append(recv)
             procs.append(p)
         results = [pipe.recv() for pipe in pipes]
+        if any(r[0] is None for r in results):
+            raise RuntimeError(f"an app process failed: {[r[1] for r in results]}")
         for p in procs:
             p.join(30)
         live_wall = max(r[0] for r in results) - live_start

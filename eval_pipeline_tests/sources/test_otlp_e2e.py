@@ -54,8 +54,10 @@ def tool_call_body(request: dict) -> dict:
     return body
 
 
-def run_app(flavour: str, receiver: Receiver, fake: FakeOpenAIServer) -> None:
+def run_app(flavour: str, receiver: Receiver, fake: FakeOpenAIServer) -> dict[str, int]:
+    """Runs the app; returns the prompt tokens the fake server reported, by user query."""
     fake.responder = responder
+    fake.latency = 0.05  # every call takes at least 50 ms: the spans' latency shows it
     # Calls in order: turn 1, turn 2, the tool call, its answer, a failure.
     tool_json = tool_call_body({"model": f"gpt-{flavour}", "messages": []})
     fake.script("ok", "ok", Fault.json(tool_json), "ok", Fault.status(500))
@@ -76,6 +78,12 @@ def run_app(flavour: str, receiver: Receiver, fake: FakeOpenAIServer) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert fake.calls == 5
+    prompt_tokens = {}
+    for req in fake.chat_requests:
+        if req.fault == "content":
+            query = [m for m in req.json["messages"] if m.get("role") == "user"][-1]["content"]
+            prompt_tokens[query] = completion_body(req.json, "")["usage"]["prompt_tokens"]
+    return prompt_tokens
 
 
 @pytest.mark.slow
@@ -93,7 +101,7 @@ def test_instrumented_app_to_receiver_to_drift_assets(flavour, tmp_path):
         log_path=tmp_path / "receiver.log",
     )
     with FakeOpenAIServer() as fake, receiver:
-        run_app(flavour, receiver, fake)
+        prompt_tokens = run_app(flavour, receiver, fake)
         health = receiver.health()
     # Five LLM spans: three traces, the tool-call turn (no text answer) and the 500 rejected.
     assert health["spans_received"] == 5, health
@@ -129,9 +137,10 @@ def test_instrumented_app_to_receiver_to_drift_assets(flavour, tmp_path):
         assert model == f"gpt-{flavour}"
         assert segment == "travel"  # a resource attribute, by --segment-attr
         assert ts.date() == day
-        # Tokens as the fake server counted them (len // 4), latency from the span.
-        assert meta["prompt_tokens"] > 0 and meta["completion_tokens"] == len(answer) // 4
-        assert 0 < meta["latency_ms"] < 30_000
+        # Tokens as the fake server counted them, latency from the span.
+        assert meta["prompt_tokens"] == prompt_tokens[query]
+        assert meta["completion_tokens"] == len(answer) // 4
+        assert 50 <= meta["latency_ms"] < 30_000
         assert meta["service_name"] == f"travel-{flavour}"
         if flavour == "openinference":
             assert (prompt_version, user_id, meta["session_id"]) == ("v3", "user-7", "sess-1")

@@ -38,7 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eval_pipeline.core.sources.openinference import TraceRules
 from eval_pipeline.core.sources.otlp import decode
-from eval_pipeline.core.sources.otlp.mapping import map_spans
+from eval_pipeline.core.sources.otlp.mapping import Mapped, map_spans
 from eval_pipeline.core.sources.otlp.writer import InboxWriter, WriteFailed
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ class Stats:
     statuses: Counter = field(default_factory=Counter)
 
 
-def _error(status: int, message: str, media: str | None = None, **headers: str) -> Response:
-    """An OTLP error: a google.rpc.Status-shaped JSON body is what clients log."""
-    del media  # the message is for people; JSON is readable whatever the request's encoding
+def _error(status: int, message: str, **headers: str) -> Response:
+    """An error as JSON shaped like google.rpc.Status (code, message), whatever the request's
+    encoding: exporters only log it, and people read it."""
     return JSONResponse(
         {"code": status, "message": message}, status_code=status, headers=headers or None
     )
@@ -150,8 +150,8 @@ def create_app(
             disk_checked[1] = shutil.disk_usage(inbox).free >= limits.min_free_bytes
         return bool(disk_checked[1])
 
-    def process(body: bytes, media: str, encoding: str | None) -> tuple[int, str, int]:
-        """Decode, map and write (in a worker thread). Returns (rejected, message, spans)."""
+    def process(body: bytes, media: str, encoding: str | None) -> tuple[int, Mapped, int, int]:
+        """Decode, map and write, in a worker thread. (spans, mapping, written, duplicates)"""
         raw = decode.decompress(body, encoding, limits.max_decoded_bytes)
         request = decode.parse_request(raw, media)
         n = decode.count_spans(request)
@@ -159,12 +159,7 @@ def create_app(
             raise decode.BadRequest(413, f"{n} spans in one request; at most {limits.max_spans}")
         mapped = map_spans(decode.iter_spans(request, limits.max_attribute_chars), rules)
         written, dups = writer.write(mapped.records)
-        stats.spans_received += n
-        stats.records_written += written
-        stats.duplicates += dups
-        stats.rejected.update(mapped.rejects)
-        stats.skipped.update(mapped.skips)
-        return mapped.rejected, mapped.message(), n
+        return n, mapped, written, dups
 
     async def receive_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -188,7 +183,6 @@ def create_app(
                 raise decode.BadRequest(413, f"body larger than {limits.max_body_bytes} bytes")
 
     async def post_traces(request: Request) -> Response:
-        nonlocal in_flight
         stats.requests += 1
         response = await _handle(request)
         stats.statuses[response.status_code] += 1
@@ -227,7 +221,7 @@ def create_app(
         in_flight += 1
         try:
             body = await receive_body(request)
-            rejected, message, _ = await asyncio.to_thread(
+            n, mapped, written, dups = await asyncio.to_thread(
                 process, body, media, request.headers.get("content-encoding")
             )
         except decode.BadRequest as exc:
@@ -242,9 +236,15 @@ def create_app(
             )
         finally:
             in_flight -= 1
+        # Counted here, on the event loop, so concurrent requests never race on them.
+        stats.spans_received += n
+        stats.records_written += written
+        stats.duplicates += dups
+        stats.rejected.update(mapped.rejects)
+        stats.skipped.update(mapped.skips)
         content_type = decode.JSON if media == decode.JSON else decode.PROTOBUF
         return Response(
-            decode.encode_response(media, rejected, message),
+            decode.encode_response(media, mapped.rejected, mapped.message()),
             status_code=200,
             media_type=content_type,
         )

@@ -164,6 +164,9 @@ def test_slow_headers_and_slow_bodies_are_cut_off(receiver):
         sock.sendall(head.encode() + b"\x0a\x00")
         reply = sock.recv(1000)
         assert reply.startswith(b"HTTP/1.1 408"), reply
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")  # headers over 64 KiB
 
 
 def test_backpressure_answers_429_and_503_with_retry_after(tmp_path):

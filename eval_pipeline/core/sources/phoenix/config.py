@@ -8,7 +8,7 @@ import json
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from eval_pipeline.core.sources.openinference import SPAN_KINDS, TraceRules
@@ -132,15 +132,8 @@ class PhoenixConfig:
 
     def trace_rules(self) -> TraceRules:
         """The OpenInference parser's rules for this project's spans."""
-        return TraceRules(
-            span_kinds=self.span_kinds,
-            root_only=self.root_only,
-            segment_attrs=self.segment_attrs,
-            model_attrs=self.model_attrs,
-            prompt_version_attrs=self.prompt_version_attrs,
-            user_id_attrs=self.user_id_attrs,
-            max_chars=self.max_chars,
-        )
+        # Every TraceRules field has a PhoenixConfig field of the same name.
+        return TraceRules(**{f.name: getattr(self, f.name) for f in fields(TraceRules)})
 
 
 def _filters_from_json(raw: str) -> tuple[tuple[str, Any], ...]:

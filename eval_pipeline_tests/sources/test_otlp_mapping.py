@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import pytest
 from google.protobuf import json_format
@@ -205,3 +206,10 @@ def test_content_types_and_gzip():
     with pytest.raises(decode.BadRequest) as err:
         decode.decompress(gzip.compress(raw)[:-12], "gzip", 5000)
     assert err.value.status == 400
+
+
+def test_a_span_from_a_clock_far_ahead_is_rejected_not_filed_under_a_future_day():
+    ahead = 2 * 3600 * 10**9
+    kind, reason = one(llm_attrs("q", "a"), start_ns=time.time_ns() + ahead)
+    assert kind == "reject" and reason.startswith("start time in the future (")
+    assert one(llm_attrs("q", "a"), start_ns=2**64 - 10**9)[0] == "reject"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from eval_pipeline.core.sources import genai, openinference
 from eval_pipeline.core.sources.otlp.decode import FlatSpan
 
 STATUS_ERROR = 2
+MAX_CLOCK_AHEAD_NS = 3600 * 10**9  # an hour of clock skew is tolerated
 SOURCE_NAME = "otlp"
 
 
@@ -76,6 +78,13 @@ def _iso(ns: int) -> str:
     return stamp.isoformat()
 
 
+def _iso_or_raw(ns: int) -> str:
+    try:
+        return _iso(ns)
+    except (OverflowError, OSError, ValueError):
+        return str(ns)
+
+
 def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]:
     """("trace", Record) | ("reject", reason) | ("skip", reason) for one span."""
     # Resource attributes (service.name, deployment.environment, ...) are visible to the
@@ -98,6 +107,9 @@ def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]
         return "reject", "malformed span (no trace_id / span_id)"
     if span.start_ns <= 0:
         return "reject", "malformed span (no start time)"
+    if span.start_ns > time.time_ns() + MAX_CLOCK_AHEAD_NS:
+        # A client clock far ahead would file records under days not yet run.
+        return "reject", f"start time in the future ({_iso_or_raw(span.start_ns)})"
     if span.status_code == STATUS_ERROR:
         return "reject", f"span status ERROR ({_error_detail(span)})"
     fields = openinference.parse_attributes(attrs, rules)

@@ -17,6 +17,7 @@ from pathlib import Path
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import review
+from eval_pipeline.core.terminal import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if res.errors:
             print(f"nothing recorded: {len(res.errors)} problem(s) in {args.import_file}")
             for e in res.errors:
-                print(f"  {e}")
+                print(f"  {printable(e)}")
             return 1
         approved = sum(d.decision == "approve" for d in res.decisions)
         print(

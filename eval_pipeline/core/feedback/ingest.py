@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core import timestamps
+from eval_pipeline.core.terminal import printable
 
 MAX_LINE_BYTES = 16 * 1024
 MAX_ID_CHARS = 200
@@ -236,12 +236,9 @@ class ParsedFile:
     blank: int
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def _excerpt(raw: bytes) -> str:
-    text = raw[:200].decode("utf-8", errors="replace")
-    return _CONTROL.sub("?", text)
+    # Shown later in terminals and the UI: control characters rendered visibly.
+    return printable(raw[:200].decode("utf-8", errors="replace"))
 
 
 def file_sha256(data: bytes) -> str:

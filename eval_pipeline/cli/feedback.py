@@ -10,7 +10,10 @@ import argparse
 import os
 from pathlib import Path
 
+import uvicorn
+
 from eval_pipeline import settings
+from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app, server_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,10 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app, server_config
-
     if not os.environ.get(TOKEN_ENV):
         print(f"set {TOKEN_ENV} to the bearer token clients will send")
         return 2

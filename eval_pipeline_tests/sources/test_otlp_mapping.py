@@ -213,3 +213,9 @@ def test_a_span_from_a_clock_far_ahead_is_rejected_not_filed_under_a_future_day(
     kind, reason = one(llm_attrs("q", "a"), start_ns=time.time_ns() + ahead)
     assert kind == "reject" and reason.startswith("start time in the future (")
     assert one(llm_attrs("q", "a"), start_ns=2**64 - 10**9)[0] == "reject"
+
+
+def test_a_record_the_inbox_would_refuse_as_too_long_is_rejected_here():
+    many = {f"metadata.note{i}": "n" * 60_000 for i in range(20)}  # each under the cut
+    kind, reason = one(llm_attrs("q", "a", **many))
+    assert kind == "reject" and reason.startswith("record too large (")

@@ -123,6 +123,11 @@ def test_bad_input_gets_its_status_and_loses_nothing_accepted(receiver):
     assert "missing Authorization" in r.json()["message"]
     r = post(receiver, good.SerializeToString(), {"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["message"] == "invalid bearer token"
+    r = post(receiver, good.SerializeToString(), {"Authorization": f"Basic {receiver.token}"})
+    assert r.status_code == 401
+    # The scheme is case-insensitive, as for the feedback collector: accepted (a retry).
+    r = post(receiver, good.SerializeToString(), {"Authorization": f"bearer {receiver.token}"})
+    assert r.status_code == 200
     r = post(receiver, b"not gzip", {"Content-Encoding": "gzip"})
     assert r.status_code == 400
     r = post(receiver, good.SerializeToString(), {"Content-Encoding": "br"})

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval_pipeline.core.sources import genai, openinference
+from eval_pipeline.core.sources.inbox import DEFAULT_MAX_ROW_BYTES
 from eval_pipeline.core.sources.otlp.decode import FlatSpan
 
 STATUS_ERROR = 2
@@ -149,6 +150,10 @@ def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]
         "metadata": metadata,
     }
     line = json.dumps(record, ensure_ascii=False, default=str)
+    size = len(line.encode("utf-8"))
+    if size >= DEFAULT_MAX_ROW_BYTES:
+        # The inbox source would reject the line later; say so now, to the sender.
+        return "reject", f"record too large ({size} bytes >= {DEFAULT_MAX_ROW_BYTES})"
     day = dt.date.fromisoformat(start[:10])
     return "trace", Record(day, f"{span.trace_id}:{span.span_id}", line)
 

@@ -1,7 +1,8 @@
 """The OTLP/HTTP trace receiver: ``POST /v1/traces`` as an ASGI app, and its limits.
 
 One request, in order: bearer token (the feedback collector's rules: 401 without the
-header or with another token, compared in constant time), content type (415 unless
+header, with another scheme or another token; the scheme is case-insensitive, the token
+compared in constant time), content type (415 unless
 ``application/x-protobuf`` or ``application/json``), backpressure (429 when too many
 requests are in progress, 503 when the disk is nearly full or a write fails, both with
 ``Retry-After``, which OTLP exporters honour), the body (413 over the size limit, 408 when
@@ -133,7 +134,7 @@ def create_app(
     token = token if token is not None else os.environ.get(TOKEN_ENV, "")
     if not token:
         raise RuntimeError(f"no OTLP token: set {TOKEN_ENV} (clients send it as a bearer token)")
-    expected_auth = f"Bearer {token}".encode()
+    expected_token = token.encode()
     rules = rules or TraceRules()
     limits = limits or Limits()
     inbox = Path(inbox)
@@ -197,7 +198,12 @@ def create_app(
                 "missing Authorization header (expected 'Bearer <token>')",
                 **{"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(auth.encode(), expected_auth):
+        # The feedback collector's rule: the scheme is case-insensitive (RFC 9110), the
+        # token is compared in constant time.
+        scheme, _, credentials = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"), expected_token
+        ):
             return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
         media = decode.media_type(request.headers.get("content-type"))
         if media is None:

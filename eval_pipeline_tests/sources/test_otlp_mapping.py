@@ -219,3 +219,14 @@ def test_a_record_the_inbox_would_refuse_as_too_long_is_rejected_here():
     many = {f"metadata.note{i}": "n" * 60_000 for i in range(20)}  # each under the cut
     kind, reason = one(llm_attrs("q", "a", **many))
     assert kind == "reject" and reason.startswith("record too large (")
+
+
+def test_hostile_json_bodies_are_400s():
+    for body in (b"[" * 100_000, b'{"resourceSpans": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"):
+        with pytest.raises(decode.BadRequest) as err:
+            decode.parse_request(body, decode.JSON)
+        assert err.value.status == 400
+    with pytest.raises(decode.BadRequest):
+        decode.parse_request(b"\xff\xfe not utf-8", decode.JSON)
+    with pytest.raises(decode.BadRequest):
+        decode.parse_request(b'{"resourceSpans": 5}', decode.JSON)

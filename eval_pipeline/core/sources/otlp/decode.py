@@ -101,10 +101,13 @@ def parse_request(body: bytes, media: str) -> ExportTraceServiceRequest:
         obj = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(400, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(400, "body is not OTLP/JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise BadRequest(400, "body is not an OTLP/JSON object")
     try:
-        json_format.ParseDict(_hex_ids_to_base64(obj), request, ignore_unknown_fields=True)
+        obj = _hex_ids_to_base64(obj)
+        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError) as exc:
         raise BadRequest(
             400, f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}"

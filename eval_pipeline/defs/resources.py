@@ -80,7 +80,8 @@ class TraceSourceResource(dg.ConfigurableResource):
 
 class JudgeResource(dg.ConfigurableResource):
     """Which judge scores traces. kind=heuristic needs no model (the demo default);
-    kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, README.md, "The LLM judge").
+    kind=openai calls any OpenAI-compatible endpoint (the EVAL_JUDGE_* variables are listed
+    in docs/configuration.md).
 
     A field that is set wins, then its EVAL_JUDGE_* variable, then the default. The API key
     is never config: only the *name* of the variable that holds it is, so the UI never

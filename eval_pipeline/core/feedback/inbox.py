@@ -45,8 +45,8 @@ def archive(path: Path, inbox: Path, sha256: str, folder: str = PROCESSED_DIR) -
 # What "complete" means for a file in the inbox (the sensor's rule; docs/feedback.md, "What
 # the collector and the sensor guarantee"): a visible name (is_candidate_name), a regular
 # file directly in the inbox, not empty, and either unchanged (size and mtime) since the
-# previous look or not modified for SETTLE_SECONDS. Renamed-in files (the collector's) are complete at once; a file being
-# copied in by hand is picked up once it has stopped growing.
+# previous look or not modified for SETTLE_SECONDS. Renamed-in files (the collector's) are
+# complete at once; a file being copied in by hand is picked up once it has stopped growing.
 SETTLE_SECONDS = 5.0
 
 

@@ -1,0 +1,127 @@
+"""The interactive labelling session: one judged trace at a time, the judge's score hidden.
+
+Each label is stored as soon as it is given, so quitting (q, Ctrl-D, Ctrl-C) loses nothing
+and the next session resumes with the traces not yet labelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import duckdb
+
+from eval_pipeline.core.judge import labels
+
+ConnFactory = Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+# A local copy of the control-character-safe printer: C0 controls except tab and newline,
+# DEL, C1 controls, bidi controls, line/paragraph separators and lone surrogates are shown
+# as escapes, not obeyed. Replace with core.terminal.printable once that module is on main.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
+)
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every terminal control character rendered visibly."""
+
+    def visible(m: re.Match) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(visible, str(text))
+
+
+def _block(text: str, width: int = 88, max_chars: int = 4000) -> str:
+    text = printable(text)
+    if len(text) > max_chars:
+        text = text[:max_chars] + f" ... [{len(text) - max_chars} more characters]"
+    lines = []
+    for para in text.splitlines() or [""]:
+        lines.extend(textwrap.wrap(para, width, replace_whitespace=False) or [""])
+    return "\n".join("    " + line for line in lines)
+
+
+def show(item: labels.LabelItem, index: int, total: int) -> str:
+    """What a person sees: the question and the answer. Never the judge's score or reason."""
+    return (
+        f"\n[{index}/{total}] trace {printable(item.trace_id)} ({item.partition_date}, "
+        f"segment {printable(item.segment)})\n  Question:\n{_block(item.query)}\n"
+        f"  Answer:\n{_block(item.response)}"
+    )
+
+
+SCALE_HELP = "1 = useless or harmful ... 5 = correct, complete and helpful"
+
+
+@dataclass
+class SessionResult:
+    labelled: int = 0
+    skipped: int = 0
+    quit: bool = False
+    remaining: int = 0
+
+
+class _Quit(Exception):
+    pass
+
+
+def run_session(
+    connect: ConnFactory,
+    identity: str,
+    labeller: str,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = print,
+    limit: int | None = None,
+) -> SessionResult:
+    with connect() as conn:
+        todo = labels.queue(conn, identity, labeller, limit)
+    res = SessionResult()
+    if not todo:
+        say(f"Nothing to label for {printable(identity)}: every judged trace has your label.")
+        return res
+    say(
+        f"{len(todo)} trace(s) to label for judge {printable(identity)}. Labeller: "
+        f"{printable(labeller)}. Score each answer 1-5 ({SCALE_HELP}); s skips, q quits. "
+        "Labels are saved as you go; the next session resumes."
+    )
+
+    def answers() -> Iterator[str]:
+        while True:
+            try:
+                yield ask("Your score [1-5, s, q]: ").strip().lower()
+            except EOFError as exc:
+                raise _Quit from exc
+
+    try:
+        for i, item in enumerate(todo, 1):
+            say(show(item, i, len(todo)))
+            for answer in answers():
+                if answer in ("q", "quit"):
+                    raise _Quit
+                if answer in ("s", "skip"):
+                    res.skipped += 1
+                    break
+                if answer in ("1", "2", "3", "4", "5"):
+                    try:
+                        with connect() as conn:
+                            labels.record(conn, item, labeller, int(answer))
+                    except (labels.LabelError, duckdb.Error) as exc:
+                        say(f"  not saved: {printable(exc)}")
+                        continue
+                    res.labelled += 1
+                    say(f"  saved: {answer}")
+                    break
+                say("  please type 1, 2, 3, 4, 5, s or q")
+    except (_Quit, KeyboardInterrupt):
+        res.quit = True
+        say("\nStopped. Labels given so far are saved.")
+    with connect() as conn:
+        res.remaining = len(labels.queue(conn, identity, labeller))
+    say(f"Labelled {res.labelled}, skipped {res.skipped}; {res.remaining} trace(s) left.")
+    return res

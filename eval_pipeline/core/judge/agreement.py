@@ -20,6 +20,7 @@ bound of kappa's interval is at least ``bar``; otherwise *unvalidated*, with the
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +71,9 @@ def kappa_interval(
     human = np.asarray(human)
     if len(judge) < 3 or math.isnan(weighted_kappa(judge, human)):
         return (math.nan, math.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # Degenerate resamples (perfect agreement) are handled below, not warned about.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(
             (judge, human),
             weighted_kappa,

@@ -101,25 +101,28 @@ def queue(
     """Traces judged ok by ``identity`` that ``labeller`` has not labelled, stratified by the
     judge's score (round robin over scores 1-5, hash order within a score)."""
     rows = conn.execute(
-        f"SELECT s.partition_date, s.trace_id, s.segment, s.judgment_key, s.score, "
-        "t.user_query, t.assistant_response FROM judge_scores s "
+        "SELECT s.partition_date, s.trace_id, s.segment, s.judgment_key, s.score, "
+        "t.user_query, t.assistant_response, l.trace_id IS NOT NULL FROM judge_scores s "
         "JOIN raw_traces t USING (partition_date, trace_id) "
         "LEFT JOIN judge_labels l ON l.partition_date = s.partition_date "
         " AND l.trace_id = s.trace_id AND l.labeller = ? "
-        f"WHERE s.state = 'ok' AND {identity_sql('s')} = ? AND l.trace_id IS NULL",
+        f"WHERE s.state = 'ok' AND {identity_sql('s')} = ?",
         [labeller, identity],
     ).fetchall()
-    strata: dict[int, list[LabelItem]] = {}
-    for day, tid, seg, key, score, q, a in rows:
-        strata.setdefault(score, []).append(LabelItem(day, tid, seg, key, identity, q, a, score))
+    # The order is built over every trace, labelled or not, and the labelled ones are
+    # dropped afterwards: so a resumed session continues exactly where the last one stopped.
+    strata: dict[int, list[tuple[LabelItem, bool]]] = {}
+    for day, tid, seg, key, score, q, a, done in rows:
+        item = LabelItem(day, tid, seg, key, identity, q, a, score)
+        strata.setdefault(score, []).append((item, done))
     for items in strata.values():
-        items.sort(key=lambda it: _order_key(seed, it.partition_date, it.trace_id))
+        items.sort(key=lambda pair: _order_key(seed, pair[0].partition_date, pair[0].trace_id))
     out: list[LabelItem] = []
     depth = 0
     while any(depth < len(v) for v in strata.values()):
         for score in sorted(strata):
-            if depth < len(strata[score]):
-                out.append(strata[score][depth])
+            if depth < len(strata[score]) and not strata[score][depth][1]:
+                out.append(strata[score][depth][0])
         depth += 1
     return out[:limit] if limit is not None else out
 

@@ -113,12 +113,15 @@ def judge_anchors(
     for day in run_days(context):
         with store.connect() as conn:
             fixed, how = anchors.choose(conn, config.anchor_size, config.anchor_set, until=day)
+            repeats = anchors.repeats_for(
+                conn, identity, config.retest_repeats, config.anchor_set, day
+            )
         context.log.info(f"{day}: {how}")
         if not fixed:
             per_day[day] = {"anchor_set": MD.text(how), "judge_drift": MD.bool(False)}
             continue
         # The store is not held while the judge works (see judge_scores).
-        run = anchors.rejudge(the_judge, fixed, config.retest_repeats)
+        run = anchors.rejudge(the_judge, fixed, repeats)
         with store.connect() as conn:
             anchors.record_run(conn, day, identity, fixed, run, the_judge, config.anchor_set)
             f = anchors.compare(
@@ -137,6 +140,8 @@ def judge_anchors(
             "mean_shift": _float(f.mean_shift),
             "changed_share": _float(f.changed_share),
             "p_value": _float(f.p_value),
+            "spread_p_value": _float(f.spread_p_value),
+            "spread_excess": _float(f.spread_excess),
             "retest_kappa": _float(f.retest_kappa),
             "retest_exact": _float(f.retest_exact),
             "anchor_judge_calls": MD.int(sum(len(p) for p in run.passes)),

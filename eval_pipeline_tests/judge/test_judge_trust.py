@@ -213,8 +213,8 @@ def test_anchor_set_is_chosen_once_and_bypasses_the_cache():
 
 def _anchor_day(conn, day, judge, repeats=0):
     fixed, _ = anchors.choose(conn, size=50)
-    run = anchors.rejudge(judge, fixed, repeats)
     ident = labels.JudgeIdentity.of(judge)
+    run = anchors.rejudge(judge, fixed, anchors.repeats_for(conn, ident, repeats, run_date=day))
     anchors.record_run(conn, day, ident, fixed, run, judge)
     f = anchors.compare(conn, day, ident)
     anchors.store_finding(conn, f)
@@ -246,7 +246,9 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not():
             "SELECT run_date, kind, judge_calls, prompt_tokens FROM judge_anchor_accounting"
             " ORDER BY 1, 2"
         ).fetchall()
-        assert costs[1:3] == [
+        assert costs[:4] == [
+            (DAY, "anchors", 50, 500),
+            (DAY, "retest", 50, 500),  # the first scoring is always repeated once
             (DAY + dt.timedelta(days=1), "anchors", 50, 500),
             (DAY + dt.timedelta(days=1), "retest", 50, 500),
         ]
@@ -256,10 +258,22 @@ def test_paired_test_ignores_symmetric_noise_below_the_floor():
     rng = np.random.default_rng(5)
     base = rng.integers(1, 6, 50)
     noisy = np.clip(base + rng.choice([-1, 0, 0, 0, 1], 50), 1, 5)
-    p, shift, changed, drift = anchors.paired_test(base, noisy)
-    assert not drift and 0 < changed < 1
-    p, shift, changed, drift = anchors.paired_test(base, np.clip(base + 1, 1, 5))
-    assert drift and shift > 0.5
+    again = np.clip(base + rng.choice([-1, 0, 0, 0, 1], 50), 1, 5)
+    res = anchors.paired_test(base, noisy, again)
+    assert not res.judge_drift and 0 < res.changed_share < 1
+    res = anchors.paired_test(base, np.clip(base + 1, 1, 5), again)
+    assert res.judge_drift and res.shift > 0.5 and res.p_shift < 0.005
+
+
+def test_spread_test_catches_a_new_judge_with_the_same_mean():
+    rng = np.random.default_rng(8)
+    base = rng.integers(2, 5, 50)
+    other = base.copy()
+    rng.shuffle(other)  # the same scores, given to other answers: the mean does not move
+    res = anchors.paired_test(base, other, base)  # a deterministic judge: repeat == first
+    assert res.shift == 0 and res.p_shift > 0.5
+    assert res.judge_drift and res.p_spread < 0.005 and res.spread_excess > 0.2
+    assert not anchors.paired_test(base, base, base).judge_drift
 
 
 # --- Dagster ------------------------------------------------------------------------------

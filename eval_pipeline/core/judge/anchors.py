@@ -8,17 +8,26 @@ scoring by the same judge identity (name, model, rubric version). The app's answ
 anchors are fixed, so a shift can only come from the judge: a provider that swapped the
 model behind the same name, a changed endpoint, a new quantisation.
 
-The rule (pre-specified): Wilcoxon signed-rank test on the paired scores (today minus the
-first scoring, anchors ok on both days; zero differences dropped, ``zero_method='wilcox'``),
-two-sided. Judge drift when p < ``alpha`` (default 0.01) and the mean shift is at least
-``effect_floor`` (default 0.2 points) in size. Assumptions: anchors are independent and
-the differences are symmetric about their median under no change (true for a judge whose
-only change is call-to-call noise). With a deterministic judge every difference is zero on
-a clean day and no finding can be raised. The test sees shifts in location; a change that
-leaves the mean where it was (a different ranking at the same average) is not what it
-tests, and the recorded ``changed_share`` shows it to a person.
+The first scoring of the anchors by a judge identity is made twice (pass 0 and a repeat,
+pass 1): the repeat is how far the judge strays from itself when nothing has changed.
 
-On request, ``repeats`` extra passes measure the judge's own noise (test-retest): the
+The rule (pre-specified), two Wilcoxon signed-rank tests on the anchors ok on every scoring
+involved, zero differences dropped (``zero_method='wilcox'``), each at ``alpha / 2``
+(Bonferroni, so the day's false-finding rate is at most ``alpha``, default 0.01):
+
+- shift: today's score minus the first scoring's, two-sided; a finding when p < alpha/2 and
+  the mean shift is at least ``effect_floor`` (default 0.2 points) in size;
+- spread: per anchor, |today - first| against |first repeat - first|, one-sided (today
+  further away); a finding when p < alpha/2 and today's mean distance exceeds the repeat's
+  by at least ``effect_floor``. This catches a new judge that scores differently without
+  moving the mean (a different ranking, other idiosyncrasies).
+
+Assumptions: anchors are independent; with no change, today's scoring and the repeat are
+two draws of the same judge on the same answers, so their distances to the first scoring
+are exchangeable (the paired differences are symmetric about zero). A deterministic judge
+gives zero differences on a clean day and no finding can be raised.
+
+On request, ``repeats`` extra passes on any day measure the judge's noise (test-retest): the
 quadratic-weighted kappa and exact agreement between the day's pass and each repeat.
 """
 
@@ -43,7 +52,7 @@ DEFAULT_SET = "default"
 ANCHOR_SIZE = 50
 ALPHA = 0.01
 EFFECT_FLOOR = 0.2
-TEST_NAME = "wilcoxon signed-rank (paired, two-sided)"
+TEST_NAME = "wilcoxon signed-rank: shift (two-sided) and spread vs repeat (one-sided), Bonferroni"
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,24 @@ def choose(
     finally:
         conn.unregister("_anchors")
     return anchors, f"anchor set {anchor_set!r} chosen now: {len(anchors)} traces"
+
+
+def repeats_for(
+    conn: duckdb.DuckDBPyConnection,
+    identity: JudgeIdentity,
+    requested: int = 0,
+    anchor_set: str = DEFAULT_SET,
+    run_date: dt.date | None = None,
+) -> int:
+    """Repeats to run today: at least one when this is the identity's first scoring (its
+    repeat is what the spread test compares later days with)."""
+    first = conn.execute(
+        "SELECT min(run_date) FROM judge_anchor_scores WHERE anchor_set = ?"
+        " AND judge_identity = ? AND pass = 0",
+        [anchor_set, identity.key],
+    ).fetchone()[0]
+    is_first = first is None or (run_date is not None and run_date <= first)
+    return max(requested, 1) if is_first else requested
 
 
 @dataclass
@@ -230,6 +257,8 @@ class Finding:
     mean_shift: float | None
     changed_share: float | None
     p_value: float | None
+    spread_p_value: float | None
+    spread_excess: float | None
     alpha: float
     effect_floor: float
     judge_drift: bool
@@ -239,17 +268,44 @@ class Finding:
     test: str = TEST_NAME
 
 
+@dataclass
+class PairedResult:
+    p_shift: float
+    p_spread: float | None  # None: no repeat of the first scoring to compare with
+    shift: float  # mean of today - first
+    spread_excess: float | None  # mean |today - first| - mean |repeat - first|
+    changed_share: float
+    judge_drift: bool
+
+
+def _wilcoxon(d: np.ndarray, alternative: str) -> float:
+    if not np.any(d != 0):
+        return 1.0  # every difference is zero: nothing moved
+    return float(stats.wilcoxon(d, zero_method="wilcox", alternative=alternative).pvalue)
+
+
 def paired_test(
-    baseline: np.ndarray, today: np.ndarray, alpha: float = ALPHA, floor: float = EFFECT_FLOOR
-) -> tuple[float, float, float, bool]:
-    """(p value, mean shift, changed share, judge drift?) for paired anchor scores."""
-    diff = np.asarray(today, dtype=float) - np.asarray(baseline, dtype=float)
+    baseline,
+    today,
+    repeat=None,
+    alpha: float = ALPHA,
+    floor: float = EFFECT_FLOOR,
+) -> PairedResult:
+    """The judge-drift rule (module docstring) on paired anchor scores."""
+    b = np.asarray(baseline, dtype=float)
+    t = np.asarray(today, dtype=float)
+    diff = t - b
     shift = float(diff.mean())
-    changed = float(np.mean(diff != 0))
-    if not np.any(diff != 0):
-        return 1.0, shift, changed, False  # the judge gave every anchor the same score
-    p = float(stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
-    return p, shift, changed, bool(p < alpha and abs(shift) >= floor)
+    p_shift = _wilcoxon(diff, "two-sided")
+    drift = p_shift < alpha / 2 and abs(shift) >= floor
+    p_spread = excess = None
+    if repeat is not None:
+        r = np.asarray(repeat, dtype=float)
+        far = np.abs(diff) - np.abs(r - b)
+        excess = float(far.mean())
+        p_spread = _wilcoxon(far, "greater")
+        drift = drift or (p_spread < alpha / 2 and excess >= floor)
+    return PairedResult(p_shift, p_spread, shift, excess, float(np.mean(diff != 0)), drift)
 
 
 def _scores(
@@ -317,11 +373,14 @@ def compare(
             mean_shift=None,
             changed_share=None,
             p_value=None,
+            spread_p_value=None,
+            spread_excess=None,
             judge_drift=False,
             verdict="first scoring of the anchor set by this judge: it is the baseline",
         )
     base = _scores(conn, baseline_date, anchor_set, key, 0)
-    both = sorted(set(today) & set(base))
+    rep = _scores(conn, baseline_date, anchor_set, key, 1)
+    both = sorted(set(today) & set(base) & (set(rep) if rep else set(base)))
     if len(both) < 5:
         return Finding(
             **common,
@@ -331,21 +390,31 @@ def compare(
             mean_shift=None,
             changed_share=None,
             p_value=None,
+            spread_p_value=None,
+            spread_excess=None,
             judge_drift=False,
             verdict=f"only {len(both)} anchors scored ok on both days: no comparison",
         )
     b = np.array([base[i] for i in both])
     t = np.array([today[i] for i in both])
-    p, shift, changed, drift = paired_test(b, t, alpha, effect_floor)
+    r = np.array([rep[i] for i in both]) if rep else None
+    res = paired_test(b, t, r, alpha, effect_floor)
+    shift, changed, drift = res.shift, res.changed_share, res.judge_drift
+    spread = (
+        f", spread {res.spread_excess:+.2f} beyond its own repeat (p={res.p_spread:.2g})"
+        if res.p_spread is not None
+        else ", no repeat of the first scoring to measure spread against"
+    )
+    figures = f"mean shift {shift:+.2f} (p={res.p_shift:.2g}){spread}"
     if drift:
         verdict = (
-            f"JUDGE CHANGED: on the {len(both)} anchors the judge scores {shift:+.2f} "
-            f"against its first scoring on {baseline_date} (p={p:.2g}); "
-            "the app did not change these answers, so score drift today is the judge's"
+            f"JUDGE CHANGED: on the {len(both)} anchors, against its first scoring on "
+            f"{baseline_date}: {figures}. The app did not change these answers, so score "
+            "drift today is the judge's"
         )
     else:
         verdict = (
-            f"judge stable: mean shift {shift:+.2f} on {len(both)} anchors (p={p:.2g}), "
+            f"judge stable on {len(both)} anchors: {figures}; "
             f"{changed:.0%} of anchor scores changed"
         )
     return Finding(
@@ -355,7 +424,9 @@ def compare(
         today_mean=float(t.mean()),
         mean_shift=shift,
         changed_share=changed,
-        p_value=p,
+        p_value=res.p_shift,
+        spread_p_value=res.p_spread,
+        spread_excess=res.spread_excess,
         judge_drift=drift,
         verdict=verdict,
     )
@@ -369,7 +440,7 @@ def store_finding(conn: duckdb.DuckDBPyConnection, f: Finding) -> None:
     )
     conn.execute(
         "INSERT INTO judge_drift_findings VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
         [
             f.run_date,
             f.anchor_set,
@@ -382,6 +453,8 @@ def store_finding(conn: duckdb.DuckDBPyConnection, f: Finding) -> None:
             f.changed_share,
             f.test,
             f.p_value,
+            f.spread_p_value,
+            f.spread_excess,
             f.alpha,
             f.effect_floor,
             f.judge_drift,

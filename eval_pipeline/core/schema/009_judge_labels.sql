@@ -72,9 +72,11 @@ CREATE TABLE judge_drift_findings (
     mean_shift        DOUBLE,               -- today - baseline, over the paired anchors
     changed_share     DOUBLE,               -- share of paired anchors whose score changed
     test              VARCHAR   NOT NULL,   -- the paired test used
-    p_value           DOUBLE,
+    p_value           DOUBLE,               -- shift test
+    spread_p_value    DOUBLE,               -- spread test (NULL: no repeat of the first scoring)
+    spread_excess     DOUBLE,               -- mean |today - first| - mean |repeat - first|
     alpha             DOUBLE    NOT NULL,
-    effect_floor      DOUBLE    NOT NULL,   -- |mean_shift| needed besides p < alpha
+    effect_floor      DOUBLE    NOT NULL,   -- size needed besides p < alpha / 2
     judge_drift       BOOLEAN   NOT NULL,
     retest_kappa      DOUBLE,               -- test-retest weighted kappa, when repeats ran
     retest_exact      DOUBLE,

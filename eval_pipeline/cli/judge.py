@@ -141,12 +141,16 @@ def run_costs(args: argparse.Namespace) -> int:
             ).fetchall()
     except Exception:  # a store from before the anchor tables
         extra = []
+    if extra:
+        print("anchor set, re-judged outside the cache (anchors: daily; retest: judge noise):")
+        print(
+            f"{'day':<12}{'kind':<9}{'calls':>7}{'requests':>10}{'tokens':>10}{'cost':>10}  judge"
+        )
     for day, kind, ident, calls, reqs, tokens, cost in extra:
         cost_text = "-" if cost is None else f"{cost:.4f}"
-        who = f"{kind}: {ident}"
         print(
-            f"{day!s:<12}{who[:21]:<22}{calls:>6}{0:>8}{calls:>7}{reqs:>10}{tokens:>10}"
-            f"{cost_text:>10}"
+            f"{day!s:<12}{kind:<9}{calls:>7}{reqs:>10}{tokens:>10}{cost_text:>10}  "
+            f"{printable(ident)}"
         )
     total_cost = [r[8] for r in rows if r[8] is not None]
     print(

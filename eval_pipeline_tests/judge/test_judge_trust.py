@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from eval_pipeline import settings
+from eval_pipeline import cli, settings
 from eval_pipeline.core import store
 from eval_pipeline.core.judge import agreement as ag
 from eval_pipeline.core.judge import anchors, labels, trust
@@ -131,6 +131,25 @@ def test_a_judge_that_disagrees_is_not_validated_by_many_labels():
     assert "lower bound below 0.6" in s.reason and s.kappa_low < 0.6
 
 
+def test_a_judge_with_one_score_for_everything_is_named():
+    res = ag.agreement([1] * 60, [1, 5] * 30)
+    s = ag.trust_from("x|m|r", res)
+    assert res.kappa == 0 and not s.validated
+    assert "the judge gave every labelled trace a 1" in s.reason
+
+
+def test_a_review_records_the_reviewers_score_of_the_trace():
+    with store.connect(settings.duckdb_path()) as conn:
+        add_day(conn, DAY, 3, SimJudge())
+        labels.record_for_trace(conn, DAY, "t0301-001", "rev", 4)
+        with pytest.raises(labels.LabelError, match="has no ok judgment"):
+            labels.record_for_trace(conn, DAY, "unknown", "rev", 4)
+        with pytest.raises(labels.LabelError, match="outside 1-5"):
+            labels.record_for_trace(conn, DAY, "t0301-002", "rev", 0)
+        rows = conn.execute("SELECT trace_id, source, human_score FROM judge_labels").fetchall()
+    assert rows == [("t0301-001", "review", 4)]
+
+
 def test_latest_label_per_trace_counts_and_labels_follow_the_trace():
     with store.connect(settings.duckdb_path()) as conn:
         add_day(conn, DAY, 10, SimJudge())
@@ -221,7 +240,7 @@ def _anchor_day(conn, day, judge, repeats=0):
     return f
 
 
-def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not():
+def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not(capsys):
     with store.connect(settings.duckdb_path()) as conn:
         add_day(conn, DAY, 60, SimJudge())
         f0 = _anchor_day(conn, DAY, SimJudge())
@@ -252,6 +271,11 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not():
             (DAY + dt.timedelta(days=1), "anchors", 50, 500),
             (DAY + dt.timedelta(days=1), "retest", 50, 500),
         ]
+    # The anchors' cost shows on its own lines beside the drift loop's.
+    assert cli.main(["judge", "costs"]) == 0
+    out = capsys.readouterr().out
+    assert "2026-03-02  anchors       50        50       500         -  sim|sim-model|sim-v1" in out
+    assert "2026-03-02  retest        50        50       500         -  sim|sim-model|sim-v1" in out
 
 
 def test_paired_test_ignores_symmetric_noise_below_the_floor():

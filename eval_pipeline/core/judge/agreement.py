@@ -201,6 +201,10 @@ def trust_from(
 ) -> TrustStatus:
     """Apply the trust rule to an agreement result."""
     figures = f"{result.n} labels; {result.kappa_text()}"
+    used = [j + 1 for j in range(K) if any(row[j] for row in result.confusion)]
+    if result.n and len(used) == 1:
+        # Kappa is 0 by construction then, and every resample agrees: say why.
+        figures += f"; the judge gave every labelled trace a {used[0]}"
     if result.n < min_labels:
         status, reason = "unvalidated", f"{figures}; needs {min_labels} labels"
     elif math.isnan(result.kappa_low):

@@ -166,6 +166,29 @@ def record(
     )
 
 
+def record_for_trace(
+    conn: duckdb.DuckDBPyConnection,
+    partition_date: dt.date,
+    trace_id: str,
+    labeller: str,
+    human_score: int,
+    source: str = "review",
+    note: str | None = None,
+) -> None:
+    """A label for a trace known by its id (the review flow: the reviewer's score of the
+    trace under review). It refers to the trace's latest ok judgment; a trace that no judge
+    scored ok is rejected with the reason."""
+    row = conn.execute(
+        f"SELECT segment, judgment_key, {_IDENTITY_SQL}, score FROM judge_scores"
+        " WHERE partition_date = ? AND trace_id = ? AND state = 'ok'",
+        [partition_date, trace_id],
+    ).fetchone()
+    if row is None:
+        raise LabelError(f"trace {trace_id[:60]!r} on {partition_date} has no ok judgment")
+    item = LabelItem(partition_date, trace_id, row[0], row[1], row[2], "", "", row[3])
+    record(conn, item, labeller, human_score, source=source, note=note)
+
+
 def paired_scores(conn: duckdb.DuckDBPyConnection, identity: str) -> pd.DataFrame:
     """(partition_date, trace_id, judge_score, human_score, labeller) for every labelled trace
     the identity scored ok; the latest label per trace."""

@@ -278,6 +278,26 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not(capsys):
     assert "2026-03-02  retest        50        50       500         -  sim|sim-model|sim-v1" in out
 
 
+def test_day_trust_marks_judge_change_and_decides_paging():
+    day2 = DAY + dt.timedelta(days=1)
+    with store.connect(settings.duckdb_path()) as conn:
+        add_day(conn, DAY, 60, SimJudge())
+        add_day(conn, day2, 5, SimJudge())
+        _anchor_day(conn, DAY, SimJudge())
+        _anchor_day(conn, day2, SimJudge(bias=1))
+        first, second = trust.for_day(conn, DAY), trust.for_day(conn, day2)
+        empty = trust.for_day(conn, DAY - dt.timedelta(days=1))
+    assert first.status.judge_identity == IDENT and not first.app_drift_is_judge
+    assert second.app_drift_is_judge and "JUDGE CHANGED this day" in second.line()
+    assert empty.status is None and trust.may_page(empty)
+    assert not trust.may_page(second)  # judge drift: never an app page
+    assert first.status.status == "unvalidated"
+    assert trust.may_page(first, env={})
+    assert not trust.may_page(first, env={trust.PAGE_ENV: "false"})
+    with pytest.raises(ValueError, match="must be true or false"):
+        trust.may_page(first, env={trust.PAGE_ENV: "maybe"})
+
+
 def test_paired_test_ignores_symmetric_noise_below_the_floor():
     rng = np.random.default_rng(5)
     base = rng.integers(1, 6, 50)

@@ -15,13 +15,20 @@ When test-retest repeats have run, a judge that agrees with itself less than wit
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import os
+from dataclasses import dataclass
 
 import duckdb
 
 from eval_pipeline.core.judge import agreement as ag
-from eval_pipeline.core.judge import labels
+from eval_pipeline.core.judge import anchors, labels
 from eval_pipeline.core.judge.agreement import TrustStatus
+
+# Whether drift on the scores of an unvalidated judge may page someone (default: yes, since
+# a new installation has no labels yet; set "false" once labelling is routine).
+PAGE_ENV = "EVAL_UNVALIDATED_JUDGE_MAY_PAGE"
 
 
 def identity_key(judge_identity: str | labels.JudgeIdentity) -> str:
@@ -74,3 +81,46 @@ def judge_trust_status(
     if retest is not None and not math.isnan(result.kappa) and retest[0] < result.kappa:
         status.reason += f"; disagrees with itself (retest κ {retest[0]:.2f}) more than with people"
     return status
+
+
+@dataclass
+class DayJudgeTrust:
+    """What a day's drift report, incident or notification says about its judge."""
+
+    day: dt.date
+    status: TrustStatus | None  # None: nothing was judged that day
+    judge_changed: list[str]  # verdicts of that day's judge-drift findings (empty: none)
+
+    @property
+    def app_drift_is_judge(self) -> bool:
+        """True: the day's score drift is the judge's; mark app findings "judge changed"."""
+        return bool(self.judge_changed)
+
+    def line(self) -> str:
+        if self.status is None:
+            return "judge: nothing judged this day"
+        text = self.status.line()
+        return f"{text}; JUDGE CHANGED this day" if self.judge_changed else text
+
+
+def for_day(conn: duckdb.DuckDBPyConnection, day: dt.date, **kwargs) -> DayJudgeTrust:
+    """The trust status of the judge that scored ``day`` and that day's judge-drift findings."""
+    identity = anchors.identity_of_day(conn, day)
+    status = judge_trust_status(conn, identity, **kwargs) if identity else None
+    return DayJudgeTrust(day, status, anchors.judge_changed(conn, day))
+
+
+def may_page(day_trust: DayJudgeTrust, env: dict[str, str] | None = None) -> bool:
+    """May the day's app-drift findings page someone?
+
+    Never when the judge changed that day (a judge-drift incident is opened instead); when
+    the judge is unvalidated, as $EVAL_UNVALIDATED_JUDGE_MAY_PAGE says (default true).
+    """
+    if day_trust.app_drift_is_judge:
+        return False
+    if day_trust.status is None or day_trust.status.validated:
+        return True
+    value = (os.environ if env is None else env).get(PAGE_ENV, "true").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{PAGE_ENV} must be true or false, not {value!r}")
+    return value in ("true", "1", "yes")

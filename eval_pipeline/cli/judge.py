@@ -28,6 +28,8 @@ import math
 import os
 from pathlib import Path
 
+import duckdb
+
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.judge import agreement as ag
@@ -236,8 +238,17 @@ def run_agreement(args: argparse.Namespace) -> int:
                 return 2
             res = trust.agreement_for(conn, identity)
             status = trust.judge_trust_status(conn, identity, args.min_labels, args.bar, res)
+            retest = conn.execute(
+                "SELECT run_date, retest_kappa, retest_exact FROM judge_drift_findings"
+                " WHERE judge_identity = ? AND retest_exact IS NOT NULL"
+                " ORDER BY run_date DESC LIMIT 1",
+                [identity],
+            ).fetchone()
     except ValueError as exc:
         print(f"cannot compute agreement: {printable(exc)}")
+        return 2
+    except duckdb.Error as exc:  # a store from before the label tables (read-only: no migration)
+        print(f"no judge labels in {db}: {printable(exc)}")
         return 2
     print(f"judge:          {printable(identity)}")
     print(f"labels:         {res.n}")
@@ -245,6 +256,13 @@ def run_agreement(args: argparse.Namespace) -> int:
     print(f"exact:          {_f(res.exact)}   within one: {_f(res.within_one)}")
     print(f"spearman:       {_f(res.spearman)}")
     print(f"mean bias:      {_f(res.mean_bias)}  (judge - person)")
+    if retest:
+        print(
+            f"test-retest:    κ {_f(retest[1])}, exact {_f(retest[2])} "
+            f"(the judge against itself on the anchors, {retest[0]})"
+        )
+    else:
+        print("test-retest:    not measured yet (the judge_anchors asset measures it)")
     print("confusion (rows: person 1-5, columns: judge 1-5):")
     for score, row in enumerate(res.confusion, 1):
         print(f"  {score}  " + " ".join(f"{c:>4}" for c in row))

@@ -85,5 +85,6 @@ def test_label_in_a_terminal_then_resume_then_agreement():
         encoding="utf-8",
     )
     assert "labels:         5" in out
+    assert "test-retest:    not measured yet" in out
     assert "weighted κ:     κ 1.00" in out
     assert "trust:          validated (5 labels; κ 1.00" in out

@@ -276,6 +276,16 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not(capsys):
     out = capsys.readouterr().out
     assert "2026-03-02  anchors       50        50       500         -  sim|sim-model|sim-v1" in out
     assert "2026-03-02  retest        50        50       500         -  sim|sim-model|sim-v1" in out
+    assert cli.main(["judge", "agreement"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "test-retest:    κ 1.00, exact 1.00 (the judge against itself on the anchors, 2026-03-02)"
+        in out
+    )
+    assert (
+        "trust:          unvalidated (60 labels; κ 1.00 [1.00, 1.00]; lower bound ≥ 0.6; judge changed on 2026-03-03"
+        in out
+    )
 
 
 def test_day_trust_marks_judge_change_and_decides_paging():

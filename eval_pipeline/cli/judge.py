@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     label.add_argument("--judge", default=None, help=ident_help)
     label.add_argument("--labeller", default=None, help="your name (default: $USER)")
     label.add_argument("--limit", type=int, default=None, help="at most N traces")
+    label.add_argument(
+        "--unstratified",
+        action="store_true",
+        help="a simple random sample of the judged traces instead of equal numbers per judge "
+        "score (for a kappa that describes production's mix of scores)",
+    )
     mode = label.add_mutually_exclusive_group()
     mode.add_argument("--export", metavar="FILE", type=Path, help="write the queue to FILE")
     mode.add_argument(
@@ -197,7 +203,10 @@ def run_label(args: argparse.Namespace) -> int:
                 return 2
             if args.export:
                 n = labels.export_queue(
-                    labels.queue(conn, identity, labeller, args.limit), args.export
+                    labels.queue(
+                        conn, identity, labeller, args.limit, stratify=not args.unstratified
+                    ),
+                    args.export,
                 )
                 print(f"wrote {n} trace(s) to label for {printable(identity)} to {args.export}")
                 print(labels.EXPORT_HELP)
@@ -217,7 +226,13 @@ def run_label(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cannot label: {printable(exc)}")
         return 2
-    run_session(lambda: store.connect(db), identity, labeller, limit=args.limit)
+    run_session(
+        lambda: store.connect(db),
+        identity,
+        labeller,
+        limit=args.limit,
+        stratify=not args.unstratified,
+    )
     return 0
 
 

@@ -171,6 +171,9 @@ def test_queue_is_stratified_by_the_judges_score_and_resumes():
         again = labels.queue(conn, IDENT, "ann", limit=9)
         assert [it.trace_id for it in again] == [it.trace_id for it in q[1:]]
         assert len(labels.queue(conn, IDENT, "someone-else")) == 50
+        plain = labels.queue(conn, IDENT, "ann", limit=10, stratify=False)
+        assert len(plain) == 10 and q[0].trace_id not in {it.trace_id for it in plain}
+        assert [it.trace_id for it in plain] != [it.trace_id for it in again[:10]]
 
 
 def test_export_hides_the_judge_and_import_is_all_or_nothing(tmp_path):

@@ -78,9 +78,10 @@ def run_session(
     ask: Callable[[str], str] = input,
     say: Callable[[str], None] = print,
     limit: int | None = None,
+    stratify: bool = True,
 ) -> SessionResult:
     with connect() as conn:
-        todo = labels.queue(conn, identity, labeller, limit)
+        todo = labels.queue(conn, identity, labeller, limit, stratify=stratify)
     res = SessionResult()
     if not todo:
         say(f"Nothing to label for {printable(identity)}: every judged trace has your label.")

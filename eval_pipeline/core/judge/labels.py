@@ -10,7 +10,7 @@ The labelling queue is stratified by the judge's score: equal numbers from each 
 judge gave (while a stratum lasts), so that the rare scores where a judge is most often
 wrong are labelled too. The order is a hash of the trace, so a session resumes where the
 last one stopped. Kappa is then measured on this balanced sample, not on production's
-score mix (docs/judge-trust.md).
+score mix; ``stratify=False`` gives a simple random sample instead (docs/judge-trust.md).
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def queue(
     labeller: str,
     limit: int | None = None,
     seed: str = "labels",
+    stratify: bool = True,
 ) -> list[LabelItem]:
     """Traces judged ok by ``identity`` that ``labeller`` has not labelled, stratified by the
-    judge's score (round robin over scores 1-5, hash order within a score)."""
+    judge's score (round robin over scores 1-5, hash order within a score); with
+    ``stratify=False``, in hash order only (a simple random sample of production's mix)."""
     rows = conn.execute(
         "SELECT s.partition_date, s.trace_id, s.segment, s.judgment_key, s.score, "
         "t.user_query, t.assistant_response, l.trace_id IS NOT NULL FROM judge_scores s "
@@ -114,7 +116,7 @@ def queue(
     strata: dict[int, list[tuple[LabelItem, bool]]] = {}
     for day, tid, seg, key, score, q, a, done in rows:
         item = LabelItem(day, tid, seg, key, identity, q, a, score)
-        strata.setdefault(score, []).append((item, done))
+        strata.setdefault(score if stratify else 0, []).append((item, done))
     for items in strata.values():
         items.sort(key=lambda pair: _order_key(seed, pair[0].partition_date, pair[0].trace_id))
     out: list[LabelItem] = []

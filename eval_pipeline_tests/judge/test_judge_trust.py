@@ -191,15 +191,19 @@ def test_export_hides_the_judge_and_import_is_all_or_nothing(tmp_path):
         lines[2]["score"] = 2
         lines[3]["trace_id"] = "nope"
         lines[3]["score"] = 1
+        lines[5]["score"] = 3
+        lines[5]["note"] = "\ud800"  # a lone surrogate, as JSON allows
         path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n")
         res = labels.import_labels(conn, path, "ann")
-        assert res.recorded == 0 and len(res.errors) == 3
+        assert res.recorded == 0 and len(res.errors) == 4
         assert "line 2: score must be an integer 1-5" in res.errors[0]
         assert "line 4: no ok judgment" in res.errors[1]
-        assert res.errors[2].startswith("line 7: not JSON")
+        assert res.errors[2] == "line 6: note is not valid Unicode (a lone surrogate)"
+        assert res.errors[3].startswith("line 7: not JSON")
         assert conn.execute("SELECT count(*) FROM judge_labels").fetchone()[0] == 0
         lines[1]["score"] = None
         lines[3]["score"] = None
+        lines[5]["score"] = None
         path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
         res = labels.import_labels(conn, path, "ann")
         assert (res.recorded, res.skipped, res.errors) == (2, 4, [])

@@ -268,6 +268,11 @@ def _parse_line(conn: duckdb.DuckDBPyConnection, raw: str) -> tuple[LabelItem, i
     tid, key = obj.get("trace_id"), obj.get("judgment_key")
     if not isinstance(tid, str) or not isinstance(key, str):
         raise LabelError("trace_id and judgment_key must be strings")
+    for name, text in (("trace_id", tid), ("judgment_key", key), ("note", note or "")):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LabelError(f"{name} is not valid Unicode (a lone surrogate)") from None
     row = conn.execute(
         f"SELECT segment, {_IDENTITY_SQL}, score FROM judge_scores "
         "WHERE partition_date = ? AND trace_id = ? AND judgment_key = ? AND state = 'ok'",

@@ -15,7 +15,8 @@ call-to-call noise. All scores are rounded and clipped to 1..5.
    behind the same name (swap: a new model's own idiosyncrasies, sd from [0.3, 1.2], and a
    bias from [-1, 1]); the product's rule (eval_pipeline.core.judge.anchors.paired_test:
    Wilcoxon signed-rank shift and spread tests, alpha 0.01 Bonferroni-split, effect floor
-   0.2) decides judge drift on that first day.
+   0.2) decides judge drift on that first day. Last rows of each block: the same model
+   with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5].
 
 Seeds are fixed: the figures are the same on every run. JUDGE_EVAL_SEEDS (default 120) sets
 the runs per cell of sections 1-2.
@@ -136,11 +137,24 @@ def anchor_detection(days: int) -> None:
             size = abs(new.bias)
             bucket = "< 0.25" if size < 0.25 else "0.25-0.5" if size < 0.5 else ">= 0.5"
             by_bucket.setdefault(f"{base.name}|{bucket}", []).append(caught)
+            # The same model shifted (a new quantisation, a prompt wrapper): its per-trace
+            # idiosyncrasies stay, only a bias from [-0.5, 0.5] is added. Own random stream,
+            # so the rows above do not depend on this one.
+            rng2 = np.random.default_rng([200 + bi, s])
+            shifted_model = JudgeModel("shift", rng2.uniform(-0.5, 0.5), base.item_sd, base.call_sd)
+            shifted, _ = judge_scores(rng2, shifted_model, q, item_err)
+            hit = anchors.paired_test(first, shifted, repeat).judge_drift
+            bucket = "< 0.25" if abs(shifted_model.bias) < 0.25 else ">= 0.25"
+            by_bucket.setdefault(f"{base.name}|shift {bucket}", []).append(hit)
         print(f"{base.name:<38}{'clean (same judge)':<34}{days:>6}{np.mean(clean):>13.2%}")
         print(f"{'':<38}{'swap, bias change in [-1, 1]':<34}{days:>6}{np.mean(swaps):>13.2%}")
         for bucket in ("< 0.25", "0.25-0.5", ">= 0.5"):
             hits = by_bucket.get(f"{base.name}|{bucket}", [])
             label = f"  swaps with |bias change| {bucket}"
+            print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
+        for bucket in ("< 0.25", ">= 0.25"):
+            hits = by_bucket.get(f"{base.name}|shift {bucket}", [])
+            label = f"same model, |bias shift| {bucket}"
             print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import review
+from eval_pipeline.core.judge import label_session
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default=None, help="DuckDB file (default: $EVAL_DUCKDB_PATH)")
     p.add_argument("--reviewer", default=None, help="your name (default: $USER)")
     p.add_argument("--limit", type=int, default=None, help="review at most N candidates")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="after each decision, ask your 1-5 score of the answer (kept as a judge label)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--export",
@@ -124,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         if res.decisions:
             print(notify_dagster(len(res.decisions), reviewer, "import"))
         return 0
-    res = review.run_session(connect, reviewer, limit=args.limit)
+    hook = label_session.ask_review_score(connect, reviewer) if args.score else None
+    res = review.run_session(connect, reviewer, limit=args.limit, after_decision=hook)
     if res.approved or res.rejected:
         print(notify_dagster(res.approved + res.rejected, reviewer, "terminal"))
     return 0

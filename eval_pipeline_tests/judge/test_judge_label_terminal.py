@@ -4,6 +4,7 @@ in trace text shown and not obeyed; then `judge agreement` on what was labelled.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 
@@ -11,6 +12,11 @@ import pexpect
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.feedback import candidates
+from eval_pipeline.core.feedback import ingest as feedback
+from eval_pipeline.core.judge import cache
+from eval_pipeline.core.judge.base import HeuristicJudge
+from eval_pipeline_tests.feedback.feedback_fixtures import add_traces, line
 from eval_pipeline_tests.judge.trust_fixtures import DAY, SimJudge, add_day
 
 ASK = r"Your score \[1-5, s, q\]: "
@@ -88,3 +94,46 @@ def test_label_in_a_terminal_then_resume_then_agreement():
     assert "test-retest:    not measured yet" in out
     assert "weighted κ:     κ 1.00" in out
     assert "trust:          validated (5 labels; κ 1.00" in out
+
+
+def test_review_records_the_reviewers_score_as_a_label():
+    add_traces()
+    with store.connect(settings.duckdb_path()) as conn:
+        conn.execute(
+            "INSERT INTO sampled_traces SELECT partition_date, trace_id, segment, 1, 1"
+            " FROM raw_traces"
+        )
+        cache.score_day(conn, HeuristicJudge(), dt.date(2026, 10, 22))
+        lines = [line("t-billing-1", comment="it refused"), line("t-lost", comment="wrong")]
+        feedback.ingest_bytes(conn, ("\n".join(lines) + "\n").encode(), "seed.jsonl")
+        candidates.build_candidates(conn)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "eval_pipeline", "review", "--reviewer", "alice", "--score"],
+        env={**os.environ, "COLUMNS": "100"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.logfile_read = sys.stdout
+    scored = set()
+    for _ in range(2):
+        child.expect(r"Candidate \d of 2")
+        child.expect(r"\[q\]uit: ")
+        child.sendline("r")
+        child.expect(r"Why reject\? \(Enter = no note\): ")
+        child.sendline("")
+        child.expect("rejected")
+        child.expect(r"Your score of this answer, 1-5 \(Enter = skip\): ")
+        child.sendline("9")
+        child.expect("please type 1-5, or press Enter to skip")
+        child.sendline("1")
+        i = child.expect(["score 1 saved as a judge label", "score not saved: (.*) has no ok"])
+        scored.add(i)
+    assert scored == {0, 1}  # the judged trace is labelled; the unknown one says why not
+    child.expect(pexpect.EOF)
+    child.close()
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT trace_id, labeller, human_score, source, judge_identity FROM judge_labels"
+        ).fetchall()
+    assert rows == [("t-billing-1", "alice", 1, "review", "heuristic||heuristic-v2")]

@@ -141,11 +141,13 @@ def test_a_judge_with_one_score_for_everything_is_named():
 def test_a_review_records_the_reviewers_score_of_the_trace():
     with store.connect(settings.duckdb_path()) as conn:
         add_day(conn, DAY, 3, SimJudge())
-        labels.record_for_trace(conn, DAY, "t0301-001", "rev", 4)
+        labels.record_for_trace(conn, "t0301-001", "rev", 4)
         with pytest.raises(labels.LabelError, match="has no ok judgment"):
-            labels.record_for_trace(conn, DAY, "unknown", "rev", 4)
+            labels.record_for_trace(conn, "unknown", "rev", 4)
+        with pytest.raises(labels.LabelError, match="has no ok judgment"):
+            labels.record_for_trace(conn, "t0301-002", "rev", 4, DAY + dt.timedelta(days=1))
         with pytest.raises(labels.LabelError, match="outside 1-5"):
-            labels.record_for_trace(conn, DAY, "t0301-002", "rev", 0)
+            labels.record_for_trace(conn, "t0301-002", "rev", 0)
         rows = conn.execute("SELECT trace_id, source, human_score FROM judge_labels").fetchall()
     assert rows == [("t0301-001", "review", 4)]
 

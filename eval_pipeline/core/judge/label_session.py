@@ -126,3 +126,26 @@ def run_session(
         res.remaining = len(labels.queue(conn, identity, labeller))
     say(f"Labelled {res.labelled}, skipped {res.skipped}; {res.remaining} trace(s) left.")
     return res
+
+
+def ask_review_score(connect: ConnFactory, reviewer: str) -> Callable:
+    """For `eval-pipeline review --score`: after each decision, the reviewer's own 1-5 score
+    of the answer, stored as a judge label (source 'review') of the trace's judgment."""
+
+    def after_decision(candidate, prompt: Callable, say: Callable[[str], None]) -> None:
+        while True:
+            answer = prompt("Your score of this answer, 1-5 (Enter = skip): ")
+            if not answer:
+                return
+            if answer in ("1", "2", "3", "4", "5"):
+                break
+            say("  please type 1-5, or press Enter to skip")
+        try:
+            with connect() as conn:
+                labels.record_for_trace(conn, candidate.trace_id, reviewer, int(answer))
+        except (labels.LabelError, duckdb.Error) as exc:
+            say(f"  score not saved: {printable(exc)}")
+            return
+        say(f"  score {answer} saved as a judge label")
+
+    return after_decision

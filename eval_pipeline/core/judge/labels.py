@@ -170,24 +170,26 @@ def record(
 
 def record_for_trace(
     conn: duckdb.DuckDBPyConnection,
-    partition_date: dt.date,
     trace_id: str,
     labeller: str,
     human_score: int,
+    partition_date: dt.date | None = None,
     source: str = "review",
     note: str | None = None,
 ) -> None:
     """A label for a trace known by its id (the review flow: the reviewer's score of the
-    trace under review). It refers to the trace's latest ok judgment; a trace that no judge
-    scored ok is rejected with the reason."""
+    trace under review). It refers to the trace's ok judgment on ``partition_date`` (default:
+    the latest day the trace was judged ok); a trace no judge scored ok is rejected."""
     row = conn.execute(
-        f"SELECT segment, judgment_key, {_IDENTITY_SQL}, score FROM judge_scores"
-        " WHERE partition_date = ? AND trace_id = ? AND state = 'ok'",
-        [partition_date, trace_id],
+        f"SELECT partition_date, segment, judgment_key, {_IDENTITY_SQL}, score FROM judge_scores"
+        " WHERE trace_id = ? AND state = 'ok'"
+        " AND partition_date = coalesce(?, partition_date)"
+        " ORDER BY partition_date DESC LIMIT 1",
+        [trace_id, partition_date],
     ).fetchone()
     if row is None:
-        raise LabelError(f"trace {trace_id[:60]!r} on {partition_date} has no ok judgment")
-    item = LabelItem(partition_date, trace_id, row[0], row[1], row[2], "", "", row[3])
+        raise LabelError(f"trace {trace_id[:60]!r} has no ok judgment to label")
+    item = LabelItem(row[0], trace_id, row[1], row[2], row[3], "", "", row[4])
     record(conn, item, labeller, human_score, source=source, note=note)
 
 

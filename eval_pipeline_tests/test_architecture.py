@@ -31,8 +31,6 @@ MAX_LINES = 500
 SIZE_EXCEPTIONS = {
     "core/ab/stats.py": "one idea: the pre-specified A/B decision rule (its docstring) applied "
     "to scores, pass/fail and pairwise picks; split, the rule would no longer read in one place",
-    "core/judge/llm.py": "several ideas (configuration, HTTP calls, output parsing); its split "
-    "is owned by another change: remove this entry when it lands",
 }
 
 # (importing module, imported module) -> why the import must stay inside a function.

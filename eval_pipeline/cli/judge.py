@@ -36,7 +36,8 @@ from eval_pipeline.core.judge import agreement as ag
 from eval_pipeline.core.judge import labels, trust
 from eval_pipeline.core.judge.base import JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
-from eval_pipeline.core.judge.label_session import printable, run_session
+from eval_pipeline.core.judge.label_session import run_session
+from eval_pipeline.core.terminal import printable
 
 SAMPLE = JudgeRequest(
     query="How do I reset my password?",

@@ -7,7 +7,6 @@ and the next session resumes with the traces not yet labelled.
 from __future__ import annotations
 
 import contextlib
-import re
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,26 +14,9 @@ from dataclasses import dataclass
 import duckdb
 
 from eval_pipeline.core.judge import labels
+from eval_pipeline.core.terminal import printable
 
 ConnFactory = Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
-
-# A local copy of the control-character-safe printer: C0 controls except tab and newline,
-# DEL, C1 controls, bidi controls, line/paragraph separators and lone surrogates are shown
-# as escapes, not obeyed. Replace with core.terminal.printable once that module is on main.
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-    "\ud800-\udfff]"
-)
-
-
-def printable(text: object) -> str:
-    """``str(text)`` with every terminal control character rendered visibly."""
-
-    def visible(m: re.Match) -> str:
-        code = ord(m.group())
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-    return _UNSAFE.sub(visible, str(text))
 
 
 def _block(text: str, width: int = 88, max_chars: int = 4000) -> str:

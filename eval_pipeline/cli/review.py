@@ -19,6 +19,7 @@ import duckdb
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import review, review_files, review_session
+from eval_pipeline.core.judge import label_session
 from eval_pipeline.core.terminal import printable
 
 REVIEW_LOCK_WAIT = 15.0
@@ -35,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default=None, help="DuckDB file (default: $EVAL_DUCKDB_PATH)")
     p.add_argument("--reviewer", default=None, help="your name (default: $USER)")
     p.add_argument("--limit", type=int, default=None, help="review at most N candidates")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="after each decision, ask your 1-5 score of the answer (kept as a judge label)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--export",
@@ -144,7 +150,8 @@ def _run(args: argparse.Namespace, db: Path, reviewer: str, connect) -> int:
         if res.decisions:
             print(notify_dagster(len(res.decisions), reviewer, "import"))
         return 0
-    res = review_session.run_session(connect, reviewer, limit=args.limit)
+    hook = label_session.ask_review_score(connect, reviewer) if args.score else None
+    res = review_session.run_session(connect, reviewer, limit=args.limit, after_decision=hook)
     if res.approved or res.rejected:
         print(notify_dagster(res.approved + res.rejected, reviewer, "terminal"))
     return 0

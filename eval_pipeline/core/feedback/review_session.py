@@ -153,8 +153,12 @@ def run_session(
     say: Callable[[str], None] = print,
     limit: int | None = None,
     unrecorded_dir: Path | None = None,
+    after_decision: Callable[[cands.Candidate, Callable, Callable], None] | None = None,
 ) -> SessionResult:
-    """Walk a person through the pending candidates; each decision is recorded at once."""
+    """Walk a person through the pending candidates; each decision is recorded at once.
+
+    ``after_decision(candidate, prompt, say)`` runs after each recorded decision (the
+    reviewer's own score of the answer, as a judge label)."""
     res = SessionResult()
     try:
         with connect() as conn:
@@ -216,6 +220,8 @@ def run_session(
             else:
                 res.rejected += 1
                 say("  rejected")
+            if after_decision is not None:
+                after_decision(c, prompt, say)
     except (_Quit, KeyboardInterrupt):
         res.quit = True
         say("\nStopped. Decisions made so far are saved.")

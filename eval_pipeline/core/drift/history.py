@@ -75,12 +75,15 @@ def load_judged_traces(
         if not SAFE_KEY.fullmatch(key):
             raise ValueError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.'")
     meta = "".join(f', json_extract_string(t.metadata, ?) AS "meta:{k}"' for k in metadata_keys)
-    return conn.execute(
+    frame = conn.execute(
         "SELECT s.partition_date AS day, s.segment, s.score::DOUBLE AS score, "
         f"t.prompt_version, t.model{meta} FROM judge_scores s JOIN raw_traces t "
         "USING (partition_date, trace_id) WHERE s.state = 'ok'",
         [f"$.{k}" for k in metadata_keys],
     ).df()
+    # DuckDB DATEs arrive as pandas timestamps; the engine's days are datetime.date.
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
 
 
 def cause_function(traces: pd.DataFrame):

@@ -63,7 +63,8 @@ class IncidentConfig:
     min_drop: float = 0.2  # the day test also needs a practical drop, in points
     min_n: int = 10  # fewer judged traces in a segment-day: no verdict
     max_failure_rate: float = 0.2  # more judge failures in a segment-day: no verdict
-    healthy_z: float = 0.5  # an open incident's day is healthy when z <= this
+    healthy_z: float = 0.5  # an open incident's day is healthy when z <= this, or when its
+    # drop is under min_drop / 2 points
     resolve_after: int = 2
     overall: bool = True  # test the overall row too (mix-standardised)
     use_day_test: bool = True
@@ -113,6 +114,8 @@ class Incident:
     current_mean: float | None
     peak_drop: float
     current_drop: float
+    detected_mean: float | None = None  # the figures on the day of the page
+    detected_drop: float | None = None
     cause_key: str | None = None
     cause: str = ""
     resolved_on: dt.date | None = None
@@ -291,7 +294,8 @@ def run_history(
                 v.incident_id = inc.incident_id
                 inc.peak_drop = max(inc.peak_drop, sf.drop)
                 inc.current_drop, inc.current_mean = sf.drop, v.mean
-                if sf.z > config.healthy_z:
+                # Healthy: not distinguishable from the reference, or practically recovered.
+                if sf.z > config.healthy_z and sf.drop > config.min_drop / 2:
                     st.streak = 0
                     inc.last_degraded_on = day
                     v.state, v.verdict = "degraded", f"still degraded: {figures}"
@@ -319,8 +323,9 @@ def run_history(
                 detector = "+".join(
                     n for n, on in (("day-test", day_alarm), ("cusum", cusum_alarm)) if on
                 )
-                # The CUSUM run's first day is the change-point estimate, for either alarm.
-                start = st.run_start or day
+                # A day-test alarm is a jump today; a CUSUM alarm dates the change from the
+                # first day of the CUSUM run (the change-point estimate).
+                start = day if day_alarm else (st.run_start or day)
                 candidates.append((seg, detector, start))
                 v.state = "alarm"
                 v.verdict = f"quality dropped ({detector}): {figures}, CUSUM {st.s:.1f}"
@@ -450,6 +455,8 @@ def _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> Non
             current_mean=vs[0].mean,
             peak_drop=max(v.drop for v in vs),
             current_drop=vs[0].drop,
+            detected_mean=vs[0].mean,
+            detected_drop=vs[0].drop,
             cause_key=next((m[3] for m in members if m[3] is not None), None),
         )
         incidents.append(inc)
@@ -483,13 +490,12 @@ def planned_events(incidents: Sequence[Incident]) -> list[dict]:
     detected), one on resolve. Fields follow the notifications' IncidentEvent."""
     events = []
     for inc in incidents:
-        details = {
+        base = {
             "reference_mean": inc.reference_mean,
-            "current_mean": inc.current_mean,
-            "drop": inc.peak_drop,
             "detector": inc.detector,
             "cause": inc.cause,
             "opened_on": inc.opened_on.isoformat(),
+            "peak_drop": inc.peak_drop,
         }
         where = ", ".join("overall" if s == ALL else s for s in inc.segments)
         events.append(
@@ -499,9 +505,9 @@ def planned_events(incidents: Sequence[Incident]) -> list[dict]:
                 kind=inc.kind,
                 day=inc.detected_on,
                 title=f"LLM quality drop in {where} since {inc.opened_on} "
-                f"(-{inc.peak_drop:.2f} points)",
+                f"(-{inc.detected_drop:.2f} points)",
                 segments=tuple(inc.segments),
-                details=details,
+                details={**base, "current_mean": inc.detected_mean, "drop": inc.detected_drop},
             )
         )
         if inc.resolved_on is not None:
@@ -514,7 +520,7 @@ def planned_events(incidents: Sequence[Incident]) -> list[dict]:
                     title=f"Resolved ({inc.resolution}): LLM quality drop in {where} "
                     f"from {inc.opened_on} to {inc.last_degraded_on}",
                     segments=tuple(inc.segments),
-                    details=details,
+                    details={**base, "current_mean": inc.current_mean, "drop": inc.current_drop},
                 )
             )
     return events

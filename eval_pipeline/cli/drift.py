@@ -95,10 +95,10 @@ def rebaseline(args: argparse.Namespace) -> int:
     by = args.by or getpass.getuser()
     with store.connect(path) as conn:
         known = conn.execute(
-            "SELECT count(*) FROM drift_reports WHERE segment = ?", [args.rb_segment]
+            "SELECT count(*) FROM judge_scores WHERE segment = ?", [args.rb_segment]
         ).fetchone()[0]
-        if not known:
-            print(f"unknown segment {args.rb_segment!r}: no drift report has it")
+        if args.rb_segment != ALL and not known:
+            print(f"unknown segment {args.rb_segment!r}: no judged trace has it")
             return 2
         exists = conn.execute(
             "SELECT count(*) FROM drift_rebaselines WHERE segment = ? AND from_day = ?",

@@ -224,7 +224,6 @@ def run_history(
             st.rebaseline_from = day
             if st.incident is not None:
                 inc = st.incident
-                inc.segments = [s for s in inc.segments if s != rb.segment] or inc.segments
                 st.incident, st.s, st.run_start, st.streak = None, 0.0, None, 0
                 if all(segs[s].incident is not inc for s in inc.segments):
                     inc.resolved_on, inc.resolution = day, "rebaseline"
@@ -348,8 +347,11 @@ def run_history(
 
         # Resolutions: every segment of the incident healthy K days running.
         for inc in incidents:
-            if inc.resolved_on is None and all(
-                segs[s].streak >= config.resolve_after for s in inc.segments
+            attached = [s for s in inc.segments if segs[s].incident is inc]
+            if (
+                inc.resolved_on is None
+                and attached
+                and all(segs[s].streak >= config.resolve_after for s in attached)
             ):
                 close(inc, day, "healthy")
                 for s in inc.segments:

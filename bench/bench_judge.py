@@ -26,7 +26,8 @@ import pandas as pd
 from eval_pipeline.core import store
 from eval_pipeline.core.judge import cache as scoring
 from eval_pipeline.core.judge.base import JudgeRequest
-from eval_pipeline.core.judge.llm import LLMJudgeConfig, OpenAICompatibleJudge
+from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
+from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer, Fault
 
 N = 1000

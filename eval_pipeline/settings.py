@@ -1,4 +1,6 @@
-"""Where things live. Every path comes from an environment variable with a default under data/.
+"""Where things live, and the one precedence rule for every setting (:func:`resolve`).
+
+Every path comes from an environment variable with a default under data/.
 
 Plain functions (not module constants) so tests can point a process at a temporary folder
 by setting the variables before calling them.
@@ -7,7 +9,11 @@ by setting the variables before calling them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +36,37 @@ def feedback_inbox() -> Path:
 
 def golden_path() -> Path:
     return Path(os.environ.get("EVAL_GOLDEN_PATH", data_dir() / "golden" / "golden.jsonl"))
+
+
+def resolve(
+    explicit: T | None,
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    cast: Callable[[str], T] = str,  # type: ignore[assignment]
+) -> T:
+    """The one precedence rule for configuration: an explicit value (not None) wins, then the
+    environment variable ``name`` (blank counts as unset), then ``default``.
+
+    Explicit configuration (a Dagster resource field, a CLI flag) is what someone chose for
+    this run; the environment is the deployment's default. A variable that does not parse
+    is an error that names it, never a silent fallback.
+    """
+    if explicit is not None:
+        return explicit
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return cast(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid value") from None
+
+
+def flag(raw: str) -> bool:
+    """A boolean setting: 1/true/yes/on or 0/false/no/off (any case)."""
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -272,7 +272,7 @@ def test_scrub_given_secrets_and_key_shapes():
     assert scrub("key sk-proj-AbC_123-xyz9 rejected") == f"key {REDACTED} rejected"
     assert scrub("abc", [None, ""]) == "abc"
     assert scrub("a b", ["a"]) == "a b"  # too short to be a secret: left alone
-    assert scrub("scikit sk-learn") == "scikit sk-learn"
+    assert scrub("scikit sk-learn-compatible") == "scikit sk-learn-compatible"
 
 
 def test_a_secret_url_is_scrubbed_whole_and_by_its_path_and_query():

@@ -17,13 +17,9 @@ from pathlib import Path
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.sources.phoenix import (
-    PhoenixClient,
-    PhoenixConfig,
-    PhoenixUnavailable,
-    classify_spans,
-    fetch_spans,
-)
+from eval_pipeline.core.sources.phoenix.client import PhoenixClient, PhoenixUnavailable, fetch_spans
+from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
+from eval_pipeline.core.sources.phoenix.spans import classify_spans
 
 
 def register(sub: argparse._SubParsersAction) -> None:

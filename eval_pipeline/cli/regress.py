@@ -18,9 +18,10 @@ from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.regression import cases as cases_mod
 from eval_pipeline.core.regression import gate as regression
-from eval_pipeline.core.regression import runners
+from eval_pipeline.core.regression import history, runners
 from eval_pipeline.core.regression.gate import RegressionRun
 from eval_pipeline.core.regression.junit import write_junit_xml
+from eval_pipeline.core.regression.report import markdown_report, text_report, write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -159,22 +160,22 @@ def _run(args: argparse.Namespace, stage: list[str]) -> int:
     finally:
         if progress:
             progress.close()
-    comparison = regression.Comparison(compared=False)
+    comparison = history.Comparison(compared=False)
     store_error = None
     if not args.no_store:
         try:
             with store.connect(args.db or settings.duckdb_path()) as conn:
-                comparison = regression.record(conn, run_)
+                comparison = history.record(conn, run_)
         except Exception as exc:  # reported after the report: the verdict is still worth seeing
             store_error = exc
-    print(regression.text_report(run_, comparison))
+    print(text_report(run_, comparison))
     try:
         if args.junit_xml:
             stage[0] = f"writing the JUnit XML to {args.junit_xml}"
             write_junit_xml(args.junit_xml, run_, comparison)
         if args.markdown:
             stage[0] = f"writing the markdown summary to {args.markdown}"
-            regression.write_text(args.markdown, regression.markdown_report(run_, comparison))
+            write_text(args.markdown, markdown_report(run_, comparison))
     except Exception as exc:
         # The CI artifact the job publishes is missing: not a pass, not a quality verdict.
         return _crashed(stage[0], exc, args.verbose, _completed(run_, "the file is missing"))

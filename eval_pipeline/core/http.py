@@ -66,7 +66,8 @@ def parse_retry_after(value: str | None) -> float | None:
 # Shapes that are secrets whoever wrote them: OpenAI-style keys, bearer tokens, and the
 # usual credential parameters of a query string.
 _KEY_SHAPES = (
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), REDACTED),
+    # An API key is long and has a digit; "sk-learn-compatible" is prose.
+    (re.compile(r"\bsk-(?=[A-Za-z_\-]*\d)[A-Za-z0-9_\-]{16,}"), REDACTED),
     # A bearer token has a digit; "Bearer token required" is prose.
     (
         re.compile(r"\b(Bearer\s+)(?=[A-Za-z._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{8,}", re.I),

@@ -13,60 +13,49 @@ import os
 import dagster as dg
 
 from eval_pipeline import settings
-from eval_pipeline.core.ab import run as ab
-from eval_pipeline.core.ab import stats as ab_stats
+from eval_pipeline.core.ab.report import markdown_report, verdict_lines
+from eval_pipeline.core.ab.run import ABSetupError, ABSpec, run_ab
+from eval_pipeline.core.ab.store import store_ab
 from eval_pipeline.core.judge.cache import CachedJudge
-from eval_pipeline.core.regression import cases as cases_mod
-from eval_pipeline.core.regression.runners import RunnerConfigError
+from eval_pipeline.core.regression.cases import GoldenFileError
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
 MD = dg.MetadataValue
-DEMO_TARGET = "eval_pipeline.demo.app:answer"
 DEMO_CASES = settings.PROJECT_ROOT / "data" / "ab" / "cases.jsonl"
 DEMO_PROMPTS = settings.PROJECT_ROOT / "eval_pipeline" / "demo" / "app"
 
 
 class ABTestConfig(dg.Config):
-    """What to compare. Prompt files run on ``target``; or give runners instead."""
+    """What to compare (the fields of ``ABSpec``, same defaults). Prompt files run on
+    ``target``; or give runners instead."""
 
     cases_path: str | None = None  # default $EVAL_AB_CASES, else the demo A/B cases
     a_prompt: str | None = None  # the baseline prompt file (default: the demo's good prompt)
     b_prompt: str | None = None  # the challenger (default: the demo's regressed prompt)
     other_prompts: list[str] = []  # C, D, ...: each compared with A, Holm-corrected
-    target: str = DEMO_TARGET  # base URL (prompt = system prompt) or module:function
-    prompt_arg: str = ab.DEFAULT_PROMPT_KWARG  # callable keyword that gets the prompt path
+    target: str = ABSpec.target  # base URL (prompt = system prompt) or module:function
+    prompt_arg: str = ABSpec.prompt_arg  # callable keyword that gets the prompt path
     a_target: str | None = None  # or: two runners (then no prompt files)
     b_target: str | None = None
     other_targets: list[str] = []
     model: str | None = None  # for HTTP targets
-    min_effect: float = ab_stats.DEFAULT_MIN_EFFECT  # fraction of the score range
-    alpha: float = ab_stats.ALPHA
-    seed: int = 0
+    min_effect: float = ABSpec.min_effect  # fraction of the score range
+    alpha: float = ABSpec.alpha
+    seed: int = ABSpec.seed
     pairwise: bool = False
-    concurrency: int = 8
-    timeout: float = 30.0
-    top_changes: int = 10
+    concurrency: int = ABSpec.concurrency
+    timeout: float = ABSpec.timeout
+    top_changes: int = ABSpec.top_changes
 
 
-def _variants(config: ABTestConfig) -> list[ab.Variant]:
-    targets = [t for t in (config.a_target, config.b_target) if t] + config.other_targets
-    prompts = [p for p in (config.a_prompt, config.b_prompt) if p] + config.other_prompts
-    if targets and prompts:
-        raise ValueError("configure prompt files or runner targets, not both")
-    if targets:
-        return ab.variants_from_targets(
-            targets, model=config.model, concurrency=config.concurrency, timeout=config.timeout
-        )
-    a = config.a_prompt or str(DEMO_PROMPTS / "prompt_good.txt")
-    b = config.b_prompt or str(DEMO_PROMPTS / "prompt_regressed.txt")
-    return ab.variants_from_prompts(
-        config.target,
-        [a, b, *config.other_prompts],
-        model=config.model,
-        prompt_kwarg=config.prompt_arg,
-        concurrency=config.concurrency,
-        timeout=config.timeout,
-    )
+def spec_from_config(config: ABTestConfig) -> ABSpec:
+    """The spec, with the demo's cases and prompts for what is not configured."""
+    options = config.model_dump()
+    options["cases_path"] = config.cases_path or os.environ.get("EVAL_AB_CASES") or str(DEMO_CASES)
+    if not (config.a_target or config.b_target or config.other_targets):
+        options["a_prompt"] = config.a_prompt or str(DEMO_PROMPTS / "prompt_good.txt")
+        options["b_prompt"] = config.b_prompt or str(DEMO_PROMPTS / "prompt_regressed.txt")
+    return ABSpec.from_options(options)
 
 
 def _num(x: float | None) -> MD:
@@ -82,33 +71,21 @@ def prompt_ab_test(
 ) -> dg.MaterializeResult:
     """Is the new prompt actually better? A paired comparison on the same cases, with a
     verdict that needs significance and an effect above the practical floor."""
-    cases_path = config.cases_path or os.environ.get("EVAL_AB_CASES") or str(DEMO_CASES)
     try:
-        the_cases = cases_mod.load_cases(cases_path)
-    except cases_mod.GoldenFileError as exc:
-        raise dg.Failure(description=f"the case file is invalid: {exc}") from exc
-    try:
-        variants = _variants(config)
-    except (ValueError, RunnerConfigError) as exc:
-        raise dg.Failure(description=f"cannot set up the variants: {exc}") from exc
+        spec = spec_from_config(config)
+    except ValueError as exc:
+        raise dg.Failure(description=f"invalid configuration: {exc}") from exc
     # Judgments already in the store are not paid for again.
     the_judge = CachedJudge(judge.build(), store.resolved_path())
-    result = ab.run_ab(
-        the_cases,
-        variants,
-        the_judge,
-        cases_file=cases_path,
-        cases_version=cases_mod.golden_version(the_cases),
-        min_effect=config.min_effect,
-        alpha=config.alpha,
-        seed=config.seed,
-        pairwise=config.pairwise,
-        top_changes=config.top_changes,
-        log=context.log.info,
-    )
+    try:
+        result = run_ab(spec, the_judge, log=context.log.info)
+    except GoldenFileError as exc:
+        raise dg.Failure(description=f"the case file is invalid: {exc}") from exc
+    except ABSetupError as exc:
+        raise dg.Failure(description=f"cannot set up the variants: {exc}") from exc
     with store.connect() as conn:
-        ab.store_ab(conn, result)
-    for line in ab.verdict_lines(result):
+        store_ab(conn, result)
+    for line in verdict_lines(result):
         context.log.info(line)
     first = result.reports[0]
     meta = {
@@ -116,10 +93,10 @@ def prompt_ab_test(
         "run_id": MD.text(result.run_id),
         "variants": MD.json([v.describe() for v in result.variants]),
         "cases": MD.int(result.n_cases),
-        "cases_file": MD.path(cases_path),
+        "cases_file": MD.path(spec.cases_path),
         "judge": MD.text(result.judge_name),
         "judge_model": MD.text(result.judge_model or "none"),
-        "report": MD.md(ab.markdown_report(result)),
+        "report": MD.md(markdown_report(result)),
         "failed_calls": MD.json(result.run_errors),
     }
     if first.scores is not None:

@@ -1,8 +1,8 @@
 """Judge scores written back to Arize Phoenix as span annotations (judge_annotations).
 
-A thin adapter over eval_pipeline.core.sources.phoenix's plan_annotations / send_annotations /
-record_annotations, with no store connection open while posting. It never fails the run
-because of Phoenix: rejected or undeliverable annotations are recorded per span in
+A thin adapter over plan_annotations / send_annotations / record_annotations of
+eval_pipeline.core.sources.phoenix.annotations, with no store connection open while
+posting. It never fails the run because of Phoenix: rejected or undeliverable annotations are recorded per span in
 phoenix_annotations, retried on the next run, and reported by the non-blocking
 ``annotations_delivered`` check (WARN). The judging itself is a separate, upstream asset
 and is never affected. On days whose traces did not come from Phoenix it does nothing and
@@ -11,7 +11,7 @@ says so in its metadata.
 
 import dagster as dg
 
-from eval_pipeline.core.sources import phoenix
+from eval_pipeline.core.sources.phoenix import annotations
 from eval_pipeline.defs.drift_loop import judge_scores
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days
@@ -52,12 +52,12 @@ def judge_annotations(
         # post with no connection open, then record the delivery state.
         plan = None
         with store.connect() as conn:
-            eligible = phoenix.phoenix_judgments(conn, day)
-            retries = phoenix.pending_retries(conn, cfg)
+            eligible = annotations.phoenix_judgments(conn, day)
+            retries = annotations.pending_retries(conn, cfg)
             if eligible or retries:
                 # Built only when needed: a jsonl deployment needs no Phoenix settings at all.
                 cfg = cfg or trace_source.phoenix_config()
-                plan = phoenix.plan_annotations(conn, cfg, day)
+                plan = annotations.plan_annotations(conn, cfg, day)
         if plan is None or cfg is None:
             note = (
                 "no judgments of Phoenix-sourced traces on this day "
@@ -65,9 +65,9 @@ def judge_annotations(
             )
             per_day[day] = {"annotations_sent": MD.int(0), "note": MD.text(note)}
             continue
-        outcome = phoenix.send_annotations(cfg, plan)
+        outcome = annotations.send_annotations(cfg, plan)
         with store.connect() as conn:
-            res = phoenix.record_annotations(conn, plan, outcome)
+            res = annotations.record_annotations(conn, plan, outcome)
         failed_total += res.failed
         if res.unreachable:
             unreachable_days.append(day)

@@ -12,7 +12,7 @@ latest materialization in the Dagster instance; it never opens DuckDB.
 
 The run's judge-scored mean (every answer scored by the configured judge without the
 reference, as the drift loop scores live traffic) is in the ``judge_mean`` metadata and in
-``regression_runs.judge_mean``; ``eval_pipeline.core.regression.gate.latest_baseline`` reads it
+``regression_runs.judge_mean``; ``eval_pipeline.core.regression.history.latest_baseline`` reads it
 (from passing runs only) for the drift loop's pinned baseline.
 """
 
@@ -23,6 +23,8 @@ import dagster as dg
 from eval_pipeline import settings
 from eval_pipeline.core.regression import cases, runners
 from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.regression.history import record
+from eval_pipeline.core.regression.report import markdown_report, text_report
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
 MD = dg.MetadataValue
@@ -98,8 +100,8 @@ def golden_regression(
     except regression.JudgeSetupError as exc:
         raise dg.Failure(description=str(exc)) from exc
     with store.connect() as conn:
-        comparison = regression.record(conn, run)
-    context.log.info(regression.text_report(run, comparison))
+        comparison = record(conn, run)
+    context.log.info(text_report(run, comparison))
     if run.status == "outage":
         raise dg.Failure(
             description=(
@@ -122,7 +124,7 @@ def golden_regression(
         "target": MD.text(run.target),
         "golden_version": MD.text(run.golden_version),
         "run_id": MD.text(run.run_id),
-        "report": MD.md(regression.markdown_report(run, comparison)),
+        "report": MD.md(markdown_report(run, comparison)),
     }
     if run.judge_mean is not None:
         meta["judge_mean"] = MD.float(run.judge_mean)

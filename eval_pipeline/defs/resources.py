@@ -19,7 +19,8 @@ from eval_pipeline.core import store
 from eval_pipeline.core.judge.base import Judge
 from eval_pipeline.core.judge.factory import judge_from_env
 from eval_pipeline.core.sources.inbox import InboxSource, TraceSource
-from eval_pipeline.core.sources.phoenix import PhoenixConfig, PhoenixSource
+from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
+from eval_pipeline.core.sources.phoenix.source import PhoenixSource
 
 
 class EvalStore(dg.ConfigurableResource):
@@ -39,10 +40,11 @@ class EvalStore(dg.ConfigurableResource):
 class TraceSourceResource(dg.ConfigurableResource):
     """Where traces come from. kind=jsonl reads the inbox folder ($EVAL_TRACE_INBOX);
     kind=phoenix reads spans from an Arize Phoenix project ($EVAL_PHOENIX_URL,
-    $EVAL_PHOENIX_PROJECT, $PHOENIX_API_KEY; see eval_pipeline.core.sources.phoenix). The phoenix_*
-    fields, when set, override the environment. $EVAL_TRACE_SOURCE overrides kind."""
+    $EVAL_PHOENIX_PROJECT, $PHOENIX_API_KEY; see eval_pipeline.core.sources.phoenix.config).
+    Like every setting: a field that is set wins, then the environment ($EVAL_TRACE_SOURCE
+    for kind, $EVAL_TRACE_INBOX, the EVAL_PHOENIX_* variables), then the default."""
 
-    kind: str = "jsonl"
+    kind: str | None = None  # None: $EVAL_TRACE_SOURCE, else "jsonl"
     inbox: str | None = None
     phoenix_url: str | None = None
     phoenix_project: str | None = None
@@ -53,7 +55,7 @@ class TraceSourceResource(dg.ConfigurableResource):
     phoenix_api_key_env: str = "PHOENIX_API_KEY"
 
     def resolved_kind(self) -> str:
-        return os.environ.get("EVAL_TRACE_SOURCE") or self.kind
+        return settings.resolve(self.kind, os.environ, "EVAL_TRACE_SOURCE", "jsonl")
 
     def phoenix_config(self) -> PhoenixConfig:
         return PhoenixConfig.from_env(
@@ -80,8 +82,9 @@ class JudgeResource(dg.ConfigurableResource):
     """Which judge scores traces. kind=heuristic needs no model (the demo default);
     kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, README.md, "The LLM judge").
 
-    Fields left unset fall back to the environment. The API key is never config: only the
-    *name* of the variable that holds it is, so the UI never shows the secret.
+    A field that is set wins, then its EVAL_JUDGE_* variable, then the default. The API key
+    is never config: only the *name* of the variable that holds it is, so the UI never
+    shows the secret.
     """
 
     kind: str | None = None  # None: $EVAL_JUDGE, else "heuristic"
@@ -99,30 +102,24 @@ class JudgeResource(dg.ConfigurableResource):
     rubric: str | None = None  # EVAL_JUDGE_RUBRIC (bundled name or file path; quality-v1)
 
     def build(self) -> Judge:
-        env = dict(os.environ)
-        if self.kind:
-            env["EVAL_JUDGE"] = self.kind
-        overrides = {
-            "BASE_URL": self.base_url,
-            "MODEL": self.model,
-            "CONCURRENCY": self.concurrency,
-            "CONNECT_TIMEOUT": self.connect_timeout,
-            "READ_TIMEOUT": self.read_timeout,
-            "DEADLINE": self.deadline,
-            "MAX_RETRIES": self.max_retries,
-            "STRUCTURED_OUTPUT": self.structured_output,
-            "PRICE_PROMPT_PER_1K": self.price_prompt_per_1k,
-            "PRICE_COMPLETION_PER_1K": self.price_completion_per_1k,
-            "RUBRIC": self.rubric,
+        # Typed fields go straight into the config: explicit, then environment, then default.
+        explicit = {
+            name: getattr(self, name)
+            for name in (
+                "base_url",
+                "model",
+                "concurrency",
+                "connect_timeout",
+                "read_timeout",
+                "deadline",
+                "max_retries",
+                "structured_output",
+                "price_prompt_per_1k",
+                "price_completion_per_1k",
+                "rubric",
+            )
         }
-        for name, value in overrides.items():
-            if value is not None:
-                env[f"EVAL_JUDGE_{name}"] = str(value)
-        key = os.environ.get(self.api_key_env)
-        env.pop("EVAL_JUDGE_API_KEY", None)
-        if key:
-            env["EVAL_JUDGE_API_KEY"] = key
-        return judge_from_env(env)
+        return judge_from_env(os.environ, kind=self.kind, api_key_env=self.api_key_env, **explicit)
 
 
 class AlertSink(dg.ConfigurableResource):

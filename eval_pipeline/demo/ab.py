@@ -11,6 +11,7 @@ import time
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.demo.dagster_cli import dagster_materialize
 
 ROOT = settings.PROJECT_ROOT
 CASES = ROOT / "data" / "ab" / "cases.jsonl"
@@ -33,8 +34,6 @@ def run(summary: dict) -> None:
     }
     print("\n== A/B test: the current prompt (A) vs the 'compliance update' (B) ==")
     started = time.time()
-    from eval_pipeline.demo.dagster_cli import dagster_materialize
-
     code, _ = dagster_materialize("prompt_ab_test", "ab.log", config=config)
     if code != 0:
         raise SystemExit(f"the A/B asset failed (exit {code}); log: data/demo/ab.log")

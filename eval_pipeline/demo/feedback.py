@@ -18,9 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import dagster as dg
+
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import candidates
+from eval_pipeline.defs.feedback import feedback_inbox_sensor
 from eval_pipeline.demo.traffic import REGRESSED_SEGMENT, REGRESSION_START
 
 FILE_NAME = "demo-feedback-2026-10-30.jsonl"
@@ -141,10 +144,6 @@ def _execute(request, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def run(summary: dict) -> None:
-    import dagster as dg
-
-    from eval_pipeline.defs.feedback import feedback_inbox_sensor
-
     db = settings.duckdb_path()
     inbox = settings.feedback_inbox()
     out: dict = {"inbox": str(inbox)}

@@ -14,6 +14,7 @@ from collections import Counter
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.demo.dagster_cli import dagster_materialize
 
 POINT_AT_AN_ENDPOINT = """\
 to judge with an LLM instead of the heuristic judge (any OpenAI-compatible endpoint):
@@ -32,8 +33,6 @@ def _accounting(conn) -> list[tuple]:
 
 
 def _rematerialize(day: str) -> float:
-    from eval_pipeline.demo.dagster_cli import dagster_materialize
-
     code, seconds = dagster_materialize("judge_scores", "dagster_judge.log", partition=day)
     if code != 0:
         raise SystemExit(f"re-materialising judge_scores failed (exit {code})")

@@ -17,7 +17,8 @@ from pathlib import Path
 from eval_pipeline import settings
 from eval_pipeline.cli import main as cli_main
 from eval_pipeline.core import store
-from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.regression.history import latest_baseline
+from eval_pipeline.demo.dagster_cli import dagster_materialize
 
 DEMO_TARGET = "eval_pipeline.demo.app:answer"
 
@@ -34,8 +35,6 @@ def _materialize(prompt: str, deploy_id: str, log_path: Path) -> int:
             }
         }
     }
-    from eval_pipeline.demo.dagster_cli import dagster_materialize
-
     print(f"(prompt: {prompt})")
     code, _ = dagster_materialize("golden_regression", log_path.name, config=config)
     return code
@@ -92,7 +91,7 @@ def run(summary: dict) -> None:
     if good_rc != 0 or bad_rc == 0:
         print("  UNEXPECTED: the gate should pass on the good prompt and fail on the regressed one")
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
-        baseline = regression.latest_baseline(conn, DEMO_TARGET)
+        baseline = latest_baseline(conn, DEMO_TARGET)
     if baseline is not None:
         print(
             f"  drift baseline (latest passing run): judge mean {baseline['judge_mean']:.2f} "

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval_pipeline.core.ab.run import PairPick, PairRequest
-from eval_pipeline.core.judge.base import JudgeRequest, Judgment
+from eval_pipeline.core.judge.base import JudgeRequest, Judgment, PairPick, PairRequest
 
 
 def app(value, prompt_path=None):

@@ -7,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 
 from eval_pipeline import settings
-from eval_pipeline.cli import main
+from eval_pipeline.cli import build_parser, main
 from eval_pipeline.core import store
 from eval_pipeline.core.ab import stats as ab_stats
+from eval_pipeline.core.ab.run import ABSpec
+from eval_pipeline.core.regression.runners import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 from eval_pipeline.defs import ab as ab_defs
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
@@ -81,3 +83,32 @@ def test_asset_is_in_the_code_location_with_the_duckdb_pool():
     node = graph.get(dg.AssetKey("prompt_ab_test"))
     assert node.group_name == "ab"
     assert node.pools == {"duckdb"}
+
+
+def test_cli_and_asset_build_the_same_spec_with_the_same_defaults():
+    args = build_parser().parse_args(
+        ["ab", "--cases", str(CASES), "--a-prompt", str(GOOD), "--b-prompt", str(REGRESSED)]
+    )
+    from_cli = ABSpec.from_options(vars(args))
+    from_asset = ab_defs.spec_from_config(
+        ab_defs.ABTestConfig(cases_path=str(CASES), a_prompt=str(GOOD), b_prompt=str(REGRESSED))
+    )
+    assert from_cli == from_asset
+    assert (from_cli.concurrency, from_cli.timeout) == (DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT)
+    flags = ["--prompt", "c.txt", "--top", "3", "--seed", "7", "--timeout", "5", "--pairwise"]
+    args = build_parser().parse_args(["ab", "--cases", "x.jsonl", *flags])
+    config = ab_defs.ABTestConfig(
+        cases_path="x.jsonl", other_prompts=["c.txt"], top_changes=3, seed=7, timeout=5,
+        pairwise=True,
+    )  # fmt: skip
+    assert ABSpec.from_options(vars(args)) == ABSpec.from_options(config.model_dump())
+
+
+def test_asset_falls_back_to_the_demo_cases_and_prompts(monkeypatch):
+    monkeypatch.delenv("EVAL_AB_CASES", raising=False)
+    spec = ab_defs.spec_from_config(ab_defs.ABTestConfig())
+    assert spec.cases_path == str(ab_defs.DEMO_CASES)
+    assert Path(spec.a_prompt).name == "prompt_good.txt"
+    assert Path(spec.b_prompt).name == "prompt_regressed.txt"
+    runners = ab_defs.spec_from_config(ab_defs.ABTestConfig(a_target="m:a", b_target="m:b"))
+    assert runners.a_prompt is None and runners.targets == ["m:a", "m:b"]

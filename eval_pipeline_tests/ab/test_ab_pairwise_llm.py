@@ -7,9 +7,12 @@ import json
 import re
 from pathlib import Path
 
-from eval_pipeline.core.ab import run as ab
+from eval_pipeline.core.ab.run import ABSpec, compare_variants
+from eval_pipeline.core.ab.variants import variants_from_prompts
 from eval_pipeline.core.judge.base import PairRequest
-from eval_pipeline.core.judge.llm import LLMJudgeConfig, OpenAICompatibleJudge, parse_pick
+from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
+from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
+from eval_pipeline.core.judge.llm_parse import parse_pick
 from eval_pipeline.core.regression import cases
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer, Fault
 
@@ -20,7 +23,9 @@ REFUSAL = re.compile(r"sorry|can't help|cannot help|unable", re.IGNORECASE)
 
 
 def _fenced(text: str, label: str) -> str:
-    return text.split(f"<<<BEGIN {label}>>>\n", 1)[1].split(f"\n<<<END {label}>>>", 1)[0]
+    found = re.search(rf"<<<BEGIN {label} (\w+)>>>\n(.*?)\n<<<END {label} \1>>>", text, re.S)
+    assert found, f"no {label} fence in the prompt"
+    return found.group(2)
 
 
 def fair_responder(body: dict) -> str:
@@ -62,20 +67,22 @@ def billing_cases(tmp_path: Path) -> list[cases.Case]:
 def test_the_llm_judge_compares_both_orders_over_http(tmp_path):
     with FakeOpenAIServer() as server:
         server.responder = fair_responder
-        variants = ab.variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
-        res = ab.run_ab(billing_cases(tmp_path), variants, judge_for(server), pairwise=True)
+        variants = variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
+        res = compare_variants(
+            billing_cases(tmp_path), variants, judge_for(server), ABSpec(pairwise=True)
+        )
         pairwise_bodies = [
             r.json for r in server.requests if "You compare TWO" in r.json["messages"][0]["content"]
         ]
     w = res.reports[0].pairwise
-    assert res.pairwise_judge == "openai:fake-judge (pairwise-v1)"
+    assert res.pairwise_judge == "openai:fake-judge (pairwise-v2)"
     assert w.n_valid == 6 and w.n_failed == 0
     assert len(pairwise_bodies) == 12  # every case asked in both orders
     assert w.inconsistent == 0 and w.consistency_rate == 1.0
     assert w.wins_a > 0 and w.wins_b == 0  # the regressed prompt refuses billing questions
     # The untrusted answers are fenced, and structured output asks for the verdict schema.
     user = pairwise_bodies[0]["messages"][-1]["content"]
-    assert "<<<BEGIN FIRST ANSWER>>>" in user and "<<<BEGIN SECOND ANSWER>>>" in user
+    assert _fenced(user, "FIRST ANSWER") and _fenced(user, "SECOND ANSWER")
     assert pairwise_bodies[0]["response_format"]["json_schema"]["name"] == "pairwise_verdict"
 
 
@@ -86,8 +93,10 @@ def test_a_position_biased_judge_is_inconsistent_not_a_winner(tmp_path):
             if "You compare TWO" in body["messages"][0]["content"]
             else json.dumps({"score": 4, "reason": "fine"})
         )
-        variants = ab.variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
-        res = ab.run_ab(billing_cases(tmp_path), variants, judge_for(server), pairwise=True)
+        variants = variants_from_prompts("eval_pipeline.demo.app:answer", [GOOD, REGRESSED])
+        res = compare_variants(
+            billing_cases(tmp_path), variants, judge_for(server), ABSpec(pairwise=True)
+        )
     w = res.reports[0].pairwise
     assert w.inconsistent == w.n_valid == 6
     assert w.consistency_rate == 0.0 and w.ties == 6 and w.wins_a == w.wins_b == 0

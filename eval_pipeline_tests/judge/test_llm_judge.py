@@ -4,21 +4,16 @@ fault ends in the right state with the right reason, and the throughput machiner
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import re
 import socket
-import time
 
 import pytest
 
 from eval_pipeline.core.judge.base import JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
-from eval_pipeline.core.judge.llm import (
-    InvalidJudgment,
-    LLMJudgeConfig,
-    OpenAICompatibleJudge,
-    parse_judgment,
-    parse_retry_after,
-)
+from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
+from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
+from eval_pipeline.core.judge.llm_parse import InvalidJudgment, parse_judgment
 from eval_pipeline_tests.fake_openai import Fault, fake_openai  # noqa: F401
 
 SECRET = "sk-test-0123456789abcdef"
@@ -91,17 +86,6 @@ def test_parse_judgment_never_coerces_a_bad_answer_to_a_score(text, problem):
         parse_judgment(text)
 
 
-def test_retry_after_in_seconds_or_as_an_http_date():
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after("0.5") == 0.5
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= parse_retry_after(future) <= 31
-    past = email.utils.formatdate(time.time() - 30, usegmt=True)
-    assert parse_retry_after(past) == 0.0
-
-
 # --- faults end in the right state -----------------------------------------------------------
 
 
@@ -116,7 +100,8 @@ def test_ok_judgment_records_tokens_latency_attempts_and_sends_the_key(fake_open
     assert sent.json["model"] == "judge-model"
     assert sent.json["response_format"]["type"] == "json_schema"
     user = sent.json["messages"][1]["content"]
-    assert "<<<BEGIN USER QUESTION>>>\nHow do I reset my password?\n<<<END USER QUESTION>>>" in user
+    fence = re.search(r"<<<BEGIN USER QUESTION (\w+)>>>\n(.*)\n<<<END USER QUESTION \1>>>", user)
+    assert fence and fence.group(2) == "How do I reset my password?"
 
 
 def test_429_with_retry_after_is_retried_after_at_least_that_long(fake_openai):  # noqa: F811

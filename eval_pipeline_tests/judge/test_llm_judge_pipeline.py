@@ -94,9 +94,9 @@ def test_faults_end_in_the_right_state_and_the_run_completes(day, openai_env):
 
     def responder(body):
         user = body["messages"][1]["content"]
-        if f"\n{garbled}\n<<<END ASSISTANT ANSWER>>>" in user:
+        if f"\n{garbled}\n<<<END ASSISTANT ANSWER " in user:
             return Fault.content("I would give it a solid four")
-        if f"\n{hanging}\n<<<END ASSISTANT ANSWER>>>" in user:
+        if f"\n{hanging}\n<<<END ASSISTANT ANSWER " in user:
             return Fault.hang(30)
         # Every other judgment may meet a 429 (20% of its calls) but ends ok.
         if rng.random() < 0.2:

@@ -13,6 +13,8 @@ from eval_pipeline import settings
 from eval_pipeline.cli import main
 from eval_pipeline.core import store
 from eval_pipeline.core.regression import gate as regression
+from eval_pipeline.core.regression import history
+from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.demo.app import answer as demo_answer
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer, Fault
 
@@ -204,8 +206,8 @@ def test_threshold_and_no_store(capsys):
 def test_judge_mean_is_recorded_as_the_drift_baseline():
     assert regress("--target", DEMO, "--judge-all", "--deploy-id", "d1") == 0
     with store.connect(settings.duckdb_path()) as conn:
-        base = regression.latest_baseline(conn, DEMO)
-        assert regression.latest_baseline(conn, "other-target") is None
+        base = latest_baseline(conn, DEMO)
+        assert latest_baseline(conn, "other-target") is None
     assert base["deploy_id"] == "d1" and base["judge_name"] == "heuristic"
     assert base["judge_n"] == 32 and 1 <= base["judge_mean"] <= 5
 
@@ -287,7 +289,7 @@ def test_a_store_write_failure_is_not_run(capsys, monkeypatch, tmp_path):
     def locked(conn, run):
         raise duckdb.IOException('IO Error: Could not set lock on file "eval.duckdb"')
 
-    monkeypatch.setattr(regression, "record", locked)
+    monkeypatch.setattr(history, "record", locked)
     junit = tmp_path / "j.xml"
     code = regress("--target", DEMO, "--arg", "prompt_path=regressed", "--junit-xml", str(junit))
     assert code == regression.EXIT_NOT_RUN  # not 1: the history is missing
@@ -307,5 +309,5 @@ def test_the_drift_baseline_comes_from_passing_runs_only():
         == 1
     )
     with store.connect(settings.duckdb_path()) as conn:
-        base = regression.latest_baseline(conn, DEMO)
+        base = latest_baseline(conn, DEMO)
     assert base["deploy_id"] == "good"  # the rejected deploy is the latest run, not the baseline

@@ -8,7 +8,9 @@ import pytest
 
 from eval_pipeline.core.regression import gate as regression
 from eval_pipeline.core.regression import runners
-from eval_pipeline.core.regression.gate import CaseResult, Comparison, GateSpec, RegressionRun
+from eval_pipeline.core.regression.gate import CaseResult, GateSpec, RegressionRun
+from eval_pipeline.core.regression.history import Comparison
+from eval_pipeline.core.regression.report import markdown_report, text_report
 
 
 def make_run(passed: int, wrong: int, call_errors: int = 0, grade_errors: int = 0):
@@ -32,9 +34,9 @@ def test_errors_alone_below_the_threshold_say_check_the_service():
         "FAIL (below threshold: 3 wrong answers, 5 errors (5 calls failed); "
         "without the errors it would pass: check the service before the model)"
     )
-    text = regression.text_report(run, Comparison())
+    text = text_report(run, Comparison())
     assert text.endswith("verdict: " + regression.verdict(run))
-    assert regression.verdict(run) in regression.markdown_report(run, Comparison())
+    assert regression.verdict(run) in markdown_report(run, Comparison())
 
 
 def test_wrong_answers_alone_below_the_threshold_say_quality_regression():

@@ -145,14 +145,6 @@ def test_a_key_echoed_by_the_server_is_scrubbed_from_every_error(fake, monkeypat
     assert "your key [redacted] is not allowed" in errors[3]
 
 
-def test_scrub_secret():
-    assert runners.scrub_secret(f"a Bearer {SECRET} b {SECRET}", SECRET) == (
-        "a Bearer [redacted] b [redacted]"
-    )
-    assert runners.scrub_secret("abc", None) == "abc"
-    assert runners.scrub_secret("a b", "a") == "a b"  # too short to be a key: left alone
-
-
 def test_timeouts_become_errors(fake):
     fake.responder = echo
     fake.script(Fault.hang(5), Fault.hang(5))

@@ -18,7 +18,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.sources import phoenix
+from eval_pipeline.core.sources.phoenix.source import skipped_spans
 from eval_pipeline.defs.drift_loop import judge_scores, raw_traces, sampled_traces
 from eval_pipeline.defs.phoenix import judge_annotations
 from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
@@ -247,7 +247,7 @@ def test_daily_assets_ingest_judge_and_annotate(phoenix_env):
     [(reason,)] = query("SELECT reason FROM trace_rejects WHERE reason LIKE 'span status%'")
     assert reason == "span status ERROR (upstream 429)"
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
-        assert phoenix.skipped_spans(conn, dt.date.fromisoformat(DAY1)) == {
+        assert skipped_spans(conn, dt.date.fromisoformat(DAY1)) == {
             "span kind CHAIN": 1,
             "span kind TOOL": 1,
         }

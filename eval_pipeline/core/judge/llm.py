@@ -6,74 +6,67 @@ The semaphore is held only while a request is in flight, not while a judgment wa
 back-off, so rate-limited judgments do not starve the others and the server never sees more
 than ``concurrency`` requests at once.
 
-Faults and how a judgment ends (see ``Judgment`` in judging.py):
+How a judgment ends (see ``Judgment`` in base.py):
 
-- 429, 5xx, timeouts, connection errors and malformed protocol replies (a body that is not
-  JSON, JSON without ``choices``) are retried up to ``max_retries`` times with exponential
-  back-off and full jitter; a ``Retry-After`` header (seconds or an HTTP date) is honoured
-  as the minimum wait. Every judgment also has an overall deadline. When the budget or the
-  deadline is spent: ``error`` with a reason that starts with its kind (``rate_limited:``,
-  ``server_error:``, ``timeout:``, ``connection:``, ``bad_response:``, ``http_error:``,
-  ``deadline:``), so failure counts by kind can be read back from the store.
-- The server is asked for structured output (``response_format`` json_schema). A 400/422
-  while it is sent (or a 5xx whose error names ``response_format``, as llama-cpp-python
-  answers) steps down to ``json_object`` + schema (llama-cpp-python's dialect), then
-  to no ``response_format``; the step-down is remembered by the judge instance, so a server
-  that rejects it costs one extra call per step, not one per judgment.
-- The answer is extracted tolerantly (code fences, prose around the object) and validated
-  (an integer score 1-5). If invalid, ONE repair turn shows the model its answer and the
-  problem. Still invalid: ``unparseable`` with every raw answer kept and the problem named.
-  A failure is never turned into a score.
+- One chat call (llm_chat.py) retries 429, 5xx, timeouts, connection errors and malformed
+  replies through the shared retry policy and steps down the structured-output dialect a
+  server refuses. When its budget is spent: ``error`` with a reason that starts with its
+  kind (``rate_limited:``, ``server_error:``, ``timeout:``, ``connection:``,
+  ``bad_response:``, ``http_error:``), so failure counts by kind can be read back from the
+  store. Every judgment also has an overall deadline, starting with its first request and
+  covering the repair turn (``deadline:``).
+- The answer is read by llm_parse.py (tolerant about where the object is, strict about what
+  it says, refusing any echo of the fenced untrusted text). If invalid, ONE repair turn
+  shows the model its answer and the problem. Still invalid, or an echo of the prompt:
+  ``unparseable`` with every raw answer kept and the problem named. A failure is never
+  turned into a score.
 
 The API key goes into the client's Authorization header and nowhere else: not in reprs,
-reasons, logs or metadata (it is also scrubbed from any error text a server echoes).
+reasons, logs or metadata. Every error text and raw answer that is stored or shown goes
+through the one scrubber (core/http.py) before it is cut short.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import random
-import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from eval_pipeline.core.http import parse_retry_after
+from eval_pipeline.core.http import scrub
 from eval_pipeline.core.judge.base import JudgeRequest, Judgment, PairPick, PairRequest, Progress
-from eval_pipeline.core.judge.rubric import PAIRWISE_VERSION, Rubric, load_rubric, pairwise_messages
+from eval_pipeline.core.judge.llm_chat import (
+    PAIRWISE_SCHEMA,
+    ChatCall,
+    ChatEndpoint,
+    ChatFailed,
+    RunStats,
+)
+from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
+from eval_pipeline.core.judge.llm_parse import (
+    EchoedPrompt,
+    Fenced,
+    InvalidJudgment,
+    parse_judgment,
+    parse_pick,
+)
+from eval_pipeline.core.judge.rubric import (
+    PAIRWISE_VERSION,
+    Rubric,
+    load_rubric,
+    new_nonce,
+    pairwise_messages,
+)
 
-JUDGMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-        "reason": {"type": "string"},
-    },
-    "required": ["score", "reason"],
-    "additionalProperties": False,
-}
-PAIRWISE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "winner": {"type": "string", "enum": ["first", "second", "tie"]},
-        "reason": {"type": "string"},
-    },
-    "required": ["winner", "reason"],
-    "additionalProperties": False,
-}
 PAIRWISE_REPAIR_PROMPT = (
     "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
     '{{"winner": "first" | "second" | "tie", "reason": "<one short sentence>"}}.'
 )
-# Structured-output dialects, most specific first; a server that rejects one gets the next.
-RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
 REPAIR_PROMPT = (
     "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
     '{{"score": <integer 1-5>, "reason": "<one short sentence>"}} and nothing else.'
@@ -81,208 +74,7 @@ REPAIR_PROMPT = (
 _RAW_SEPARATOR = "\n----- repair attempt -----\n"
 
 
-@dataclass
-class LLMJudgeConfig:
-    base_url: str
-    model: str
-    api_key: str | None = field(default=None, repr=False)
-    concurrency: int = 16
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    deadline: float = 180.0  # seconds for one judgment, all attempts and waits included
-    max_retries: int = 6  # extra attempts after the first, per judgment
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
-    max_retry_after: float = 60.0  # a longer Retry-After is capped (and the deadline rules)
-    temperature: float = 0.0
-    max_tokens: int = 256
-    structured_output: bool = True
-    price_prompt_per_1k: float | None = None
-    price_completion_per_1k: float | None = None
-    rubric: str | None = None  # bundled rubric name or a file path; None = quality-v1
-
-    def __post_init__(self) -> None:
-        if not self.base_url:
-            raise ValueError("the LLM judge needs a base URL (EVAL_JUDGE_BASE_URL)")
-        if not self.model:
-            raise ValueError("the LLM judge needs a model name (EVAL_JUDGE_MODEL)")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("connect_timeout", "read_timeout", "deadline"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> LLMJudgeConfig:
-        """Read EVAL_JUDGE_* variables (see README.md, "The LLM judge" for the list)."""
-
-        def get(name: str, cast: Callable[[str], Any], default: Any) -> Any:
-            raw = env.get(f"EVAL_JUDGE_{name}")
-            if raw is None or raw.strip() == "":
-                return default
-            try:
-                return cast(raw.strip())
-            except ValueError:
-                raise ValueError(f"EVAL_JUDGE_{name}={raw!r} is not a valid value") from None
-
-        def flag(raw: str) -> bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-
-        return cls(
-            base_url=get("BASE_URL", str, ""),
-            model=get("MODEL", str, ""),
-            api_key=env.get("EVAL_JUDGE_API_KEY") or None,
-            concurrency=get("CONCURRENCY", int, 16),
-            connect_timeout=get("CONNECT_TIMEOUT", float, 5.0),
-            read_timeout=get("READ_TIMEOUT", float, 60.0),
-            deadline=get("DEADLINE", float, 180.0),
-            max_retries=get("MAX_RETRIES", int, 6),
-            backoff_base=get("BACKOFF_BASE", float, 0.5),
-            backoff_max=get("BACKOFF_MAX", float, 20.0),
-            temperature=get("TEMPERATURE", float, 0.0),
-            max_tokens=get("MAX_TOKENS", int, 256),
-            structured_output=get("STRUCTURED_OUTPUT", flag, True),
-            price_prompt_per_1k=get("PRICE_PROMPT_PER_1K", float, None),
-            price_completion_per_1k=get("PRICE_COMPLETION_PER_1K", float, None),
-            rubric=get("RUBRIC", str, None),
-        )
-
-
-# --- parsing ------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-
-
-class InvalidJudgment(ValueError):
-    """The model answered, but not with a usable {"score", "reason"} object."""
-
-
-def parse_judgment(text: str | None) -> tuple[int, str]:
-    """(score, reason) from a model's answer, or InvalidJudgment naming the problem.
-
-    Tolerant about where the object is (code fences, prose around it), strict about what it
-    says: the score must be an integer 1-5 (4.0 is accepted as 4; "4", 4.5 and 7 are not).
-    """
-    if text is None or not text.strip():
-        raise InvalidJudgment("empty answer")
-    found = _json_objects(text)
-    with_score = [o for o in found if "score" in o]
-    if not with_score:
-        if found:
-            raise InvalidJudgment('no "score" field in the JSON object')
-        raise InvalidJudgment("no JSON object in the answer")
-    obj = with_score[0]
-    score = obj["score"]
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidJudgment(f"score must be an integer 1-5, got {score!r}")
-    if isinstance(score, float):
-        if not (math.isfinite(score) and score.is_integer()):
-            raise InvalidJudgment(f"score must be an integer 1-5, got {score!r}")
-        score = int(score)
-    if not 1 <= score <= 5:
-        raise InvalidJudgment(f"score {score} is outside 1-5")
-    reason = obj.get("reason")
-    if reason is None or (isinstance(reason, str) and not reason.strip()):
-        reason = "(the judge gave no reason)"
-    elif not isinstance(reason, str):
-        reason = json.dumps(reason)
-    return score, reason.strip()
-
-
-def _json_objects(text: str) -> list[dict]:
-    """Every JSON object in the text, those inside code fences first."""
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    for chunk in candidates:
-        found = []
-        for start in [i for i, ch in enumerate(chunk) if ch == "{"]:
-            try:
-                obj, _ = decoder.raw_decode(chunk, start)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                found.append(obj)
-        if found:
-            return found
-    return []
-
-
-def parse_pick(text: str | None) -> tuple[str, str]:
-    """(winner, reason) from a side-by-side verdict: winner is first, second or tie."""
-    if text is None or not text.strip():
-        raise InvalidJudgment("empty answer")
-    found = _json_objects(text)
-    with_winner = [o for o in found if "winner" in o]
-    if not with_winner:
-        raise InvalidJudgment(
-            'no "winner" field in the JSON object' if found else "no JSON object in the answer"
-        )
-    winner = with_winner[0]["winner"]
-    if not isinstance(winner, str) or winner.strip().lower() not in ("first", "second", "tie"):
-        raise InvalidJudgment(f'winner must be "first", "second" or "tie", got {winner!r}')
-    reason = with_winner[0].get("reason")
-    reason = reason.strip() if isinstance(reason, str) and reason.strip() else "(no reason)"
-    return winner.strip().lower(), reason
-
-
 # --- the judge ------------------------------------------------------------------------------
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _FormatRejected(Exception):
-    pass
-
-
-@dataclass
-class _Call:
-    """Running totals of one judgment's HTTP calls."""
-
-    attempts: int = 0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    last_problem: str = ""
-    started: float | None = None  # monotonic time of the first request
-    deadline: float = math.inf
-    timer: Any = None  # the asyncio.Timeout that enforces the deadline
-
-    def add_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        for name in ("prompt_tokens", "completion_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, (getattr(self, name) or 0) + value)
-
-
-@dataclass
-class RunStats:
-    """What the last judge_many call cost: HTTP calls, retries, format step-downs."""
-
-    judgments: int = 0
-    http_calls: int = 0
-    retries: int = 0
-    repairs: int = 0
-    format_fallbacks: int = 0
-    wall_seconds: float = 0.0
-    outcomes: Counter = field(default_factory=Counter)
 
 
 class OpenAICompatibleJudge:
@@ -302,10 +94,7 @@ class OpenAICompatibleJudge:
         self.rubric = rubric or load_rubric(config.rubric)
         self.model: str | None = config.model
         self.rubric_version = self.rubric.version
-        self._format_index = 0 if config.structured_output else len(RESPONSE_FORMATS) - 1
-        self._format_lock = threading.Lock()
-        self._sleep = sleep or asyncio.sleep
-        self._rng = rng or random.Random()
+        self._chat = ChatEndpoint(config, sleep=sleep, rng=rng)
         self.last_stats = RunStats()
 
     @property
@@ -317,13 +106,14 @@ class OpenAICompatibleJudge:
         return f"OpenAICompatibleJudge({self.config!r}, rubric={self.rubric_version!r})"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> OpenAICompatibleJudge:
-        return cls(LLMJudgeConfig.from_env(dict(os.environ if env is None else env)))
+    def from_env(cls, env: dict[str, str] | None = None, **explicit: Any) -> OpenAICompatibleJudge:
+        """The judge from explicit settings, then EVAL_JUDGE_* variables, then defaults."""
+        return cls(LLMJudgeConfig.from_env(dict(os.environ if env is None else env), **explicit))
 
     @property
     def response_format(self) -> str:
         """The structured-output dialect in use: json_schema, json_object or none."""
-        return RESPONSE_FORMATS[self._format_index]
+        return self._chat.response_format
 
     def cost_estimate(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Money for the given tokens at the configured prices; None when no price is set."""
@@ -414,27 +204,12 @@ class OpenAICompatibleJudge:
         stats: RunStats,
     ) -> list[Any]:
         """Run one_fn over the items concurrently on ONE client, at most `concurrency` at once."""
-        cfg = self.config
         started = time.monotonic()
-        headers = {"Accept": "application/json"}
-        if cfg.api_key:
-            headers["Authorization"] = f"Bearer {cfg.api_key}"
-        limits = httpx.Limits(
-            max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
-        )
-        timeout = httpx.Timeout(
-            cfg.read_timeout, connect=cfg.connect_timeout, pool=cfg.connect_timeout
-        )
-        slots = asyncio.Semaphore(cfg.concurrency)
+        slots = asyncio.Semaphore(self.config.concurrency)
         done = 0
         every = max(1, len(items) // 10)
 
-        async with httpx.AsyncClient(
-            base_url=cfg.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=timeout,
-            limits=limits,
-        ) as client:
+        async with self._chat.open_client() as client:
 
             async def one(item: Any) -> Any:
                 nonlocal done
@@ -458,14 +233,20 @@ class OpenAICompatibleJudge:
         req: PairRequest,
         stats: RunStats,
     ) -> PairPick:
-        call = _Call()
-        messages = pairwise_messages(req.query, req.first, req.second, req.reference)
+        call = ChatCall()
+        nonce = new_nonce()
+        messages = pairwise_messages(req.query, req.first, req.second, req.reference, nonce=nonce)
+        fenced = Fenced(nonce, (req.query, req.first, req.second, req.reference or ""))
         call.timer = asyncio.timeout(None)
         try:
             async with call.timer:
-                first = await self._complete(client, slots, messages, call, stats, PAIRWISE_SCHEMA)
+                first = await self._chat.complete(
+                    client, slots, messages, call, stats, PAIRWISE_SCHEMA
+                )
                 try:
-                    return PairPick(*parse_pick(first))
+                    return PairPick(*parse_pick(first, fenced))
+                except EchoedPrompt as exc:
+                    return PairPick(None, self._scrub(f"invalid_output: {exc}"))
                 except InvalidJudgment as exc:
                     problem = str(exc)
                 stats.repairs += 1
@@ -474,15 +255,17 @@ class OpenAICompatibleJudge:
                     {"role": "assistant", "content": first},
                     {"role": "user", "content": PAIRWISE_REPAIR_PROMPT.format(problem=problem)},
                 ]
-                second = await self._complete(client, slots, repair, call, stats, PAIRWISE_SCHEMA)
+                second = await self._chat.complete(
+                    client, slots, repair, call, stats, PAIRWISE_SCHEMA
+                )
                 try:
-                    return PairPick(*parse_pick(second))
+                    return PairPick(*parse_pick(second, fenced))
                 except InvalidJudgment as exc:
                     reason = f"invalid_output: {problem}; after one repair attempt: {exc}"
                     return PairPick(None, self._scrub(reason))
         except TimeoutError:
             return PairPick(None, self._scrub(self._deadline_reason(call)))
-        except _Fatal as exc:
+        except ChatFailed as exc:
             return PairPick(None, self._scrub(exc.reason))
 
     # --- one judgment ----------------------------------------------------------------------
@@ -494,8 +277,12 @@ class OpenAICompatibleJudge:
         req: JudgeRequest,
         stats: RunStats,
     ) -> Judgment:
-        call = _Call()
-        messages = self.rubric.messages(req.query, req.response, req.reference)
+        call = ChatCall()
+        # A fresh nonce per call labels the fences: untrusted text cannot guess it to close
+        # its fence. It is not in the judgment key, so the cache still hits on a re-run.
+        nonce = new_nonce()
+        messages = self.rubric.messages(req.query, req.response, req.reference, nonce=nonce)
+        fenced = Fenced(nonce, (req.query, req.response, req.reference or ""))
         # The deadline (and the latency) start with the first request, not while the
         # judgment queues for a slot: a big batch must not time out in the queue.
         call.timer = asyncio.timeout(None)
@@ -508,7 +295,7 @@ class OpenAICompatibleJudge:
                 state,  # type: ignore[arg-type]
                 score,
                 self._scrub(reason),
-                raw_output=raw,
+                raw_output=None if raw is None else self._scrub(raw),
                 prompt_tokens=call.prompt_tokens,
                 completion_tokens=call.completion_tokens,
                 latency_ms=latency,
@@ -517,11 +304,14 @@ class OpenAICompatibleJudge:
 
         try:
             async with call.timer:
-                first = await self._complete(client, slots, messages, call, stats)
+                first = await self._chat.complete(client, slots, messages, call, stats)
                 raw = first
                 try:
-                    score, reason = parse_judgment(first)
+                    score, reason = parse_judgment(first, fenced)
                     return finish("ok", score, reason)
+                except EchoedPrompt as exc:
+                    # No repair turn: it would show the model the injected text once more.
+                    return finish("unparseable", None, f"invalid_output: {exc}")
                 except InvalidJudgment as exc:
                     problem = str(exc)
                 # One repair turn: show the model its answer and what was wrong with it.
@@ -532,10 +322,10 @@ class OpenAICompatibleJudge:
                     {"role": "assistant", "content": first},
                     {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
                 ]
-                second = await self._complete(client, slots, repair, call, stats)
+                second = await self._chat.complete(client, slots, repair, call, stats)
                 raw = f"{first}{_RAW_SEPARATOR}{second}"
                 try:
-                    score, reason = parse_judgment(second)
+                    score, reason = parse_judgment(second, fenced)
                     return finish("ok", score, reason)
                 except InvalidJudgment as exc:
                     return finish(
@@ -545,164 +335,15 @@ class OpenAICompatibleJudge:
                     )
         except TimeoutError:
             return finish("error", None, self._deadline_reason(call) + phase)
-        except _Fatal as exc:
+        except ChatFailed as exc:
             return finish("error", None, exc.reason + phase)
 
-    def _deadline_reason(self, call: _Call) -> str:
+    def _deadline_reason(self, call: ChatCall) -> str:
         last = f"; last problem: {call.last_problem}" if call.last_problem else ""
         return (
             f"deadline: no answer within {self.config.deadline:g}s "
             f"after {call.attempts} attempt(s){last}"
         )
 
-    async def _complete(
-        self,
-        client: httpx.AsyncClient,
-        slots: asyncio.Semaphore,
-        messages: list[dict[str, str]],
-        call: _Call,
-        stats: RunStats,
-        schema: dict[str, Any] = JUDGMENT_SCHEMA,
-    ) -> str:
-        """The assistant content of one chat completion, with retries; raises _Fatal."""
-        cfg = self.config
-        retries = 0
-        while True:
-            fmt_index = self._format_index
-            try:
-                async with slots:
-                    if call.started is None:
-                        call.started = time.monotonic()
-                        call.deadline = call.started + cfg.deadline
-                        call.timer.reschedule(asyncio.get_running_loop().time() + cfg.deadline)
-                    return await self._post(client, messages, call, fmt_index, stats, schema)
-            except _FormatRejected:
-                with self._format_lock:
-                    if self._format_index == fmt_index:
-                        self._format_index = min(fmt_index + 1, len(RESPONSE_FORMATS) - 1)
-                        stats.format_fallbacks += 1
-                continue  # not a fault of the server's health: no retry budget spent
-            except _Retryable as exc:
-                call.last_problem = exc.reason
-                if retries >= cfg.max_retries:
-                    raise _Fatal(
-                        f"{exc.reason}; gave up after {call.attempts} attempt(s)"
-                    ) from None
-                retries += 1
-                stats.retries += 1
-                wait = self._backoff(retries, exc.retry_after)
-                if time.monotonic() + wait > call.deadline:
-                    raise _Fatal(
-                        f"{exc.reason}; the next retry (in {wait:.1f}s) would pass the "
-                        f"{cfg.deadline:g}s deadline, gave up after {call.attempts} attempt(s)"
-                    ) from None
-                await self._sleep(wait)
-
-    def _backoff(self, retry: int, retry_after: float | None) -> float:
-        cfg = self.config
-        # Full jitter spreads retries so a burst of 429s does not come back as one burst.
-        exp = min(cfg.backoff_max, cfg.backoff_base * (2 ** (retry - 1)))
-        wait = self._rng.uniform(0, exp)
-        if retry_after is not None:
-            # The server's number is the floor; a little jitter on top de-synchronises.
-            floor = min(retry_after, cfg.max_retry_after)
-            wait = floor + self._rng.uniform(0, min(1.0, 0.25 * floor + 0.05))
-        return wait
-
-    async def _post(
-        self,
-        client: httpx.AsyncClient,
-        messages: list[dict[str, str]],
-        call: _Call,
-        fmt_index: int,
-        stats: RunStats,
-        schema: dict[str, Any] = JUDGMENT_SCHEMA,
-    ) -> str:
-        cfg = self.config
-        fmt = RESPONSE_FORMATS[fmt_index]
-        name = "judgment" if schema is JUDGMENT_SCHEMA else "pairwise_verdict"
-        body: dict[str, Any] = {
-            "model": cfg.model,
-            "messages": messages,
-            "temperature": cfg.temperature,
-            "max_tokens": cfg.max_tokens,
-        }
-        if fmt == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": name, "strict": True, "schema": schema},
-            }
-        elif fmt == "json_object":
-            body["response_format"] = {"type": "json_object", "schema": schema}
-        call.attempts += 1
-        stats.http_calls += 1
-        try:
-            resp = await client.post("chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timeout: {type(exc).__name__} from {self._where()}") from None
-        except httpx.TransportError as exc:
-            raise _Retryable(
-                f"connection: {type(exc).__name__}: {self._short(str(exc))} ({self._where()})"
-            ) from None
-        status = resp.status_code
-        if status == 429:
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            hint = f", Retry-After {retry_after:g}s" if retry_after is not None else ""
-            raise _Retryable(f"rate_limited: HTTP 429{hint}", retry_after)
-        if "response_format" in body and self._rejects_format(status, resp):
-            raise _FormatRejected()
-        if status >= 500:
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            raise _Retryable(f"server_error: HTTP {status}: {self._error_text(resp)}", retry_after)
-        if status >= 400:
-            raise _Fatal(f"http_error: HTTP {status}: {self._error_text(resp)}")
-        try:
-            data = resp.json()
-        except ValueError:
-            raise _Retryable(
-                f"bad_response: HTTP {status} body is not JSON: {self._short(resp.text)!r}"
-            ) from None
-        if isinstance(data, dict):
-            call.add_usage(data.get("usage"))
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-            raise _Retryable(
-                f"bad_response: no choices[0].message.content in the reply (keys: {keys})"
-            ) from None
-        if content is not None and not isinstance(content, str):
-            content = json.dumps(content)
-        return content or ""
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _rejects_format(self, status: int, resp: httpx.Response) -> bool:
-        # 400/422 while response_format is sent: the usual "unsupported parameter" answer.
-        # llama-cpp-python answers its validation error on an unknown response_format type
-        # with a 500 naming the parameter, so a 5xx that names it counts as well.
-        if status in (400, 422):
-            return True
-        return status >= 500 and "response_format" in resp.text
-
-    def _where(self) -> str:
-        return httpx.URL(self.config.base_url).host or "the server"
-
-    @staticmethod
-    def _short(text: str, limit: int = 200) -> str:
-        text = " ".join(text.split())
-        return text if len(text) <= limit else text[:limit] + "..."
-
-    def _error_text(self, resp: httpx.Response) -> str:
-        try:
-            data = resp.json()
-            message = data.get("error", {}).get("message") if isinstance(data, dict) else None
-        except (ValueError, AttributeError):
-            message = None
-        return self._short(str(message) if message else resp.text or resp.reason_phrase)
-
     def _scrub(self, text: str) -> str:
-        key = self.config.api_key
-        if key and len(key) >= 4:
-            text = text.replace(key, "[redacted]")
-        return text
+        return scrub(text, [self.config.api_key])

@@ -7,15 +7,22 @@ hash of the file's text, so editing a rubric without bumping its version still c
 every cache key: old scores are never reused for a new rubric.
 
 Untrusted text (the user's query, the model's answer, a reference answer) is fenced between
-``<<<BEGIN X>>>`` / ``<<<END X>>>`` lines. Any run of three or more ``<`` or ``>`` inside the
-text is spaced out first ("<<<" -> "< < <"), so the text can never close its fence or open
-a new one; the rubric tells the judge to ignore instructions inside fences.
+``<<<BEGIN X nonce>>>`` / ``<<<END X nonce>>>`` lines, where the nonce is drawn at random for
+each call: text that did not see the prompt cannot close its fence, whatever look-alike
+characters it uses (a zero-width space, fullwidth ``＜``). Runs of three or more ``<`` or
+``>`` inside the text are also spaced out ("<<<" -> "< < <"). The rubric tells the judge to
+ignore instructions inside fences, and the reply parser refuses a reply that repeats them.
+
+The nonce is not part of the rubric's version (nor of any cache key): a re-run hits the
+cache. The fence scheme is (``FENCE_SCHEME``): changing how prompts are fenced changes every
+version, so scores made with the old prompts are not reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,7 @@ _SECTION = re.compile(r"^\[(system|user|reference)\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"^#\s*version:\s*(\S+)\s*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{(query|response|reference|reference_block)\}\}")
 _FENCE_RUN = re.compile(r"[<>]{3,}")
+FENCE_SCHEME = "nonce-fence-v1"  # part of every rubric version (see the module docstring)
 
 
 class RubricError(ValueError):
@@ -37,8 +45,13 @@ def neutralise(text: str) -> str:
     return _FENCE_RUN.sub(lambda m: " ".join(m.group()), text)
 
 
-def fence(label: str, text: str) -> str:
-    return f"<<<BEGIN {label}>>>\n{neutralise(text)}\n<<<END {label}>>>"
+def new_nonce() -> str:
+    """A fresh fence label for one call (64 random bits)."""
+    return secrets.token_hex(8)
+
+
+def fence(label: str, text: str, nonce: str) -> str:
+    return f"<<<BEGIN {label} {nonce}>>>\n{neutralise(text)}\n<<<END {label} {nonce}>>>"
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class Rubric:
     system: str
     user_template: str
     reference_template: str
-    digest: str  # sha256 of the file text, first 8 hex digits
+    digest: str  # sha256 of the fence scheme and the file text, first 8 hex digits
 
     @property
     def version(self) -> str:
@@ -56,13 +69,15 @@ class Rubric:
         return f"{self.declared_version}#{self.digest}"
 
     def messages(
-        self, query: str, response: str, reference: str | None = None
+        self, query: str, response: str, reference: str | None = None, *, nonce: str
     ) -> list[dict[str, str]]:
-        """The chat messages for one judgment, untrusted parts fenced."""
+        """The chat messages for one judgment, untrusted parts fenced with ``nonce``."""
         values = {
-            "query": fence("USER QUESTION", query),
-            "response": fence("ASSISTANT ANSWER", response),
-            "reference": fence("REFERENCE ANSWER", reference) if reference is not None else "",
+            "query": fence("USER QUESTION", query, nonce),
+            "response": fence("ASSISTANT ANSWER", response, nonce),
+            "reference": (
+                fence("REFERENCE ANSWER", reference, nonce) if reference is not None else ""
+            ),
         }
         if reference is not None:
             values["reference_block"] = _fill(self.reference_template, values).strip() + "\n"
@@ -102,7 +117,7 @@ def parse_rubric(text: str, name: str) -> Rubric:
         raise RubricError(f"rubric {name!r}: the [reference] section lacks {{{{reference}}}}")
     if reference and "{{reference_block}}" not in sections["user"]:
         raise RubricError(f"rubric {name!r}: the [user] section lacks {{{{reference_block}}}}")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha256(f"{FENCE_SCHEME}\n{text}".encode()).hexdigest()[:8]
     return Rubric(
         name=name,
         declared_version=version.group(1),
@@ -127,7 +142,7 @@ def load_rubric(name_or_path: str | Path | None = None) -> Rubric:
 
 # Side-by-side comparison (A/B tests' pairwise option). Asked in both orders by the caller,
 # so a judge that prefers a position shows up as inconsistent verdicts, not as a winner.
-PAIRWISE_VERSION = "pairwise-v1"
+PAIRWISE_VERSION = "pairwise-v2"  # v2: fences labelled with a per-call nonce
 PAIRWISE_SYSTEM = """\
 You compare TWO answers given by an AI assistant to the same user question and pick the
 better one: correct, complete, directly answering the question, clear and actionable beats
@@ -144,15 +159,18 @@ Reply with ONLY a JSON object on one line, no code fence, no other text:
 
 
 def pairwise_messages(
-    query: str, first: str, second: str, reference: str | None = None
+    query: str, first: str, second: str, reference: str | None = None, *, nonce: str
 ) -> list[dict[str, str]]:
     """Chat messages asking which of two answers is better, untrusted parts fenced."""
-    parts = ["Which answer to the user's question is better?", fence("USER QUESTION", query)]
+    parts = [
+        "Which answer to the user's question is better?",
+        fence("USER QUESTION", query, nonce),
+    ]
     if reference is not None:
-        parts.append(fence("REFERENCE ANSWER", reference))
+        parts.append(fence("REFERENCE ANSWER", reference, nonce))
     parts += [
-        fence("FIRST ANSWER", first),
-        fence("SECOND ANSWER", second),
+        fence("FIRST ANSWER", first, nonce),
+        fence("SECOND ANSWER", second, nonce),
         'Reply with only the JSON object {"winner": "first" | "second" | "tie", '
         '"reason": "<one short sentence>"}.',
     ]

@@ -6,6 +6,7 @@ graders, runners and the A/B test need only this module.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ def input_text(value: Input) -> str:
         if msg.get("role") == "user":
             return msg.get("content", "")
     return value[-1].get("content", "") if value else ""
+
+
+def reference_text(expected: Any) -> str | None:
+    """A case's expected answer as the judge's reference text (JSON for a structured one)."""
+    if expected is None:
+        return None
+    return expected if isinstance(expected, str) else json.dumps(expected, ensure_ascii=False)
 
 
 def normalise_input(value: Input) -> str:

@@ -41,7 +41,9 @@ from typing import Any, Literal
 
 import jsonschema
 
-from eval_pipeline.core.regression.case import Case, input_text
+from eval_pipeline.core.judge.base import JudgeRequest
+from eval_pipeline.core.judge.factory import judge_from_env
+from eval_pipeline.core.regression.case import Case, input_text, reference_text
 
 Outcome = Literal["pass", "fail", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "error")
@@ -131,11 +133,7 @@ class GradingContext:
     @property
     def judge(self):
         if self._judge is None:
-            if self._judge_factory is None:
-                from eval_pipeline.core.judge.factory import judge_from_env
-
-                self._judge_factory = judge_from_env
-            self._judge = self._judge_factory()
+            self._judge = (self._judge_factory or judge_from_env)()
         return self._judge
 
 
@@ -457,15 +455,7 @@ def _validate_judge(case: Case, params: dict) -> None:
     )
 
 
-def reference_text(expected: Any) -> str | None:
-    if expected is None:
-        return None
-    return expected if isinstance(expected, str) else json.dumps(expected, ensure_ascii=False)
-
-
 def _grade_judge_batch(items: Sequence[tuple[Case, str]], context: GradingContext) -> list[Grade]:
-    from eval_pipeline.core.judge.base import JudgeRequest
-
     judge = context.judge
     requests = [
         JudgeRequest(

@@ -12,7 +12,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from eval_pipeline.core.regression.gate import Comparison, RegressionRun
+from eval_pipeline.core.regression.gate import RegressionRun
+from eval_pipeline.core.regression.history import Comparison
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

@@ -8,15 +8,16 @@ Two kinds, chosen by the target string (:func:`runner_from_target`):
   from an environment variable (default ``EVAL_TARGET_API_KEY``) and sent as
   ``Authorization: Bearer …``. The key is never logged, never in reprs, errors or results:
   servers echo it in error bodies ("Incorrect API key provided: sk-…"), so every error text
-  the runner produces is scrubbed of it (and of its ``Bearer`` form) before truncation.
+  the runner produces goes through the one scrubber (core/http.py) before truncation.
 - ``package.module:function``: a Python callable called as ``function(input, **kwargs)``
   where ``input`` is the case input (a string or a list of chat messages). It returns the
   answer (a string; other values are JSON-encoded).
 
 A call ends either with an answer or with an error (timeout, HTTP 500 after retries, an
 exception): :class:`Call` keeps both apart, so a failed call is never graded as a wrong
-answer. Transient failures (timeouts, connection errors, 429, 5xx) are retried with
-exponential backoff and jitter, honouring ``Retry-After``.
+answer. Transient failures (timeouts, connection errors, 429, 5xx) are retried by the
+shared retry policy (core/http.py: full-jitter backoff, ``Retry-After`` as the floor, both
+capped at ``MAX_BACKOFF``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import importlib
 import json
 import os
 import queue
-import random
 import sys
 import threading
 import time
@@ -38,7 +38,15 @@ from typing import Any, Protocol, TextIO
 
 import httpx
 
-from eval_pipeline.core.http import parse_retry_after
+from eval_pipeline.core.http import (
+    GaveUp,
+    Retryable,
+    RetryPolicy,
+    excerpt,
+    parse_retry_after,
+    scrub,
+    transient_error,
+)
 from eval_pipeline.core.regression.case import Input, as_messages
 
 DEFAULT_CONCURRENCY = 8
@@ -79,21 +87,18 @@ class Runner(Protocol):
         ...
 
 
-REDACTED = "[redacted]"
+def _policy(retries: int, backoff_base: float) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=retries + 1,
+        backoff_base=backoff_base,
+        backoff_max=MAX_BACKOFF,
+        max_retry_after=MAX_BACKOFF,
+    )
 
 
-def scrub_secret(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` (nor its ``Bearer`` form). Keys shorter than 4 are left."""
-    if not secret or len(secret) < 4:
-        return text
-    return text.replace(f"Bearer {secret}", f"Bearer {REDACTED}").replace(secret, REDACTED)
-
-
-def _backoff(attempt: int, base: float, retry_after: float | None = None) -> float:
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_BACKOFF)
-    delay = base * (2**attempt)
-    return min(delay + random.uniform(0, delay), MAX_BACKOFF)
+def _gave_up(exc: GaveUp, start: float) -> Call:
+    suffix = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
+    return Call(None, exc.reason + suffix, _ms(start), exc.attempts)
 
 
 # --- the OpenAI-compatible endpoint -----------------------------------------------------
@@ -140,45 +145,47 @@ class HttpChatRunner:
         return body
 
     async def _call(
-        self, client: httpx.AsyncClient, url: str, value: Input, scrub: Callable[[str], str]
+        self, client: httpx.AsyncClient, url: str, value: Input, secrets: list[str | None]
     ) -> Call:
         body = self._body(value)
+        policy = _policy(self.retries, self.backoff_base)
         start = time.perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after = None
+        attempts = 0
+
+        async def attempt() -> Call:
+            nonlocal attempts
+            attempts += 1
             try:
                 resp = await client.post(url, json=body)
             except httpx.TimeoutException:
-                error = f"timed out after {self.timeout:g}s"
+                raise Retryable(f"timed out after {self.timeout:g}s") from None
             except httpx.TransportError as exc:
                 # Connection refused / reset / cut mid-response. The message names only the
                 # failure, never request headers.
-                error = scrub(f"connection failed: {type(exc).__name__}: {exc}")
-            else:
-                if resp.status_code == 200:
-                    return self._parse(resp, start, attempt, scrub)
-                error = f"HTTP {resp.status_code}: {_error_message(resp, scrub)}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    return Call(None, error, _ms(start), attempt)  # not transient
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            if attempt > self.retries:
-                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                return Call(None, error + suffix, _ms(start), attempt)
-            await asyncio.sleep(_backoff(attempt - 1, self.backoff_base, retry_after))
+                reason = f"connection failed: {type(exc).__name__}: {exc}"
+                raise Retryable(scrub(reason, secrets)) from None
+            if resp.status_code == 200:
+                return self._parse(resp, start, attempts, secrets)
+            error = f"HTTP {resp.status_code}: {_error_message(resp, secrets)}"
+            if not policy.retryable_status(resp.status_code):
+                return Call(None, error, _ms(start), attempts)  # not transient
+            raise Retryable(error, parse_retry_after(resp.headers.get("retry-after")))
+
+        try:
+            return await policy.arun(attempt)
+        except GaveUp as exc:
+            return _gave_up(exc, start)
 
     @staticmethod
-    def _parse(
-        resp: httpx.Response, start: float, attempt: int, scrub: Callable[[str], str]
-    ) -> Call:
+    def _parse(resp: httpx.Response, start: float, attempt: int, secrets: list[str | None]) -> Call:
         try:
             data = resp.json()
             content = data["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             return Call(
                 None,
-                f"malformed response (no choices[0].message.content): {scrub(resp.text)[:120]!r}",
+                "malformed response (no choices[0].message.content): "
+                f"{excerpt(resp.text, secrets, 120)!r}",
                 _ms(start),
                 attempt,
             )
@@ -196,9 +203,7 @@ class HttpChatRunner:
         results: list[Call | None] = [None] * len(inputs)
         done = 0
         key = self._api_key()
-
-        def scrub(text: str) -> str:
-            return scrub_secret(text, key)
+        secrets = [key]
 
         async with httpx.AsyncClient(
             headers=self._headers(key), timeout=timeout, limits=limits
@@ -208,11 +213,11 @@ class HttpChatRunner:
                 nonlocal done
                 async with sem:
                     try:
-                        call = await self._call(client, url, value, scrub)
+                        call = await self._call(client, url, value, secrets)
                     except Exception as exc:  # never lose a case to an unexpected error
                         call = Call(None, f"runner failed: {type(exc).__name__}: {exc}")
                 if call.error:  # the last line of defence: whatever produced the text
-                    call.error = scrub(call.error)
+                    call.error = scrub(call.error, secrets)
                 results[i] = call
                 done += 1
                 if progress:
@@ -225,15 +230,15 @@ class HttpChatRunner:
         return asyncio.run(self._run_all(inputs, progress))
 
 
-def _error_message(resp: httpx.Response, scrub: Callable[[str], str]) -> str:
+def _error_message(resp: httpx.Response, secrets: list[str | None]) -> str:
     """The server's error text, scrubbed *before* truncation (a cut key is still a leak)."""
     try:
         data = resp.json()
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return scrub(str(data["error"].get("message", "")))[:200]
+            return excerpt(str(data["error"].get("message", "")), secrets)
     except ValueError:
         pass
-    return scrub(resp.text)[:200]
+    return excerpt(resp.text, secrets)
 
 
 def _ms(start: float) -> float:
@@ -241,8 +246,6 @@ def _ms(start: float) -> float:
 
 
 # --- a Python callable ------------------------------------------------------------------
-
-TRANSIENT_EXCEPTIONS = (TimeoutError, ConnectionError)
 
 
 def resolve_callable(spec: str) -> Callable[..., Any]:
@@ -306,25 +309,31 @@ class CallableRunner:
 
     def call(self, value: Input) -> Call:
         start = time.perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
             try:
-                result = self._once(value)
-            except TRANSIENT_EXCEPTIONS as exc:
-                error = str(exc) if isinstance(exc, TimeoutError) and str(exc) else repr(exc)
-                if attempt > self.retries:
-                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                    return Call(None, error + suffix, _ms(start), attempt)
-                time.sleep(_backoff(attempt - 1, self.backoff_base))
-                continue
+                return self._once(value)
             except Exception as exc:
-                return Call(None, f"raised {type(exc).__name__}: {exc}", _ms(start), attempt)
-            if result is None:
-                return Call(None, "returned None", _ms(start), attempt)
-            if not isinstance(result, str):
-                result = json.dumps(result, ensure_ascii=False, default=str)
-            return Call(result, None, _ms(start), attempt)
+                if not transient_error(exc):
+                    raise
+                error = str(exc) if isinstance(exc, TimeoutError) and str(exc) else repr(exc)
+                raise Retryable(scrub(error)) from None
+
+        try:
+            result = _policy(self.retries, self.backoff_base).run(attempt)
+        except GaveUp as exc:
+            return _gave_up(exc, start)
+        except Exception as exc:
+            error = scrub(f"raised {type(exc).__name__}: {exc}")
+            return Call(None, error, _ms(start), attempts)
+        if result is None:
+            return Call(None, "returned None", _ms(start), attempts)
+        if not isinstance(result, str):
+            result = json.dumps(result, ensure_ascii=False, default=str)
+        return Call(result, None, _ms(start), attempts)
 
     def run_many(self, inputs: Sequence[Input], progress: Progress | None = None) -> list[Call]:
         results: list[Call | None] = [None] * len(inputs)

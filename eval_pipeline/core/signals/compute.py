@@ -62,9 +62,10 @@ def _dist_exprs(cfg: SignalsConfig) -> dict[str, str]:
 
 def _bin_expr(cfg: SignalsConfig, signal: str) -> str:
     scale = cfg.bin_scale.get(signal, 1.0)
+    # least() ignores NULLs, so a missing figure must stay NULL explicitly (no bin at all).
     return (
-        f"least({cfg.n_bins - 1}, floor(ln(1 + {signal} * {scale!r}) / {math.log(cfg.bin_base)!r}))"
-        f"::INTEGER"
+        f"CASE WHEN {signal} IS NOT NULL THEN least({cfg.n_bins - 1}, "
+        f"floor(ln(1 + {signal} * {scale!r}) / {math.log(cfg.bin_base)!r}))::INTEGER END"
     )
 
 
@@ -156,7 +157,7 @@ def compute_day(
     for g in sorted(groups, key=lambda g: (g["segment"] != ALL, g["segment"])):
         seg, n = g["segment"], int(g["n"])
         for s in ("refusal_rate", "empty_rate", "cutoff_rate", "error_rate"):
-            hits = int(g[s])
+            hits = int(g[s] or 0)
             rows.append([day, seg, s, "rate", "", n, hits, hits / n if n else None])
         for s in DIST_SIGNALS:
             count = int(g[f"{s}__n"])

@@ -111,11 +111,13 @@ class SignalsConfig:
     bin_scale: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCALE))
     # detection
     alpha: float = 0.01  # Holm-adjusted, over the day's whole family of paging tests
-    rate_abs_floor: float = 0.01  # today - reference, in rate units (1 percentage point)
-    rate_rel_floor: float = 1.5  # today / reference
+    rate_abs_floor: float = 0.02  # today - reference, in rate units (2 percentage points)
+    rate_rel_floor: float = 2.0  # today / reference
     share_abs_floor: float = 0.02  # a segment's share fell by at least this ...
     share_rel_floor: float = 0.5  # ... and to at most this fraction of its reference share
-    psi_floor: float = 0.25  # population stability index on the fixed binning
+    # PSI on the fixed binning. About the square of a shift in standard deviations of the log
+    # values: 1.0 is a one-sd shift; a weekend's latency or length wobble reaches 0.3-0.5.
+    psi_floor: float = 1.0
     min_dist_n: int = 100  # fewer values today (or in the reference): no distribution verdict
     min_reference_days: int = 3
     pages: tuple[str, ...] = (

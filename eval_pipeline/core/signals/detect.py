@@ -145,10 +145,15 @@ def test_day(
     # The overall row's days decide the share tests' reference (shares live on segment rows).
     overall_days = ref_days.get(ALL, 0)
 
+    groups = (
+        {k: g for k, g in ref.groupby(["segment", "signal", "key"], sort=False)}
+        if not ref.empty
+        else {}
+    )
+    empty = ref.iloc[0:0]
+
     def pool(seg: str, signal: str, key: str = "") -> pd.DataFrame:
-        if ref.empty:
-            return ref
-        return ref[(ref.segment == seg) & (ref.signal == signal) & (ref.key == key)]
+        return groups.get((seg, signal, key), empty)
 
     if total_today == 0:
         return out

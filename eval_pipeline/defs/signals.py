@@ -4,8 +4,6 @@ partition so the UI plots them. Same partitions, pool and backfill policy as the
 loop; it reads ``raw_traces`` and writes ``trace_signals`` and ``trace_signal_tests``.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from eval_pipeline.core.signals import compute, detect

@@ -389,6 +389,22 @@ def signal_findings(
     return [f for f in run_tests(conn, day, cfg, reference_days, excluded, record=False) if f.fired]
 
 
+def paging_alarms(
+    conn: duckdb.DuckDBPyConnection,
+) -> dict[tuple[dt.date, str], list[tuple[str, str]]]:
+    """Every stored paging finding, as the incident engine takes them (``run_history``'s
+    ``signal_alarms``): (day, segment) -> [(signal, figures)]. A segment's share collapse is
+    filed under that segment."""
+    out: dict[tuple[dt.date, str], list[tuple[str, str]]] = {}
+    rows = conn.execute(
+        "SELECT partition_date, segment, signal, message FROM trace_signal_tests "
+        "WHERE fired AND pages ORDER BY 1, 2, 3"
+    ).fetchall()
+    for day, segment, signal, message in rows:
+        out.setdefault((day, segment), []).append((signal, message.removesuffix(": FIRED")))
+    return out
+
+
 def markdown_table(findings: Sequence[Finding]) -> str:
     lines = [
         "| segment | signal | today | reference | effect | Holm p | verdict |",

@@ -37,25 +37,34 @@ WHITESPACE = " \t\n\r\f\v"
 # space counts twice), chosen because it is several times cheaper than a regex split at a
 # million answers, and it is the same proxy every day, which is what a drift test needs.
 _WORDS = (
-    "CASE WHEN regexp_full_match({col}, '\\s*') THEN 0 "
+    "CASE WHEN {blank} THEN 0 "
     "ELSE strlen({col}) - strlen(replace(replace({col}, ' ', ''), chr(10), '')) + 1 END"
 )
 
 
+# The metadata keys read, in the order of the list ``m`` the query extracts them into.
+METADATA_FIELDS = (
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "error",
+    "status",
+)
+
+
 def _dist_exprs(cfg: SignalsConfig) -> dict[str, str]:
-    meta = cfg.metadata_keys
     # A figure that is not a non-negative number is no figure at all (NULL), never a crash.
     exprs = {
         "answer_chars": "length(a)",
-        "answer_words": _WORDS.format(col="a"),
+        # ``empty`` is the answer's blank test, computed once in the same SELECT.
+        "answer_words": _WORDS.format(col="a", blank="empty"),
         "query_chars": "length(q)",
-        "query_words": _WORDS.format(col="q"),
+        "query_words": _WORDS.format(col="q", blank="regexp_full_match(q, '\\s*')"),
     }
-    for key in ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"):
-        path = "$." + meta[key]
+    for i, key in enumerate(METADATA_FIELDS[:4], start=1):
         exprs[key] = (
-            f"CASE WHEN TRY_CAST(json_extract_string(metadata, '{path}') AS DOUBLE) >= 0 "
-            f"THEN TRY_CAST(json_extract_string(metadata, '{path}') AS DOUBLE) END"
+            f"CASE WHEN TRY_CAST(m[{i}] AS DOUBLE) >= 0 THEN TRY_CAST(m[{i}] AS DOUBLE) END"
         )
     return exprs
 
@@ -88,18 +97,21 @@ def signals_sql(cfg: SignalsConfig) -> str:
             f"avg({s}) AS {s}__mean, histogram({_bin_expr(cfg, s)}) AS {s}__bins"
         )
     aggs_sql = ",\n        ".join(aggs)
+    # Key names were checked at load (letters, digits, '_'): safe inside the literal.
+    paths = "[" + ", ".join(f"'$.{meta[k]}'" for k in METADATA_FIELDS) + "]"
     return f"""
     WITH v AS (
         SELECT coalesce(segment, '{NO_VALUE}') AS segment,
             regexp_matches(substr(a, 1, {int(cfg.refusal_window_chars)}), {_literal(cfg.refusal_regex())}) AS refusal,
             regexp_full_match(a, '\\s*') AS empty,
             regexp_matches(a, {_literal(cfg.cutoff_pattern)}) AS cutoff,
-            coalesce(lower(json_extract_string(metadata, '$.{meta["error"]}')) IN ('true', '1')
-                OR lower(json_extract_string(metadata, '$.{meta["status"]}'))
-                   IN ('error', 'failed', 'failure'), false) AS error,
+            coalesce(lower(m[5]) IN ('true', '1')
+                OR lower(m[6]) IN ('error', 'failed', 'failure'), false) AS error,
             {per_trace}
         FROM (
-            SELECT segment, assistant_response AS a, user_query AS q, metadata
+            -- One JSON parse per trace for every metadata key (a list), not one per key.
+            SELECT segment, assistant_response AS a, user_query AS q,
+                json_extract_string(metadata, {paths}) AS m
             FROM raw_traces WHERE partition_date = ?
         )
     )

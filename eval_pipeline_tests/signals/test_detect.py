@@ -211,3 +211,18 @@ def test_findings_carry_what_the_incident_code_needs():
     assert f.detector == "signal:refusal_rate" and f.segment == ALL
     assert "refusal_rate" in f.message and "8.00%" in f.message and "FIRED" in f.message
     assert dataclasses.asdict(f)["day"] == DAY
+
+
+def test_trace_content_in_names_cannot_break_the_text_or_the_table():
+    conn = fresh()
+    for d in REF_DAYS:
+        add(conn, d, [{"answer": "Fine.", "prompt_version": "v1"}] * 20)
+        record_day(conn, d)
+    evil = "v2 | <!here>\n| injected | row |" + "x" * 300
+    add(conn, DAY, [{"answer": "Fine.", "prompt_version": evil, "segment": "a|b\nc"}] * 20)
+    record_day(conn, DAY)
+    findings = detect.run_tests(conn, DAY)
+    new = [f for f in findings if f.signal == "new_prompt_version"]
+    assert new and "\n" not in new[0].message and len(new[0].message) < 200
+    table = detect.markdown_table(findings)
+    assert all(line.count("|") == 8 for line in table.splitlines())

@@ -110,6 +110,13 @@ def _fisher(a: int, n_a: int, b: int, n_b: int, alternative: str) -> float:
     return float(sps.fisher_exact(table, alternative=alternative).pvalue)
 
 
+def _safe(name: str, limit: int = 60) -> str:
+    """A segment / prompt_version / model value (trace content) made safe for one line of
+    text or a markdown cell: no line breaks or pipes, bounded length."""
+    text = " ".join(str(name).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fmt(x: float | None, pct: bool) -> str:
     if x is None:
         return "n/a"
@@ -227,7 +234,7 @@ def test_day(
                 f = Finding(day, ALL, new_signal, row.key, "new_value", NEW_VALUE, False, True,
                             row.value, None, None, None, n=int(row.n))  # fmt: skip
                 f.message = (
-                    f"new {new_signal.removeprefix('new_')} {row.key!r}: "
+                    f"new {new_signal.removeprefix('new_')} {_safe(row.key)!r}: "
                     f"{row.value:.1%} of the day's traces ({int(row.hits)} of {int(row.n)})"
                 )
                 out.append(f)
@@ -271,10 +278,10 @@ def _mix_test(day, row, pool, cfg, pages, ref_days, overall_days) -> list[Findin
 
 
 def _message(f: Finding) -> str:
-    where = "overall" if f.segment == ALL else f.segment
-    what = f"{f.signal}[{f.key}]" if f.key and f.signal != "segment_share" else f.signal
+    where = "overall" if f.segment == ALL else _safe(f.segment)
+    what = f"{f.signal}[{_safe(f.key)}]" if f.key and f.signal != "segment_share" else f.signal
     if f.signal == "segment_share":
-        what = f"share of {f.key}"
+        what = f"share of {_safe(f.key)}"
         where = "overall"
     pct = f.kind in ("rate", "mix")
     head = f"{where} {what}: {_fmt(f.value, pct)} vs reference {_fmt(f.reference, pct)}"
@@ -413,9 +420,9 @@ def markdown_table(findings: Sequence[Finding]) -> str:
     for f in findings:
         pct = f.kind in ("rate", "mix")
         verdict = ("PAGE" if f.pages else "inform") if f.fired else "quiet"
-        name = f"{f.signal} {f.key}".strip()
+        name = f"{f.signal} {_safe(f.key)}".strip()
         lines.append(
-            f"| {'overall' if f.segment == ALL else f.segment} | {name} | {_fmt(f.value, pct)} "
+            f"| {'overall' if f.segment == ALL else _safe(f.segment)} | {name} | {_fmt(f.value, pct)} "
             f"| {_fmt(f.reference, pct)} | {_fmt(f.effect, False)} "
             f"| {_fmt(f.p_holm, False)} | {verdict} |"
         )

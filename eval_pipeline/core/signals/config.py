@@ -30,7 +30,7 @@ APOS = "['’]"
 DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
     # English
     rf"\bi{APOS}?(?:m| am) (?:sorry|afraid),? (?:but )?(?:i )?(?:can{APOS}?t|cannot|can not|am unable|{APOS}?m unable|won{APOS}t|will not|am not able|{APOS}?m not able)\b",
-    rf"\bi (?:can{APOS}?t|cannot|can not|won{APOS}t|will not|am unable to|{APOS}m unable to|am not able to|{APOS}m not able to) (?:help|assist|provide|answer|do that|comply|fulfil|fulfill|support|share|discuss|respond)",
+    rf"\bi(?: can{APOS}?t| cannot| can not| won{APOS}t| will not| am unable to|{APOS}m unable to| am not able to|{APOS}m not able to) (?:help|assist|provide|answer|do that|comply|fulfil|fulfill|support|share|discuss|respond)",
     r"\bas an ai(?: language model| assistant)?,? i\b",
     rf"\bi{APOS}?(?:m| am) not (?:allowed|permitted|authori[sz]ed|able) to\b",
     r"\bi must (?:decline|refuse)\b",

@@ -226,3 +226,11 @@ def test_trace_content_in_names_cannot_break_the_text_or_the_table():
     assert new and "\n" not in new[0].message and len(new[0].message) < 200
     table = detect.markdown_table(findings)
     assert all(line.count("|") == 8 for line in table.splitlines())
+
+
+def test_a_segments_excluded_days_leave_its_share_reference_unbiased():
+    ref = frame([r for d in REF_DAYS for r in share_rows(d, {"a": 8000, "b": 2000})])
+    today = frame(share_rows(DAY, {"a": 8000, "b": 2000}))
+    excluded = [(d, "b") for d in REF_DAYS[:3]]  # b paged on three days (say, refusals)
+    (f,) = [f for f in detect.test_day(today, ref, excluded=excluded) if f.key == "b"]
+    assert f.reference == pytest.approx(0.2) and f.reference_days == 4 and not f.fired

@@ -149,8 +149,18 @@ def test_day(
         ]
         ref = ref[keep]
     ref_days = ref.groupby("segment").partition_date.nunique().to_dict() if not ref.empty else {}
-    # The overall row's days decide the share tests' reference (shares live on segment rows).
-    overall_days = ref_days.get(ALL, 0)
+    # A segment's share is its traces over the day's traces: the reference pools the days
+    # left in for both the overall row and that segment (a day it was absent counts as 0).
+    all_n = {}
+    if not ref.empty:
+        rows_all = ref[(ref.segment == ALL) & (ref.signal == "refusal_rate")]
+        all_n = {
+            pd.Timestamp(d).date(): int(n)
+            for d, n in zip(rows_all.partition_date, rows_all.n, strict=True)
+        }
+
+    def share_totals(seg: str) -> dict[dt.date, int]:
+        return {d: n for d, n in all_n.items() if (d, seg) not in excl}
 
     groups = (
         {k: g for k, g in ref.groupby(["segment", "signal", "key"], sort=False)}
@@ -203,7 +213,7 @@ def test_day(
             )  # fmt: skip
         # segment_share rows come from the segments present today; absent ones below.
         elif row.kind == "mix":
-            out.extend(_mix_test(day, row, pool, cfg, pages, ref_days, overall_days))
+            out.extend(_mix_test(day, row, pool, cfg, pages, ref_days, share_totals))
     # A segment of the reference with no trace today: its share fell to zero.
     if cfg.pages_on("segment_share") or "segment_share" in cfg.informs:
         present = set(today[today.signal == "segment_share"].key)
@@ -215,7 +225,7 @@ def test_day(
             )  # fmt: skip
             out.extend(
                 _mix_test(day, row, pool, cfg, cfg.pages_on("segment_share"), ref_days,
-                          overall_days)
+                          share_totals)
             )  # fmt: skip
     for f, p_adj in zip(out, holm([f.p_value for f in out]), strict=True):
         f.p_holm = p_adj
@@ -241,22 +251,23 @@ def test_day(
     return out
 
 
-def _mix_test(day, row, pool, cfg, pages, ref_days, overall_days) -> list[Finding]:
+def _mix_test(day, row, pool, cfg, pages, ref_days, share_totals) -> list[Finding]:
     seg, signal, key = row.segment, row.signal, row.key
     if signal == "segment_share":
+        totals = share_totals(key)
+        days, rn = len(totals), sum(totals.values())
         r = pool(key, signal, key)  # a segment's share rows sit on the segment's own rows
-        days = overall_days
+        in_days = [pd.Timestamp(d).date() in totals for d in r.partition_date]
+        rh = int(r.hits[in_days].sum()) if not r.empty else 0
     else:
-        r = pool(seg, signal, key)
         days = ref_days.get(seg, 0)
-    if days < cfg.min_reference_days or row.n == 0:
+        r = pool(seg, signal, key)
+        # The denominator: every trace of the segment on the same reference days.
+        denom = pool(seg, "refusal_rate")
+        rn = int(denom.n.sum()) if not denom.empty else 0
+        rh = int(r.hits.sum()) if not r.empty else 0
+    if days < cfg.min_reference_days or row.n == 0 or rn == 0:
         return []
-    # The reference denominator: every trace of the reference days (of the segment).
-    denom = pool(seg if signal != "segment_share" else ALL, "refusal_rate")
-    rn = int(denom.n.sum()) if not denom.empty else 0
-    if rn == 0:
-        return []
-    rh = int(r.hits.sum()) if not r.empty else 0
     share, rshare = row.hits / row.n, rh / rn
     if signal == "segment_share":
         if rh == 0:

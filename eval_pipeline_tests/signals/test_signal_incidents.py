@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift.incidents import ALL, IncidentConfig, SegmentDay, run_history
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.signals import detect
@@ -89,3 +90,34 @@ def test_paging_alarms_come_from_the_stored_tests():
     assert set(got) == {(last, "billing"), (last, ALL)}
     (signal, figures), *_ = got[(last, "billing")]
     assert signal == "refusal_rate" and "20.00% vs reference 0.50%" in figures
+
+
+def test_the_stored_replay_opens_an_incident_from_a_stored_signal_page():
+    conn = fresh()
+    rng_scores = [5, 4, 4, 5, 3, 4, 5, 4, 2, 5] * 10  # 100 judgments a day, mean 4.1
+    for i in range(14):
+        day = START + dt.timedelta(days=i)
+        conn.executemany(
+            "INSERT INTO judge_scores VALUES (?, ?, 'billing', ?, 'ok', ?, 'heuristic', NULL, "
+            "'v1', false)",
+            [(day, f"t{i}-{j}", f"k{i}-{j}", s) for j, s in enumerate(rng_scores)],
+        )
+    page_day = START + dt.timedelta(days=10)
+    conn.execute(
+        "INSERT INTO trace_signal_tests VALUES (?, 'billing', 'refusal_rate', '', 'rate', "
+        "'Fisher exact, one-sided (higher)', true, true, 0.09, 0.02, 0.07, 1e-9, 1e-8, 500, "
+        "7000, 10, 'billing refusal_rate: 9.00% vs reference 2.00% (...): FIRED')",
+        [page_day],
+    )
+    history = incident_history.recompute(conn)
+    (inc,) = [i for i in history.incidents if "billing" in i.segments]
+    assert inc.detector == "signal:refusal_rate" and inc.detected_on == page_day
+    stored = conn.execute(
+        "SELECT detector, opened_on FROM drift_incidents WHERE incident_id = ?", [inc.incident_id]
+    ).fetchone()
+    assert stored == ("signal:refusal_rate", page_day)
+    state = conn.execute(
+        "SELECT verdict FROM drift_day_states WHERE partition_date = ? AND segment = 'billing'",
+        [page_day],
+    ).fetchone()[0]
+    assert "billing refusal_rate: 9.00% vs reference 2.00%" in state

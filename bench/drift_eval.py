@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ def simulate(kind: str, seed: int) -> tuple[list[SegmentDay], pd.DataFrame, Trut
 def make_cause_fn(traces: pd.DataFrame):
     by_seg = {s: g for s, g in traces.groupby("segment")}
 
+    @functools.cache
     def cause_fn(segment, ref_days, cur_days):
         frame = traces if segment == ALL else by_seg.get(segment, traces.iloc[:0])
         dims = DIMENSIONS + (["segment"] if segment == ALL else [])

@@ -7,7 +7,8 @@ the drop Δ = μ_ref - μ_cur splits exactly into
     mix    = -Σ_v (w_cur,v - w_ref,v) · μ_ref,v      (the traffic moved)
     within =  Σ_v  w_cur,v · (μ_ref,v - μ_cur,v)     (the same kind of traffic got worse)
 
-(a value with no reference traffic takes the overall reference mean as its μ_ref,v). A
+(a value with no reference traffic, or less than half its current share there, takes the
+overall reference mean as its μ_ref,v: it is new, or grew). A
 value's share of the drop is its within term over Δ. Each value is tested with a
 one-sided Mann-Whitney U test (scores are ordinal; no normality assumed, observations
 assumed independent) against the other values of the dimension on the same days, so a
@@ -99,7 +100,8 @@ def attribute(
         w_cur = c.value_counts(normalize=True)
         mix = 0.0
         for v in set(w_cur.index) | set(w_ref.index):
-            m_ref_v = float(ref.loc[r == v, "score"].mean()) if v in w_ref.index else mu_ref
+            grown = w_ref.get(v, 0.0) < w_cur.get(v, 0.0) / 2
+            m_ref_v = mu_ref if grown else float(ref.loc[r == v, "score"].mean())
             mix -= (w_cur.get(v, 0.0) - w_ref.get(v, 0.0)) * m_ref_v
         mix_terms[dim] = mix
         for v, share in w_cur.items():
@@ -108,7 +110,10 @@ def attribute(
                 continue
             share_ref = float(w_ref.get(v, 0.0))
             ref_v = ref.loc[r == v, "score"] if r is not None else pd.Series(dtype=float)
-            m_ref_v = float(ref_v.mean()) if len(ref_v) >= MIN_COMPARE_N else mu_ref
+            # A value that at least doubled its share is judged against the reference as a
+            # whole: its few reference scores may already be the first days of the change.
+            established = len(ref_v) >= MIN_COMPARE_N and share_ref >= share / 2
+            m_ref_v = float(ref_v.mean()) if established else mu_ref
             m_cur_v = float(mine["score"].mean())
             same_days = cur["day"].isin(set(mine["day"])) & (c != v)
             others = cur.loc[same_days, "score"]

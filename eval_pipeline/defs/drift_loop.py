@@ -370,7 +370,8 @@ def incidents_markdown(rows: list[incidents.Incident], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(kinds={"duckdb", "python"}, deps=[drift_report], **COMMON)
+# trace_signals (defs/signals.py) by key: its paging signals feed the same incidents.
+@dg.asset(kinds={"duckdb", "python"}, deps=[drift_report, "trace_signals"], **COMMON)
 def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, store: EvalStore):
     """Open and recent drift incidents, replayed from every stored day on each run (so a
     re-run of a past day reaches the later days), and their open/resolve notifications."""

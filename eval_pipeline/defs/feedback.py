@@ -29,6 +29,7 @@ import dagster as dg
 
 from eval_pipeline import settings
 from eval_pipeline.core.feedback import candidates, golden
+from eval_pipeline.core.feedback import inbox as feedback_inbox
 from eval_pipeline.core.feedback import ingest as fb
 from eval_pipeline.defs.resources import EvalStore
 
@@ -60,12 +61,14 @@ def _ingest_one(
             f"{path.name}: content changed since the sensor saw it "
             f"(expected {expected_sha[:12]}, read {res.sha256[:12]})"
         )
+    summary = fb.summarise_rejects(res.rejects)
     if res.rejected:
+        # By kind, with a few examples: one line however many lines were rejected.
         context.log.warning(
-            f"{path.name}: {res.rejected} line(s) rejected: {res.rejects_by_reason}"
+            f"{path.name}: {res.rejected} line(s) rejected: {_summary_text(summary)}"
         )
     if path.parent == inbox:
-        fb.archive(path, inbox, res.sha256)
+        feedback_inbox.archive(path, inbox, res.sha256)
     context.log.info(
         f"{path.name}: {res.ingested} new, {res.duplicates} already known, {res.rejected} rejected"
     )
@@ -76,18 +79,41 @@ def _ingest_one(
         "ingested": res.ingested,
         "duplicates": res.duplicates,
         "rejected": res.rejected,
-        "rejects_by_reason": res.rejects_by_reason,
-        "rejects": [(r.line_no, r.reason) for r in res.rejects[:50]],
+        "rejects_summary": summary,
         "already_seen": res.already_seen,
     }
 
 
-def _rejects_table(rows: list[dict]) -> str:
-    out = ["| file | line | reason |", "|---|---|---|"]
+def _summary_text(summary: dict[str, dict]) -> str:
+    return "; ".join(
+        f"{kind} x{e['count']} (e.g. line {e['examples'][0]['line']}: "
+        f"{e['examples'][0]['reason'][:120]})"
+        for kind, e in summary.items()
+    )
+
+
+def _merge_summaries(rows: list[dict]) -> dict[str, dict]:
+    """Reject counts by kind over all files, with at most REJECT_EXAMPLES examples each."""
+    merged: dict[str, dict] = {}
     for r in rows:
-        for line_no, reason in r["rejects"]:
-            out.append(f"| {r['file']} | {line_no} | {reason.replace('|', '/')} |")
-    return "\n".join(out) if len(out) > 2 else "no rejected lines"
+        for kind, e in r["rejects_summary"].items():
+            entry = merged.setdefault(kind, {"count": 0, "examples": []})
+            entry["count"] += e["count"]
+            room = fb.REJECT_EXAMPLES - len(entry["examples"])
+            entry["examples"] += [{"file": r["file"][:80], **x} for x in e["examples"][:room]]
+    return merged
+
+
+def _rejects_table(merged: dict[str, dict]) -> str:
+    out = ["| kind | lines | example file | line | reason |", "|---|---|---|---|---|"]
+    for kind, e in merged.items():
+        for x in e["examples"]:
+            reason = x["reason"].replace("|", "/").replace("\n", " ")
+            out.append(f"| {kind} | {e['count']} | {x['file']} | {x['line']} | {reason} |")
+    if len(out) == 2:
+        return "no rejected lines"
+    out.append("\nEvery rejected line, with its reason: table feedback_rejects.")
+    return "\n".join(out)
 
 
 @dg.asset(kinds={"duckdb", "python"}, group_name=GROUP, pool="duckdb")
@@ -100,31 +126,29 @@ def feedback(
     if config.path:
         path = Path(config.path)
         if not path.exists():
-            archived = inbox / fb.PROCESSED_DIR / path.name
+            archived = inbox / feedback_inbox.PROCESSED_DIR / path.name
             if not archived.exists():
                 raise dg.Failure(f"feedback file {path} is gone (not in the inbox or processed/)")
             path = archived
         paths = [path]
     else:
-        paths = fb.complete_files(inbox, time.time())
+        paths = feedback_inbox.complete_files(inbox, time.time())
     rows = []
     with store.connect() as conn:
         for path in paths:
             rows.append(_ingest_one(context, conn, path, config.sha256, inbox))
     total = {k: sum(r[k] for r in rows) for k in ("lines", "ingested", "duplicates", "rejected")}
-    by_reason: dict[str, int] = {}
-    for r in rows:
-        for k, v in r["rejects_by_reason"].items():
-            by_reason[k] = by_reason.get(k, 0) + v
+    merged = _merge_summaries(rows)
+    by_reason = {kind: e["count"] for kind, e in merged.items()}
     metadata = {
         "files": MD.int(len(rows)),
-        "file_names": MD.text(", ".join(r["file"] for r in rows) or "none"),
+        "file_names": MD.text(_names([r["file"] for r in rows]) or "none"),
         "lines": MD.int(total["lines"]),
         "records_ingested": MD.int(total["ingested"]),
         "records_already_known": MD.int(total["duplicates"]),
         "lines_rejected": MD.int(total["rejected"]),
         "rejects_by_reason": MD.json(by_reason),
-        "rejected_lines": MD.md(_rejects_table(rows)),
+        "rejected_lines": MD.md(_rejects_table(merged)),
     }
     if len(rows) == 1:
         metadata["sha256"] = MD.text(rows[0]["sha256"])
@@ -260,7 +284,7 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     DuckDB."""
     inbox = settings.feedback_inbox()
     previous = json.loads(context.cursor) if context.cursor else {}
-    scan = fb.scan_inbox(inbox, previous.get("files", {}), time.time())
+    scan = feedback_inbox.scan_inbox(inbox, previous.get("files", {}), time.time())
     by_sha: dict[str, list[str]] = {}
     for name, sha in scan.complete:
         by_sha.setdefault(sha, []).append(name)
@@ -272,7 +296,7 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             # not sit there (and in the cursor) for ever.
             for name in names:
                 with contextlib.suppress(FileNotFoundError):  # moved away while we looked
-                    fb.archive(inbox / name, inbox, sha, fb.DUPLICATES_DIR)
+                    feedback_inbox.archive(inbox / name, inbox, sha, feedback_inbox.DUPLICATES_DIR)
                 scan.state.pop(name, None)
                 moved.append(name)
             continue
@@ -298,7 +322,9 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             )
     parts = []
     if moved:
-        parts.append(f"already ingested, moved to {fb.DUPLICATES_DIR}/: {_names(moved)}")
+        parts.append(
+            f"already ingested, moved to {feedback_inbox.DUPLICATES_DIR}/: {_names(moved)}"
+        )
     if running:
         parts.append(f"ingestion run in progress: {_names(running)}")
     if copies:

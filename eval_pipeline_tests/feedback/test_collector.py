@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -19,8 +20,11 @@ import uvicorn
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.feedback import inbox as feedback_inbox
 from eval_pipeline.core.feedback import ingest as feedback
-from eval_pipeline.core.feedback.collector import create_app, recover_incoming
+from eval_pipeline.core.feedback import records
+from eval_pipeline.core.feedback.collector import create_app
+from eval_pipeline.core.feedback.spool import recover_incoming
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,7 +65,9 @@ class ThreadServer:
 
 
 def inbox_files(inbox: Path) -> list[Path]:
-    return sorted(p for p in inbox.iterdir() if p.is_file() and feedback.is_candidate_name(p.name))
+    return sorted(
+        p for p in inbox.iterdir() if p.is_file() and feedback_inbox.is_candidate_name(p.name)
+    )
 
 
 def test_good_record_bad_token_bad_body():
@@ -106,7 +112,7 @@ def test_good_record_bad_token_bad_body():
     assert len(files) == 1
     (rec,) = [json.loads(x) for x in files[0].read_text().splitlines()]
     assert rec["trace_id"] == "t-1" and rec["received_at"].endswith("Z")
-    assert feedback.validate_record(rec).feedback_id == fid
+    assert records.validate_record(rec).feedback_id == fid
     assert list((inbox / ".incoming").iterdir()) == []
 
 
@@ -197,10 +203,11 @@ def test_leftover_file_of_a_dead_writer_is_published(tmp_path):
     left = incoming / f"feedback-20260101T000000000000Z-p{pid}-1.jsonl"
     left.write_text('{"trace_id": "t", "rating": "up"}\n{"trace_id": "t2", "ra')
     mine = incoming / f"feedback-20260101T000000000000Z-p{os.getpid()}-1.jsonl"
-    mine.write_text("")
-    moved = recover_incoming(inbox)
-    assert moved == [inbox / left.name]
-    assert mine.exists()  # a live writer's file is left alone
+    with open(mine, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a live writer holds
+        moved = recover_incoming(inbox)
+        assert moved == [inbox / left.name]
+        assert mine.exists()  # a live writer's file is left alone
     parsed = feedback.parse_file(moved[0].read_bytes())
     assert len(parsed.records) == 1 and parsed.rejects[0].reason.startswith("not JSON")
 

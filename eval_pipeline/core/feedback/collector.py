@@ -5,12 +5,16 @@ Mount it in a service (``app.mount("/", create_app())``) or run it on its own
 token comes from ``EVAL_FEEDBACK_TOKEN`` and is never logged.
 
 Accepted records are appended, one JSON line each, to a file in ``<inbox>/.incoming/``
-(outside what the inbox sensor looks at). The file is rotated (closed, fsynced, renamed into
-the inbox) when it reaches a size, a record count or an age, and on shutdown. A rename is
-atomic, so a file only ever appears in the inbox complete. The response is sent after the
-line has been written to the file (flushed to the OS), so a record acknowledged with 202 is
-in a file that will reach the inbox, even if this process is killed: leftover files of dead
-writers are moved into the inbox when a collector next starts.
+(outside what the inbox sensor looks at), which is renamed into the inbox when complete
+(``spool.py``: rotation, and recovery of files left by dead writers). The response is sent
+after the line has been written to the file (flushed to the OS), so a record acknowledged
+with 202 is in a file that will reach the inbox, even if this process is killed.
+
+Slow or hostile clients: the body must arrive within ``body_timeout`` (408), at most
+``max_concurrent_posts`` requests are read and written at once (others wait up to SLOT_WAIT
+seconds for a slot, then get 503 with Retry-After), and ``server_config`` gives uvicorn a header timeout (a connection that has not sent
+a complete request head within ``header_timeout`` is closed) and a connection limit. Behind
+a reverse proxy, let the proxy enforce these as well (see SECURITY.md).
 
 Mounted, the app gets no lifespan (Starlette runs only the host's), so nothing here depends
 on it (``CollectorRuntime``): recovery and the age-rotation thread start on the first
@@ -27,158 +31,41 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hmac
-import itertools
-import json
 import logging
 import os
 import signal
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eval_pipeline import settings
-from eval_pipeline.core.feedback.ingest import (
-    INCOMING_DIR,
+from eval_pipeline.core.feedback.records import (
     MAX_LINE_BYTES,
     InvalidRecord,
+    loads_line,
     record_to_json,
     validate_record,
 )
+from eval_pipeline.core.feedback.spool import RotatingWriter, recover_incoming
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "EVAL_FEEDBACK_TOKEN"
 MAX_BATCH = 100
 MAX_BODY_BYTES = MAX_BATCH * MAX_LINE_BYTES
-
-
-class RotatingWriter:
-    """Appends lines to a file in ``incoming`` and renames it into ``inbox`` when full.
-
-    Thread-safe: one lock serialises writes and rotation, so lines never interleave and a
-    file is never renamed while a line is being written to it.
-    """
-
-    def __init__(
-        self,
-        inbox: Path,
-        max_bytes: int = 1_000_000,
-        max_records: int = 10_000,
-        max_age_seconds: float = 60.0,
-    ) -> None:
-        self.inbox = Path(inbox)
-        self.incoming = self.inbox / INCOMING_DIR
-        self.max_bytes = max_bytes
-        self.max_records = max_records
-        self.max_age_seconds = max_age_seconds
-        self._lock = threading.Lock()
-        self._fh = None
-        self._path: Path | None = None
-        self._bytes = 0
-        self._records = 0
-        self._opened = 0.0
-        self._seq = itertools.count(1)
-        self.files_published = 0
-        # Set once shutdown has begun: every later write is published at once, so requests
-        # still finishing while the server drains do not stay in .incoming/.
-        self.draining = False
-        self.incoming.mkdir(parents=True, exist_ok=True)
-
-    def _open(self) -> None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        # The pid makes names unique across worker processes and tells recovery whose it is.
-        self._path = self.incoming / f"feedback-{stamp}-p{os.getpid()}-{next(self._seq)}.jsonl"
-        self._fh = open(self._path, "ab")  # noqa: SIM115 - kept open across requests
-        self._bytes = self._records = 0
-        self._opened = time.monotonic()
-
-    def write_lines(self, lines: list[str]) -> None:
-        """Append lines (one record each) atomically with respect to rotation."""
-        payload = "".join(line + "\n" for line in lines).encode("utf-8")
-        with self._lock:
-            if self._fh is None:
-                self._open()
-            self._fh.write(payload)
-            self._fh.flush()
-            self._bytes += len(payload)
-            self._records += len(lines)
-            if self.draining or self._bytes >= self.max_bytes or self._records >= self.max_records:
-                self._publish_locked()
-
-    def rotate_if_old(self) -> bool:
-        with self._lock:
-            if self._fh is not None and time.monotonic() - self._opened >= self.max_age_seconds:
-                self._publish_locked()
-                return True
-        return False
-
-    def close(self, timeout: float = -1) -> bool:
-        """Publish the current file and drain from now on. With a timeout (from a signal
-        handler, which may interrupt the thread holding the lock) it can give up: False."""
-        self.draining = True
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        try:
-            self._publish_locked()
-        finally:
-            self._lock.release()
-        return True
-
-    def _publish_locked(self) -> None:
-        if self._fh is None:
-            return
-        fh, path = self._fh, self._path
-        self._fh = self._path = None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        if self._records == 0:
-            path.unlink(missing_ok=True)
-            return
-        os.replace(path, self.inbox / path.name)
-        self.files_published += 1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_incoming(inbox: Path) -> list[Path]:
-    """Publish files left in .incoming by writers that are no longer running.
-
-    Their last line may be cut off by the crash; ingestion rejects it with a reason.
-    """
-    incoming = Path(inbox) / INCOMING_DIR
-    moved = []
-    if not incoming.is_dir():
-        return moved
-    for path in sorted(incoming.glob("feedback-*-p*-*.jsonl")):
-        try:
-            pid = int(path.name.rsplit("-p", 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
-            continue
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        if path.stat().st_size == 0:
-            path.unlink(missing_ok=True)
-            continue
-        dest = Path(inbox) / path.name
-        os.replace(path, dest)
-        moved.append(dest)
-    return moved
+HEADER_TIMEOUT = 10.0  # seconds for a connection to send a complete request head
+BODY_TIMEOUT = 30.0  # seconds for the whole body, once the head is in
+MAX_CONCURRENT_POSTS = 64  # requests being read and written at once; more wait, then 503
+SLOT_WAIT = 5.0  # seconds a request waits for one of those slots before 503
+MAX_CONNECTIONS = 1000  # uvicorn's limit_concurrency: open connections + running tasks
 
 
 class CollectorRuntime:
@@ -297,6 +184,8 @@ def create_app(
     max_bytes: int = 1_000_000,
     max_records: int = 10_000,
     max_age_seconds: float = 60.0,
+    body_timeout: float = BODY_TIMEOUT,
+    max_concurrent_posts: int = MAX_CONCURRENT_POSTS,
 ) -> Starlette:
     """The collector app. ``token`` defaults to $EVAL_FEEDBACK_TOKEN (required)."""
     token = token if token is not None else os.environ.get(TOKEN_ENV, "")
@@ -304,10 +193,13 @@ def create_app(
         raise RuntimeError(
             f"no feedback token: set {TOKEN_ENV} (clients send it as a bearer token)"
         )
-    expected_auth = f"Bearer {token}".encode()
+    expected_token = token.encode()
     inbox_path = Path(inbox) if inbox is not None else settings.feedback_inbox()
     writer = RotatingWriter(inbox_path, max_bytes, max_records, max_age_seconds)
     runtime = CollectorRuntime(writer, inbox_path, min(1.0, max(0.05, max_age_seconds / 4)))
+    # Bounds the memory of bodies being read (each up to MAX_BODY_BYTES). A burst waits for
+    # a slot (its body is not read meanwhile) before it is turned away.
+    slots = asyncio.Semaphore(max_concurrent_posts)
 
     async def post_feedback(request: Request) -> JSONResponse:
         # In the request's thread (the main thread under uvicorn), so SIGTERM can be hooked.
@@ -319,21 +211,42 @@ def create_app(
                 "missing Authorization header (expected 'Bearer <token>')",
                 **{"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(auth.encode(), expected_auth):
+        # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+        scheme, _, credentials = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"), expected_token
+        ):
             return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            payload = json.loads(bytes(body).decode("utf-8"))
+            async with asyncio.timeout(SLOT_WAIT):
+                await slots.acquire()
+        except TimeoutError:
+            return _error(503, "too many requests at once; retry shortly", **{"Retry-After": "1"})
+        try:
+            return await _accept(request)
+        finally:
+            slots.release()
+
+    async def _accept(request: Request) -> JSONResponse:
+        body = bytearray()
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > MAX_BODY_BYTES:
+                        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except TimeoutError:
+            return _error(
+                408, f"body not received within {body_timeout:g} s", **{"Connection": "close"}
+            )
+        try:
+            text = bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8")
-        except json.JSONDecodeError as exc:
-            return _error(
-                400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            )
+        try:
+            payload = loads_line(text)
+        except InvalidRecord as exc:
+            return _error(400, f"body is {exc}")
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             return _error(422, "empty list: send one record or a list of records")
@@ -393,3 +306,68 @@ def create_app(
     app.state.writer = writer
     app.state.collector = runtime
     return app
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, plus: a connection that has not sent a complete request head
+    within ``header_timeout`` seconds (after connecting, or after its previous response) is
+    closed. uvicorn alone waits for ever, so a few hundred such connections hold it."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._header_timer = self.loop.call_later(
+            self.header_timeout, self._header_timed_out, self.cycle
+        )
+
+    def _header_timed_out(self, cycle_when_armed: object) -> None:
+        # Still the same cycle (no new request head arrived) and nothing running: close.
+        idle = self.cycle is cycle_when_armed and (
+            self.cycle is None or self.cycle.response_complete
+        )
+        if idle and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app,
+    host: str = "127.0.0.1",
+    port: int = 8077,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    **kwargs,
+) -> uvicorn.Config:
+    """A uvicorn config for the collector with slow-client limits (header timeout,
+    keep-alive timeout, connection limit, bounded request head)."""
+    protocol = type(
+        "CollectorHTTPProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout}
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        timeout_keep_alive=5,
+        limit_concurrency=max_connections,
+        h11_max_incomplete_event_size=64 * 1024,  # request line + headers
+        **kwargs,
+    )

@@ -24,7 +24,8 @@ from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.drift.report import DriftConfig, report_day
 from eval_pipeline.core.drift.sampling import sample_day
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 from eval_pipeline.demo import traffic as demo_traffic
 
 DAY = dt.date(2026, 10, 5)

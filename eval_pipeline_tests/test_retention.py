@@ -13,7 +13,8 @@ import pytest
 from eval_pipeline.core import retention, store
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
 from eval_pipeline.core.retention import RawDayDropped, RetentionConfig, apply_retention
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 from eval_pipeline.defs import retention as defs_retention
 from eval_pipeline.defs.resources import EvalStore
 

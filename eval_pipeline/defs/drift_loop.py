@@ -20,7 +20,7 @@ from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
 from eval_pipeline.core.notify.events import IncidentEvent
 from eval_pipeline.core.notify.lifecycle import deliver_in_phases
 from eval_pipeline.core.regression.history import latest_baseline
-from eval_pipeline.core.sources import inbox as traces
+from eval_pipeline.core.sources import ingest as traces
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, run_days
 from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource

@@ -18,7 +18,8 @@ from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.judge.base import Judge
 from eval_pipeline.core.judge.factory import judge_from_env
-from eval_pipeline.core.sources.inbox import InboxSource, TraceSource
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import TraceSource
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 from eval_pipeline.core.sources.phoenix.source import PhoenixSource
 

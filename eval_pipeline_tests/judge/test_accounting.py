@@ -10,7 +10,8 @@ from eval_pipeline.core import store
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
 from eval_pipeline.core.judge.base import HeuristicJudge
 from eval_pipeline.core.judge.cache import score_day
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
 

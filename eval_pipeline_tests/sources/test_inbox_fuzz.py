@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eval_pipeline.core import store
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
 

@@ -14,7 +14,9 @@ import pytest
 
 from eval_pipeline.core import store
 from eval_pipeline.core.sources import inbox as traces
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources import ingest
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
 
@@ -88,23 +90,23 @@ def test_reject_summary_is_grouped_by_kind_with_bounded_examples(db, inbox):
         "wrong type",
     }
     assert sum(res.rejects_by_reason.values()) == res.rows_rejected
-    assert all(len(v) <= traces.EXAMPLES_PER_KIND for v in res.reject_examples.values())
+    assert all(len(v) <= ingest.EXAMPLES_PER_KIND for v in res.reject_examples.values())
     # What reaches Dagster (metadata and the log line) stays small whatever the day holds.
     size = len(json.dumps(res.rejects_by_reason)) + len(json.dumps(res.reject_examples))
     assert size < 10_000
-    assert len(traces.reject_summary(res)) < 2_000
+    assert len(ingest.reject_summary(res)) < 2_000
 
 
 def test_reject_kinds_are_capped_even_when_reasons_carry_values_before_the_colon(db):
     # A source may word reasons any way: the kinds stay bounded, the tail goes to "other".
-    db.execute(traces.STAGED_REJECTS_DDL)
-    n = traces.MAX_REASON_KINDS * 10
+    db.execute(ingest.STAGED_REJECTS_DDL)
+    n = ingest.MAX_REASON_KINDS * 10
     db.execute(
         "INSERT INTO staged_rejects SELECT 'x', 'f', i, 'reason number ' || i, 'e' FROM range(?) r(i)",
         [n],
     )
-    by_kind, examples = traces.summarize_rejects(db)
-    assert len(by_kind) == traces.MAX_REASON_KINDS and by_kind["other"] == n - len(by_kind) + 1
+    by_kind, examples = ingest.summarize_rejects(db)
+    assert len(by_kind) == ingest.MAX_REASON_KINDS and by_kind["other"] == n - len(by_kind) + 1
     assert sum(by_kind.values()) == n
     assert set(examples) <= set(by_kind)
 
@@ -257,19 +259,6 @@ def test_the_settle_time_is_configuration(db, inbox, monkeypatch):
     ingest_day(db, InboxSource(inbox), DAY)
     assert ingested_ids(db) == ["t1"]
     assert InboxSource(inbox, settle_seconds=5).settle() == 5
-
-
-def test_the_longest_line_is_measured_across_read_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(traces, "CHUNK_BYTES", 7)
-    path = tmp_path / "f.jsonl"
-    for data, longest in (
-        (b"ab\ncdefghijklmnop\nq\n", 14),
-        (b"\n\n", 0),
-        (b"abc", 3),
-        (b"a\n" + b"x" * 30, 30),
-    ):
-        path.write_bytes(data)
-        assert traces._longest_line(path) == longest, data
 
 
 def test_a_file_written_to_while_it_is_read_is_left_for_a_later_run(db, inbox, monkeypatch):

@@ -12,7 +12,8 @@ import pytest
 from eval_pipeline.core import store
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
 from eval_pipeline.core.sources import inbox as traces
-from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
 SEGMENTS = ("billing", "shipping", "returns", "account", "product")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from eval_pipeline.core import store
-from eval_pipeline.core.sources.inbox import SourceUnavailable, create_staging, ingest_day
+from eval_pipeline.core.sources.ingest import SourceUnavailable, create_staging, ingest_day
 from eval_pipeline.core.sources.phoenix.client import PhoenixClient, fetch_spans
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 from eval_pipeline.core.sources.phoenix.source import PhoenixSource, skipped_spans

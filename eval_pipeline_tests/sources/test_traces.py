@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from eval_pipeline.core import store
-from eval_pipeline.core.sources.inbox import InboxSource, SourceUnavailable, ingest_day
+from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.ingest import SourceUnavailable, ingest_day
 
 DAY = dt.date(2026, 10, 5)
 

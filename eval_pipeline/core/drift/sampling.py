@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.retention import require_raw_day
-from eval_pipeline.core.sources.inbox import OTHER_SEGMENTS
+from eval_pipeline.core.sources.ingest import OTHER_SEGMENTS
 from eval_pipeline.core.store import replace_rows
 
 NO_SEGMENT = "(none)"

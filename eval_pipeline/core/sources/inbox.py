@@ -1,13 +1,6 @@
-"""Traces in: the trace-source interface, the JSONL/Parquet inbox source, and day ingestion.
+"""The JSONL/Parquet inbox: the trace source that reads a day's files from a folder.
 
-A source *stages* one UTC day into two temporary tables of the connection it is given:
-``staged_traces`` (the canonical trace columns) and ``staged_rejects`` (rows it could not
-use, with location, line and reason). ``ingest_day`` then replaces that day in
-``raw_traces`` / ``trace_rejects`` in one transaction. A source that cannot be read raises
-``SourceUnavailable``: that day fails loudly instead of being recorded as a quiet day. A
-source may stage ``staged_traces`` as a view, and may have ``release(conn)``, called once the
-day is written, to drop what the view reads. A day whose raw traces the retention dropped
-(``core/retention.py``) is not re-ingested as an empty day: that raises ``RawDayDropped``.
+It stages a day for :func:`eval_pipeline.core.sources.ingest.ingest_day`.
 
 The inbox is untrusted input (anyone who can drop a file, and every end user whose text is
 in a trace). What the inbox source does with it:
@@ -37,10 +30,7 @@ in a trace). What the inbox source does with it:
   number of part files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same
   lines give the same rows, rejects and sample however they are cut. ``staged_traces`` is a
   view over the classified rows, so the day is written once, into ``raw_traces``.
-- Reject summaries (``rejects_by_reason``) count reasons by *kind* (the text before the
-  first ``:`` or `` (``, at most ``MAX_REASON_KINDS`` kinds, the rest under ``other``) with
-  at most ``EXAMPLES_PER_KIND`` examples each, so a day of a million bad rows still gives a
-  small summary. Every rejected row is kept in ``trace_rejects`` with its full reason.
+- Reject summaries are bounded (``core/sources/ingest.py``).
 """
 
 from __future__ import annotations
@@ -53,212 +43,31 @@ import stat
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 import duckdb
-import numpy as np
 import pandas as pd
 
-from eval_pipeline.core import retention
-
-TRACE_COLUMNS = (
-    "trace_id",
-    "ts",
-    "user_query",
-    "assistant_response",
-    "segment",
-    "model",
-    "prompt_version",
-    "user_id",
-    "metadata",
-    "source",
-    "source_ref",
+from eval_pipeline.core.sources.inbox_sql import (
+    _CLASSIFY_SQL,
+    EXCERPT_CHARS,
+    LINES_DDL,
+    _Classifier,
+    _mark_empty,
+    _sql_string,
 )
-
-STAGED_TRACES_DDL = """
-CREATE OR REPLACE TEMP TABLE staged_traces (
-    trace_id VARCHAR, ts TIMESTAMP, user_query VARCHAR, assistant_response VARCHAR,
-    segment VARCHAR, model VARCHAR, prompt_version VARCHAR, user_id VARCHAR, metadata JSON,
-    source VARCHAR, source_ref VARCHAR)
-"""
-STAGED_REJECTS_DDL = """
-CREATE OR REPLACE TEMP TABLE staged_rejects (
-    source VARCHAR, location VARCHAR, line_no BIGINT, reason VARCHAR, excerpt VARCHAR)
-"""
-
-
-class SourceUnavailable(RuntimeError):
-    """The source could not be read (down, erroring, too slow). The day must fail."""
-
-
-@dataclass
-class StageReport:
-    source: str
-    files_read: int = 0
-    rows_seen: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-class TraceSource(Protocol):
-    """A source may also have ``prefetch(day)``: network reads done before the caller opens
-    the store, so the DuckDB file is not held while a remote system answers."""
-
-    name: str
-
-    def stage_day(self, conn: duckdb.DuckDBPyConnection, day: dt.date) -> StageReport:
-        """Fill temp tables staged_traces/staged_rejects with the day's rows."""
-        ...
-
-
-def create_staging(conn: duckdb.DuckDBPyConnection) -> None:
-    drop_staged_traces(conn)  # a source may have left it as a view
-    conn.execute(STAGED_TRACES_DDL)
-    conn.execute(STAGED_REJECTS_DDL)
-
-
-@dataclass
-class IngestResult:
-    day: dt.date
-    source: str
-    files_read: int
-    rows_seen: int
-    rows_ingested: int
-    rows_rejected: int
-    rejects_by_reason: dict[str, int]  # by reason kind, at most MAX_REASON_KINDS keys
-    segments: dict[str, int]  # at most MAX_SEGMENTS_REPORTED keys, the rest summed
-    notes: list[str]
-    reject_examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-
-
-# Bounds on what a day's summary can hold, whatever the data: Dagster metadata and log lines
-# are kept forever in the run storage.
-MAX_REASON_KINDS = 20
-EXAMPLES_PER_KIND = 3
-MAX_SEGMENTS_REPORTED = 50
-OTHER_SEGMENTS = "(other segments)"
-OTHER_KIND = "other"
-_EXAMPLE_CHARS = 200
-
-# The kind of a reason: the text before its first ":" or " (" (values come after).
-_KIND_SQL = "left(rtrim(regexp_extract(reason, '^[^:(]*')), 80)"
-
-
-def summarize_rejects(
-    conn: duckdb.DuckDBPyConnection, table: str = "staged_rejects"
-) -> tuple[dict[str, int], dict[str, list[dict[str, str]]]]:
-    """Counts by reason kind and a few examples of each, both bounded in size."""
-    counts = conn.execute(
-        f"SELECT {_KIND_SQL} AS kind, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).fetchall()
-    kept = counts if len(counts) <= MAX_REASON_KINDS else counts[: MAX_REASON_KINDS - 1]
-    by_kind = {kind or OTHER_KIND: int(n) for kind, n in kept}
-    rest = sum(int(n) for _, n in counts[len(kept) :])
-    if rest:
-        by_kind[OTHER_KIND] = by_kind.get(OTHER_KIND, 0) + rest
-    examples: dict[str, list[dict[str, str]]] = {}
-    rows = conn.execute(
-        f"""
-        SELECT kind, location, line_no, reason FROM (
-            SELECT {_KIND_SQL} AS kind, right(location, 120) AS location, line_no,
-                   left(reason, {_EXAMPLE_CHARS}) AS reason,
-                   row_number() OVER (PARTITION BY {_KIND_SQL} ORDER BY location, line_no) AS k
-            FROM {table}
-        ) WHERE k <= ? ORDER BY kind, k
-        """,
-        [EXAMPLES_PER_KIND],
-    ).fetchall()
-    for kind, location, line_no, reason in rows:
-        key = kind if kind in by_kind else OTHER_KIND
-        bucket = examples.setdefault(key, [])
-        if len(bucket) < EXAMPLES_PER_KIND:
-            bucket.append({"at": f"{location}:{line_no}", "reason": reason})
-    return by_kind, examples
-
-
-def reject_summary(res: IngestResult) -> str:
-    """One bounded log line: rejects by kind and the first example of the commonest kind."""
-    kinds = ", ".join(f"{kind} {n}" for kind, n in res.rejects_by_reason.items())
-    text = f"{res.rows_rejected} rows rejected: {kinds}"
-    if res.rejects_by_reason:
-        top = next(iter(res.rejects_by_reason))
-        first = (res.reject_examples.get(top) or [None])[0]
-        if first:
-            text += f" (e.g. {first['at'][-80:]}: {first['reason'][:150]})"
-    return text
-
-
-def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.date) -> IngestResult:
-    """Stage the day from the source, then replace the day in the store atomically."""
-    create_staging(conn)
-    report = source.stage_day(conn, day)  # raises SourceUnavailable: nothing is written
-    was_dropped = retention.dropped(conn, day)
-    if was_dropped and not conn.execute("SELECT count(*) FROM staged_traces").fetchone()[0]:
-        # Recording an empty day would hide that its traces were dropped, not absent.
-        raise retention.dropped_error(day, was_dropped, "re-ingesting")
-    dup = conn.execute(
-        "SELECT trace_id FROM staged_traces GROUP BY trace_id HAVING count(*) > 1 LIMIT 1"
-    ).fetchone()
-    if dup:
-        raise RuntimeError(f"source {report.source} staged trace_id {dup[0]} twice")
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute("DELETE FROM raw_traces WHERE partition_date = ?", [day])
-        conn.execute(
-            f"INSERT INTO raw_traces (partition_date, {', '.join(TRACE_COLUMNS)}) "
-            f"SELECT ?::DATE, {', '.join(TRACE_COLUMNS)} FROM staged_traces",
-            [day],
-        )
-        conn.execute("DELETE FROM trace_rejects WHERE partition_date = ?", [day])
-        conn.execute(
-            "INSERT INTO trace_rejects SELECT ?::DATE, source, location, line_no, reason, "
-            "excerpt FROM staged_rejects",
-            [day],
-        )
-        ingested = conn.execute("SELECT count(*) FROM staged_traces").fetchone()[0]
-        rejected = conn.execute("SELECT count(*) FROM staged_rejects").fetchone()[0]
-        conn.execute(
-            "INSERT OR REPLACE INTO trace_ingests VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-            [day, report.source, report.files_read, report.rows_seen, ingested, rejected],
-        )
-        # The day's files were put back: it is whole again.
-        conn.execute("DELETE FROM raw_trace_retention WHERE partition_date = ?", [day])
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
-    by_reason, examples = summarize_rejects(conn)
-    seg_counts = conn.execute(
-        "SELECT coalesce(segment, '(none)'), count(*) FROM raw_traces WHERE partition_date = ? "
-        "GROUP BY 1 ORDER BY 2 DESC, 1",
-        [day],
-    ).fetchall()
-    release = getattr(source, "release", None)
-    if callable(release):
-        release(conn)
-    segments = dict(sorted(seg_counts[:MAX_SEGMENTS_REPORTED]))
-    if len(seg_counts) > MAX_SEGMENTS_REPORTED:
-        segments[OTHER_SEGMENTS] = sum(n for _, n in seg_counts[MAX_SEGMENTS_REPORTED:])
-    return IngestResult(
-        day=day,
-        source=report.source,
-        files_read=report.files_read,
-        rows_seen=report.rows_seen,
-        rows_ingested=int(ingested),
-        rows_rejected=int(rejected),
-        rejects_by_reason=by_reason,
-        segments=segments,
-        notes=report.notes,
-        reject_examples=examples,
-    )
-
+from eval_pipeline.core.sources.ingest import (
+    SourceUnavailable,
+    StageReport,
+    drop_staged_traces,
+)
 
 # --- the inbox source -------------------------------------------------------------------
 
 _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
 CHUNK_BYTES = 32 * 1024 * 1024
-EXCERPT_CHARS = 200
 # Plain files are split into lines by DuckDB's CSV reader (parallel, in bounded memory, and
 # much faster than the Python reader). A file it refuses (a line longer than the cap plus
 # _CSV_SLACK, bytes that are not UTF-8, a carriage return) is streamed by the Python reader in
@@ -288,109 +97,6 @@ def file_day(path: Path, root: Path) -> dt.date | None:
         return dt.date.fromisoformat(match.group(1))
     except ValueError:
         return None
-
-
-def _kind(expr: str) -> str:
-    """SQL for the JSON type of an extracted JSON value, from its first character."""
-    return (
-        f"CASE WHEN {expr} IS NULL THEN NULL ELSE CASE left({expr}, 1) "
-        "WHEN '\"' THEN 'VARCHAR' WHEN '{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' "
-        "WHEN 'n' THEN 'NULL' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' "
-        "ELSE 'NUMBER' END END"
-    )
-
-
-# Classify each line once, in SQL, so a day of a million traces never goes through a Python
-# loop per row. json_extract with a list of paths parses each line once; try() turns a line
-# that is not JSON into NULL, and only those rows pay for finding out what is wrong.
-_CLASSIFY_SQL = f"""
-INSERT INTO _classified
-WITH fields AS (
-    SELECT source_file, line_no, raw, decode_error, dated, too_long,
-        CASE WHEN NOT decode_error AND line_no > 0 AND too_long IS NULL
-        THEN try(json_extract(raw, [
-            '$.trace_id', '$.timestamp', '$.user_query', '$.assistant_response', '$.segment',
-            '$.model', '$.prompt_version', '$.user_id', '$.metadata'])) END AS v
-    FROM __LINES__
-), typed AS (
-    -- The JSON type of each extracted value from its first character: cheaper than
-    -- parsing it again, and enough to tell string, number, object, array and null apart.
-    SELECT *,
-        {_kind("v[1]")} AS t_id, {_kind("v[2]")} AS t_ts, {_kind("v[3]")} AS t_q,
-        {_kind("v[4]")} AS t_a, {_kind("v[5]")} AS t_seg, {_kind("v[6]")} AS t_model,
-        {_kind("v[7]")} AS t_pv, {_kind("v[8]")} AS t_uid, {_kind("v[9]")} AS t_meta
-    FROM fields
-), parsed AS (
-    SELECT *,
-        CASE
-            WHEN t_ts = 'VARCHAR' THEN
-                try_cast(v[2] ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
-            WHEN t_ts = 'NUMBER' THEN
-                try(epoch_ms(CAST(CAST(v[2] AS DOUBLE) AS BIGINT)))
-        END AS ts,
-        v[1] ->> '$' AS trace_id, v[3] ->> '$' AS user_query,
-        v[4] ->> '$' AS assistant_response, v[5] ->> '$' AS segment,
-        v[6] ->> '$' AS model, v[7] ->> '$' AS prompt_version,
-        v[8] ->> '$' AS user_id
-    FROM typed
-), classified AS (
-SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, segment, model,
-    prompt_version, user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
-    (ts >= $start AND ts < $end) AS in_day,
-    CASE
-        WHEN line_no = 0 THEN coalesce(raw, 'empty file: no rows')
-        WHEN too_long IS NOT NULL
-            THEN 'line too long (' || too_long || ' bytes > ' || $max_row_bytes || ')'
-        WHEN decode_error THEN 'undecodable bytes (not UTF-8)'
-        WHEN v IS NULL THEN 'not valid JSON'
-        WHEN t_id IS NULL AND json_type(raw) <> 'OBJECT'
-            THEN 'not a JSON object (got ' || lower(json_type(raw)) || ')'
-        WHEN t_id IS NULL OR t_id = 'NULL' THEN 'missing field trace_id'
-        WHEN t_id <> 'VARCHAR' THEN 'wrong type: trace_id must be a string'
-        WHEN length(trim(trace_id)) = 0 THEN 'empty trace_id'
-        WHEN t_ts IS NULL OR t_ts = 'NULL' THEN 'missing field timestamp'
-        WHEN t_ts NOT IN ('VARCHAR', 'NUMBER')
-            THEN 'wrong type: timestamp must be ISO 8601 text or epoch milliseconds'
-        -- Epoch seconds read as milliseconds would land in January 1970, quietly.
-        WHEN t_ts = 'NUMBER' AND abs(try_cast(v[2] AS DOUBLE)) < 1e11
-            THEN 'bad timestamp: ' || v[2] || ' looks like epoch seconds; expected epoch '
-                 || 'milliseconds'
-        WHEN ts IS NULL THEN 'bad timestamp: not ISO 8601 or epoch milliseconds'
-        WHEN t_q IS NULL OR t_q = 'NULL' THEN 'missing field user_query'
-        WHEN t_q <> 'VARCHAR' THEN 'wrong type: user_query must be a string'
-        WHEN t_a IS NULL OR t_a = 'NULL' THEN 'missing field assistant_response'
-        WHEN t_a <> 'VARCHAR' THEN 'wrong type: assistant_response must be a string'
-        -- strlen (bytes, stored) bounds length (characters, counted): count only the few
-        -- values whose bytes are over the cap.
-        WHEN strlen(user_query) > $max_chars AND length(user_query) > $max_chars
-            THEN 'value too large (user query '
-            || length(user_query) || ' chars > ' || $max_chars || ')'
-        WHEN strlen(assistant_response) > $max_chars AND length(assistant_response) > $max_chars
-            THEN 'value too large (answer '
-            || length(assistant_response) || ' chars > ' || $max_chars || ')'
-        WHEN coalesce(t_seg, 'NULL') NOT IN ('NULL', 'VARCHAR')
-            THEN 'wrong type: segment must be a string'
-        WHEN coalesce(t_model, 'NULL') NOT IN ('NULL', 'VARCHAR')
-            THEN 'wrong type: model must be a string'
-        WHEN coalesce(t_pv, 'NULL') NOT IN ('NULL', 'VARCHAR')
-            THEN 'wrong type: prompt_version must be a string'
-        WHEN coalesce(t_uid, 'NULL') NOT IN ('NULL', 'VARCHAR')
-            THEN 'wrong type: user_id must be a string'
-        WHEN coalesce(t_meta, 'NULL') NOT IN ('NULL', 'OBJECT')
-            THEN 'wrong type: metadata must be an object'
-        -- Fine except for landing on another day: a dated file's row is rejected; an
-        -- undated file's row belongs to that other day and is simply not today's.
-        WHEN dated AND NOT (ts >= $start AND ts < $end)
-            THEN 'timestamp outside the file''s day: ' || strftime(ts, '%Y-%m-%dT%H:%M:%S')
-                 || ' is not on ' || $day
-    END AS reason
-FROM parsed
-)
--- Only a rejected row keeps an excerpt of its text: copying 200 characters of every good
--- row cost more than any other column.
-SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN left(raw, {EXCERPT_CHARS}) END AS excerpt
-FROM classified
-"""
 
 
 def _env_number(name: str, default: float, convert=float):
@@ -612,68 +318,6 @@ class InboxSource:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def _sql_string(text: str) -> str:
-    """A SQL string literal (a view cannot take parameters)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-LINES_DDL = (
-    "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, "
-    "raw VARCHAR, decode_error BOOLEAN, dated BOOLEAN, too_long BIGINT)"
-)
-
-
-@dataclass
-class _Classifier:
-    """Classifies what the loaders left in _lines (or _file_lines) into _classified."""
-
-    conn: duckdb.DuckDBPyConnection
-    params: dict
-
-    def flush(self, path: Path, dated: bool) -> None:
-        conn = self.conn
-        if _has_table(conn, "_file_lines"):
-            # DuckDB's CSV reader kept the file's lines in order (blank ones as NULL), so a
-            # row's position is its line number.
-            lines = f"""(
-                SELECT $file AS source_file, rowid + 1 AS line_no,
-                       CASE WHEN strlen(raw) > $max_row_bytes THEN left(raw, {EXCERPT_CHARS})
-                            ELSE raw END AS raw,
-                       false AS decode_error, $dated AS dated,
-                       CASE WHEN strlen(raw) > $max_row_bytes THEN strlen(raw) END AS too_long
-                FROM _file_lines
-                -- blank lines carry nothing; a trailing CR is JSON whitespace and harmless
-                WHERE raw IS NOT NULL AND trim(raw, ' ' || chr(9) || chr(13)) <> '')"""
-            n = conn.execute(
-                _CLASSIFY_SQL.replace("__LINES__", lines),
-                {**self.params, "file": str(path), "dated": dated},
-            ).fetchone()
-            conn.execute("DROP TABLE _file_lines")
-            if n and n[0]:
-                return
-            conn.execute(LINES_DDL)
-        _mark_empty(conn, path, dated)
-        conn.execute(_CLASSIFY_SQL.replace("__LINES__", "_lines"), self.params)
-        conn.execute(LINES_DDL)
-
-
-def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [name]
-        ).fetchone()[0]
-    )
-
-
-def drop_staged_traces(conn: duckdb.DuckDBPyConnection) -> None:
-    """Drop staged_traces whether a source left it as a table or as a view."""
-    if conn.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = 'staged_traces'"
-    ).fetchone()[0]:
-        conn.execute("DROP VIEW staged_traces")
-    conn.execute("DROP TABLE IF EXISTS staged_traces")
-
-
 def _unfinished(path: Path, st: os.stat_result) -> bool:
     """Whether a plain JSONL file ends in the middle of a line (no final newline)."""
     if st.st_size == 0:
@@ -684,28 +328,6 @@ def _unfinished(path: Path, st: os.stat_result) -> bool:
             return fh.read(1) != b"\n"
     except OSError:
         return True
-
-
-def _longest_line(path: Path) -> int:
-    """The length in bytes of the file's longest line, read in CHUNK_BYTES pieces."""
-    longest, start, offset = 0, 0, 0  # start: offset where the current line began
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK_BYTES):
-            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + offset
-            if len(ends):
-                starts = np.concatenate(([start], ends[:-1] + 1))
-                longest = max(longest, int((ends - starts).max()))
-                start = int(ends[-1]) + 1
-            offset += len(block)
-    return max(longest, offset - start)
-
-
-def _mark_empty(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:
-    if not conn.execute(
-        "SELECT count(*) FROM _lines WHERE source_file = ?", [str(path)]
-    ).fetchone()[0]:
-        # Line 0 stands for the whole file; the classifier reports it as an empty file.
-        conn.execute("INSERT INTO _lines VALUES (?, 0, NULL, false, ?, NULL)", [str(path), dated])
 
 
 def _load_jsonl_lines(

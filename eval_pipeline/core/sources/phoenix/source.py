@@ -20,7 +20,7 @@ import duckdb
 import httpx
 import pandas as pd
 
-from eval_pipeline.core.sources.inbox import SourceUnavailable, StageReport
+from eval_pipeline.core.sources.ingest import SourceUnavailable, StageReport
 from eval_pipeline.core.sources.phoenix.client import PhoenixClient, PhoenixUnavailable, fetch_spans
 from eval_pipeline.core.sources.phoenix.config import SOURCE_NAME, PhoenixConfig
 from eval_pipeline.core.sources.phoenix.spans import ClassifiedDay, classify_spans

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge"]
+COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge", "health"]
 
 
 def build_parser() -> argparse.ArgumentParser:

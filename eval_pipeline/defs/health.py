@@ -120,7 +120,10 @@ def _root_error(error: object) -> object:
 
 
 def _pct(value: object) -> str:
-    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
+    """7%, 5.4% (one decimal under 10%, so a rate just over a 5% limit does not read 5%)."""
+    if not isinstance(value, (int, float)):
+        return "?"
+    return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}".replace(".0%", "%")
 
 
 def _meta(evaluation: object, key: str) -> object:

@@ -128,7 +128,7 @@ def test_judge_answering_500_is_reported_as_the_judge_failure_check(
             if r.dagster_event.event_specific_data.check_name == "judge_failure_rate"
         ]
         rate = check.metadata["worst_failure_rate"].value
-        assert 0.05 < rate < 1
+        assert 0.1 <= rate < 1  # seeded: the message shows it as a whole percent
         sense(instance, failed)
         [inc] = stored("open")
         assert inc.step == "judge_scores"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from eval_pipeline.defs import health as health_defs
@@ -51,3 +53,45 @@ def test_the_gate_and_any_other_blocking_check():
     )
     other = evaluation("rows_present", "feedback")
     assert health_defs.describe_check(other) == "blocking check feedback:rows_present failed"
+
+
+def run(job: str, assets: set[str] | None = None, **tags: str) -> dg.DagsterRun:
+    return dg.DagsterRun(
+        job_name=job,
+        asset_selection={dg.AssetKey(a) for a in assets} if assets else None,
+        tags=tags,
+    )
+
+
+def test_runs_from_the_asset_graph_count_as_the_job_of_their_assets():
+    adhoc = run(
+        "__ASSET_JOB", {"raw_traces", "drift_report"}, **{"dagster/partition": "2026-10-22"}
+    )
+    assert health_defs.logical_job(adhoc) == "daily_drift_job"
+    assert health_defs.run_scope(adhoc, "daily_drift_job") == ("2026-10-22", dt.date(2026, 10, 22))
+    assert (
+        health_defs.logical_job(run("__ASSET_JOB", {"golden_regression"}))
+        == "golden_regression_job"
+    )
+    assert health_defs.logical_job(run("__ASSET_JOB", {"golden_set"})) == "assets:golden_set"
+    assert health_defs.logical_job(run("some_other_job")) is None
+
+
+def test_scopes_of_ranges_files_and_unpartitioned_jobs():
+    ranged = run(
+        "daily_drift_job",
+        **{
+            "dagster/asset_partition_range_start": "2026-10-01",
+            "dagster/asset_partition_range_end": "2026-10-31",
+        },
+    )
+    assert health_defs.run_scope(ranged, "daily_drift_job") == (
+        "2026-10-01...2026-10-31",
+        dt.date(2026, 10, 31),
+    )
+    fb = run("feedback_ingestion_job", **{health_defs.SCOPE_TAGS["feedback_ingestion_job"]: "ab12"})
+    assert health_defs.run_scope(fb, "feedback_ingestion_job") == ("ab12", None)
+    assert health_defs.run_scope(run("golden_regression_job"), "golden_regression_job") == (
+        "",
+        None,
+    )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -242,3 +244,20 @@ def test_a_failure_outlasting_the_retry_window_is_paged_by_the_freshness_tick(
         n = len(receiver.posts)
         health_defs.pipeline_freshness_sensor(dg.build_sensor_context(instance=instance))
         assert len(receiver.posts) == n
+
+
+def test_the_sensor_holds_no_store_connection_while_the_receiver_answers(receiver):
+    golden = settings.golden_path()
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    golden.write_text('{"id": "x", "input": "q", "expected": 1, "grader": "nope"}\n')
+    # DuckDB's write lock is per process: only another process can show that it is free.
+    path = str(settings.duckdb_path())
+    probe = [sys.executable, "-c", f"import duckdb; duckdb.connect({path!r}).close()"]
+    probes = []
+    receiver.on_post = lambda: probes.append(
+        subprocess.run(probe, capture_output=True, timeout=60).returncode
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        failed = run_job(instance, "golden_regression_job")
+        sense(instance, failed)
+    assert probes == [0] and len(receiver.posts) == 1

@@ -46,6 +46,15 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Unpartitioned jobs whose runs are about one thing, named by a tag (else: the job itself).
 SCOPE_TAGS = {feedback.feedback_ingestion_job.name: feedback.SHA_TAG}
+MD = dg.MetadataValue
+
+# Health incidents in the UI: reported (runless) by the freshness sensor when they change.
+HEALTH_ASSET = dg.AssetSpec(
+    "pipeline_health",
+    group_name="health",
+    description="Pipeline-health incidents, open first (eval-pipeline incidents --kind "
+    "pipeline); reported by pipeline_freshness_sensor when they change.",
+)
 
 
 def _asset_jobs() -> dict[dg.AssetKey, str]:
@@ -196,13 +205,17 @@ def run_outcome(
 def _apply(
     change: Callable[[duckdb.DuckDBPyConnection, HealthConfig, dt.datetime], list[health.Outcome]],
     log: Callable[[str], object],
+    seen: list[health.HealthIncident] | None = None,
 ) -> DeliveryReport:
-    """Update the incidents on one short connection, then notify with none held open."""
+    """Update the incidents on one short connection, then notify with none held open.
+    ``seen`` receives the recent incidents as they are after the change."""
     cfg = HealthConfig.from_env()
     store = EvalStore()
     now = utcnow()
     with store.connect() as conn:
         outcomes = change(conn, cfg, now)
+        if seen is not None:
+            seen.extend(health.recent(conn))
     events = [e for o in outcomes for e in o.events]
     for o in outcomes:
         for inc in o.touched:
@@ -301,7 +314,12 @@ def freshness_rule() -> freshness.FreshnessRule:
     return freshness.FreshnessRule.from_env(first_day=daily_partitions.start.date())
 
 
-def check_freshness(instance: dg.DagsterInstance, now: dt.datetime, log: Callable[[str], object]):
+def check_freshness(
+    instance: dg.DagsterInstance,
+    now: dt.datetime,
+    log: Callable[[str], object],
+    seen: list[health.HealthIncident] | None = None,
+):
     """One freshness tick: open incidents for missing days, page failures past the retry
     window. Returns (missing days, delivery report)."""
     rule = freshness_rule()
@@ -321,7 +339,7 @@ def check_freshness(instance: dg.DagsterInstance, now: dt.datetime, log: Callabl
         outcomes.append(health.due_pages(conn, now=now, retry_window=cfg.retry_window))
         return outcomes
 
-    return missing, _apply(change, log)
+    return missing, _apply(change, log, seen)
 
 
 @dg.sensor(
@@ -332,8 +350,19 @@ def check_freshness(instance: dg.DagsterInstance, now: dt.datetime, log: Callabl
     "06:00 UTC); a missing day opens a health incident even if no run was launched.",
 )
 def pipeline_freshness_sensor(context: dg.SensorEvaluationContext):
-    missing, report = check_freshness(context.instance, utcnow(), context.log.info)
-    if not missing and not report.events:
-        return dg.SkipReason("every expected drift report is there; nothing to page")
+    seen: list[health.HealthIncident] = []
+    missing, report = check_freshness(context.instance, utcnow(), context.log.info, seen)
     days = ", ".join(d.isoformat() for d in missing) or "none"
-    return dg.SkipReason(f"missing drift reports: {days}; notifications: {report.as_metadata()}")
+    why = f"missing drift reports: {days}; notifications: {report.as_metadata()}"
+    mark = health.fingerprint(seen)
+    if mark == (context.cursor or ""):
+        return dg.SkipReason(why)
+    # The incidents changed since the last tick: show them in the UI (runless event).
+    table = dg.AssetMaterialization(
+        asset_key=HEALTH_ASSET.key,
+        metadata={
+            "open": MD.int(sum(i.status == "open" for i in seen)),
+            "incidents": MD.md(health.markdown_table(seen)),
+        },
+    )
+    return dg.SensorResult(asset_events=[table], cursor=mark, skip_reason=why)

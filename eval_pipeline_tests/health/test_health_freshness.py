@@ -144,3 +144,23 @@ def test_a_backfill_over_old_failed_days_pages_nobody(receiver, monkeypatch):
             ("resolved", "suppressed"),
         }
         assert all(r[5].startswith("old: 2026-10-0") for r in rows)
+
+
+def test_the_ui_gets_the_incident_table_only_when_it_changes(receiver, monkeypatch):
+    with dg.DagsterInstance.ephemeral() as instance:
+        reported(instance, DAY - dt.timedelta(days=1))
+        at(monkeypatch, dt.datetime(2026, 11, 20, 6, 0))
+        first = tick(instance)
+        assert isinstance(first, dg.SensorResult)
+        [event] = first.asset_events
+        assert event.asset_key == dg.AssetKey("pipeline_health")
+        assert event.metadata["open"].value == 1
+        table = event.metadata["incidents"].value
+        assert f"| open | daily_drift_job | {DAY} |" in table and "no run was launched" in table
+        again = health_defs.pipeline_freshness_sensor(
+            dg.build_sensor_context(instance=instance, cursor=first.cursor)
+        )
+        assert (
+            isinstance(again, dg.SkipReason)
+            and "missing drift reports: 2026-11-19" in again.skip_message
+        )

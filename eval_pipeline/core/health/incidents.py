@@ -334,3 +334,49 @@ def due_pages(
         out.touched.append(inc)
         out.events.append(inc.event(OPENED))
     return out
+
+
+def recent(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[HealthIncident]:
+    """Open incidents first, then the latest resolved ones."""
+    rows = _rows(conn, "true", [])
+    rows.sort(key=lambda i: (i.status != "open", -i.opened_at.timestamp()))
+    return rows[:limit]
+
+
+def _cell(text: object) -> str:
+    return " ".join(str(text if text is not None else "").split()).replace("|", "/")[:160]
+
+
+def markdown_table(rows: Sequence[HealthIncident]) -> str:
+    """Health incidents as a markdown table for the UI (text on one line, pipes replaced)."""
+    if not rows:
+        return "no pipeline-health incidents"
+    out = [
+        "| incident | status | job | scope | opened | failures | step | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i in rows:
+        status = i.status if i.status == "open" else f"resolved ({i.resolution})"
+        out.append(
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    i.incident_id,
+                    status,
+                    i.job,
+                    i.scope or "-",
+                    i.opened_at.isoformat(timespec="minutes"),
+                    i.failures,
+                    i.step or "-",
+                    i.error,
+                )
+            )
+            + " |"
+        )
+    return "\n".join(out)
+
+
+def fingerprint(rows: Sequence[HealthIncident]) -> str:
+    """Changes when an incident opens, extends or resolves (to report the table only then)."""
+    return ";".join(f"{i.incident_id}:{i.status}:{i.failures}:{i.paged}" for i in rows)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge", "health"]
+COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge", "otlp", "health"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`eval-pipeline drift | head`): not an error worth a
+        # traceback. Point stdout at /dev/null so the exit-time flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`eval-pipeline feedback serve`: run the feedback collector (POST /v1/feedback) with uvicorn.
 
-The bearer token comes from $EVAL_FEEDBACK_TOKEN; files land in $EVAL_FEEDBACK_INBOX.
+The bearer token comes from $EVAL_FEEDBACK_TOKEN; files land in $EVAL_FEEDBACK_INBOX. Slow
+clients are cut off (header and body timeouts) and concurrency is bounded; see SECURITY.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from eval_pipeline import settings
-from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app
+from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app, server_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=60.0,
         help="publish the current file when it is this old",
     )
+    s.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="close a connection that has not sent a complete request head within N seconds",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="answer 408 when a request body has not arrived within N seconds",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="answer 503 beyond this many open connections",
+    )
+    s.add_argument(
+        "--max-concurrent-posts",
+        type=int,
+        default=64,
+        help="read at most N posts at once; others wait up to 5 s for a slot, then get 503",
+    )
     s.set_defaults(func=serve)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -58,10 +83,20 @@ def serve(args: argparse.Namespace) -> int:
         max_bytes=args.rotate_bytes,
         max_records=args.rotate_records,
         max_age_seconds=args.rotate_seconds,
+        body_timeout=args.body_timeout,
+        max_concurrent_posts=args.max_concurrent_posts,
     )
     print(
         f"feedback collector on http://{args.host}:{args.port}/v1/feedback -> {inbox}", flush=True
     )
     # uvicorn runs the app's lifespan: on SIGTERM/SIGINT the current file is published.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    config = server_config(
+        app,
+        args.host,
+        args.port,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
+        log_level="warning",
+    )
+    uvicorn.Server(config).run()
     return 0

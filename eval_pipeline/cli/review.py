@@ -14,9 +14,14 @@ import getpass
 import os
 from pathlib import Path
 
+import duckdb
+
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import review
+from eval_pipeline.core.terminal import printable
+
+REVIEW_LOCK_WAIT = 15.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,8 +100,23 @@ def run(args: argparse.Namespace) -> int:
     reviewer = _reviewer(args)
 
     def connect():
-        return store.connect(db)
+        # A short wait: a person is told the store is busy (and keeps the typed decision)
+        # instead of staring at a silent terminal for the store's full two minutes.
+        return store.connect(db, lock_wait=REVIEW_LOCK_WAIT)
 
+    try:
+        return _run(args, db, reviewer, connect)
+    except duckdb.IOException as exc:
+        if not review.is_lock_error(exc):
+            raise
+        print(
+            "the store is busy: another process holds its write lock (a pipeline run?); "
+            "nothing was lost, try again in a while"
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace, db: Path, reviewer: str, connect) -> int:
     if args.export:
         with connect() as conn:
             n = review.export_pending(conn, args.export)
@@ -114,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if res.errors:
             print(f"nothing recorded: {len(res.errors)} problem(s) in {args.import_file}")
             for e in res.errors:
-                print(f"  {e}")
+                print(f"  {printable(e)}")
             return 1
         approved = sum(d.decision == "approve" for d in res.decisions)
         print(

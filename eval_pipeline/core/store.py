@@ -121,8 +121,13 @@ def replace_rows(
             conn.register("_replace_rows_frame", frame)
             try:
                 conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _replace_rows_frame")
-            finally:
-                conn.unregister("_replace_rows_frame")
+            except Exception:
+                # In the failed transaction unregister fails too ("transaction is aborted");
+                # that second error must not replace the real one.
+                with contextlib.suppress(duckdb.Error):
+                    conn.unregister("_replace_rows_frame")
+                raise
+            conn.unregister("_replace_rows_frame")
         elif select_sql is not None:
             conn.execute(f"INSERT INTO {table} {select_sql}", select_params or [])
         inserted = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]

@@ -38,6 +38,8 @@ class SamplingConfig(dg.Config):
     sample_size: int = 200
     floor_per_segment: int = 20
     seed: str = "eval-pipeline"
+    # Segments beyond this many (the smallest) share one stratum, "(other segments)".
+    max_segments: int = 50
 
 
 class DriftConfig(dg.Config):
@@ -77,9 +79,9 @@ def raw_traces(
                 f"{day}: the source had no traces for this day ({res.files_read} files read)"
             )
         if res.rows_rejected:
-            context.log.warning(
-                f"{day}: {res.rows_rejected} rows rejected: {res.rejects_by_reason}"
-            )
+            context.log.warning(f"{day}: {traces.reject_summary(res)}")
+        for note in res.notes:  # skipped files, grouped by reason: a few lines at most
+            context.log.warning(f"{day}: {note}")
         meta = {
             "dagster/row_count": MD.int(res.rows_ingested),
             "rows_ingested": MD.int(res.rows_ingested),
@@ -89,7 +91,9 @@ def raw_traces(
             # days are read and left for their own day, so seen >= ingested + rejected.
             "rows_seen": MD.int(res.rows_seen),
             "source": MD.text(res.source),
+            # By reason kind with a few examples each: bounded, whatever the day holds.
             "rejects_by_reason": MD.json(res.rejects_by_reason),
+            "reject_examples": MD.json(res.reject_examples),
             "traces_by_segment": MD.json(res.segments),
         }
         if res.notes:
@@ -102,7 +106,9 @@ def raw_traces(
 @dg.asset(kinds={"duckdb"}, deps=[raw_traces], **COMMON)
 def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
     """A reproducible stratified sample of the day's traces (a floor per segment)."""
-    cfg = sampling.SamplingConfig(config.sample_size, config.floor_per_segment, config.seed)
+    cfg = sampling.SamplingConfig(
+        config.sample_size, config.floor_per_segment, config.seed, config.max_segments
+    )
     days = run_days(context)
     per_day = {}
     with store.connect() as conn:
@@ -112,10 +118,14 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
                 "dagster/row_count": MD.int(res.sampled),
                 "sampled": MD.int(res.sampled),
                 "population": MD.int(res.population),
+                # One key per stratum: at most max_segments + 1, whatever the day holds.
                 "by_segment": MD.json(
                     {s: {"traces": p, "sampled": k} for s, (p, k) in res.by_segment.items()}
                 ),
             }
+            if res.notes:
+                meta["notes"] = MD.text("; ".join(res.notes))
+                context.log.info(f"{day}: " + "; ".join(res.notes))
             per_day[day] = meta
     yield from materialize_days(context, days, per_day)
 

@@ -60,9 +60,11 @@ def _ingest_one(
             f"{path.name}: content changed since the sensor saw it "
             f"(expected {expected_sha[:12]}, read {res.sha256[:12]})"
         )
+    summary = fb.summarise_rejects(res.rejects)
     if res.rejected:
+        # By kind, with a few examples: one line however many lines were rejected.
         context.log.warning(
-            f"{path.name}: {res.rejected} line(s) rejected: {res.rejects_by_reason}"
+            f"{path.name}: {res.rejected} line(s) rejected: {_summary_text(summary)}"
         )
     if path.parent == inbox:
         fb.archive(path, inbox, res.sha256)
@@ -76,18 +78,41 @@ def _ingest_one(
         "ingested": res.ingested,
         "duplicates": res.duplicates,
         "rejected": res.rejected,
-        "rejects_by_reason": res.rejects_by_reason,
-        "rejects": [(r.line_no, r.reason) for r in res.rejects[:50]],
+        "rejects_summary": summary,
         "already_seen": res.already_seen,
     }
 
 
-def _rejects_table(rows: list[dict]) -> str:
-    out = ["| file | line | reason |", "|---|---|---|"]
+def _summary_text(summary: dict[str, dict]) -> str:
+    return "; ".join(
+        f"{kind} x{e['count']} (e.g. line {e['examples'][0]['line']}: "
+        f"{e['examples'][0]['reason'][:120]})"
+        for kind, e in summary.items()
+    )
+
+
+def _merge_summaries(rows: list[dict]) -> dict[str, dict]:
+    """Reject counts by kind over all files, with at most REJECT_EXAMPLES examples each."""
+    merged: dict[str, dict] = {}
     for r in rows:
-        for line_no, reason in r["rejects"]:
-            out.append(f"| {r['file']} | {line_no} | {reason.replace('|', '/')} |")
-    return "\n".join(out) if len(out) > 2 else "no rejected lines"
+        for kind, e in r["rejects_summary"].items():
+            entry = merged.setdefault(kind, {"count": 0, "examples": []})
+            entry["count"] += e["count"]
+            room = fb.REJECT_EXAMPLES - len(entry["examples"])
+            entry["examples"] += [{"file": r["file"][:80], **x} for x in e["examples"][:room]]
+    return merged
+
+
+def _rejects_table(merged: dict[str, dict]) -> str:
+    out = ["| kind | lines | example file | line | reason |", "|---|---|---|---|---|"]
+    for kind, e in merged.items():
+        for x in e["examples"]:
+            reason = x["reason"].replace("|", "/").replace("\n", " ")
+            out.append(f"| {kind} | {e['count']} | {x['file']} | {x['line']} | {reason} |")
+    if len(out) == 2:
+        return "no rejected lines"
+    out.append("\nEvery rejected line, with its reason: table feedback_rejects.")
+    return "\n".join(out)
 
 
 @dg.asset(kinds={"duckdb", "python"}, group_name=GROUP, pool="duckdb")
@@ -112,19 +137,17 @@ def feedback(
         for path in paths:
             rows.append(_ingest_one(context, conn, path, config.sha256, inbox))
     total = {k: sum(r[k] for r in rows) for k in ("lines", "ingested", "duplicates", "rejected")}
-    by_reason: dict[str, int] = {}
-    for r in rows:
-        for k, v in r["rejects_by_reason"].items():
-            by_reason[k] = by_reason.get(k, 0) + v
+    merged = _merge_summaries(rows)
+    by_reason = {kind: e["count"] for kind, e in merged.items()}
     metadata = {
         "files": MD.int(len(rows)),
-        "file_names": MD.text(", ".join(r["file"] for r in rows) or "none"),
+        "file_names": MD.text(_names([r["file"] for r in rows]) or "none"),
         "lines": MD.int(total["lines"]),
         "records_ingested": MD.int(total["ingested"]),
         "records_already_known": MD.int(total["duplicates"]),
         "lines_rejected": MD.int(total["rejected"]),
         "rejects_by_reason": MD.json(by_reason),
-        "rejected_lines": MD.md(_rejects_table(rows)),
+        "rejected_lines": MD.md(_rejects_table(merged)),
     }
     if len(rows) == 1:
         metadata["sha256"] = MD.text(rows[0]["sha256"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -197,10 +198,11 @@ def test_leftover_file_of_a_dead_writer_is_published(tmp_path):
     left = incoming / f"feedback-20260101T000000000000Z-p{pid}-1.jsonl"
     left.write_text('{"trace_id": "t", "rating": "up"}\n{"trace_id": "t2", "ra')
     mine = incoming / f"feedback-20260101T000000000000Z-p{os.getpid()}-1.jsonl"
-    mine.write_text("")
-    moved = recover_incoming(inbox)
-    assert moved == [inbox / left.name]
-    assert mine.exists()  # a live writer's file is left alone
+    with open(mine, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a live writer holds
+        moved = recover_incoming(inbox)
+        assert moved == [inbox / left.name]
+        assert mine.exists()  # a live writer's file is left alone
     parsed = feedback.parse_file(moved[0].read_bytes())
     assert len(parsed.records) == 1 and parsed.rejects[0].reason.startswith("not JSON")
 

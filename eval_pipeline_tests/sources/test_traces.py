@@ -97,8 +97,8 @@ def test_every_kind_of_bad_row_is_kept_with_file_line_and_reason(db, tmp_path):
         (6, "wrong type"),
         (7, "bad timestamp"),
         (8, "wrong type"),
-        (9, "timestamp 2026-10-06T01"),
-        (10, "duplicate trace_id t1"),
+        (9, "timestamp outside the file's day"),
+        (10, "duplicate trace_id"),
         (13, "missing field assistant_response"),
         (14, "wrong type"),
         (15, "bad timestamp"),
@@ -106,6 +106,10 @@ def test_every_kind_of_bad_row_is_kept_with_file_line_and_reason(db, tmp_path):
     reasons = dict((line, reason) for _, line, reason in got)
     assert "first seen at" in reasons[10] and "2026-10-05.jsonl:1" in reasons[10]
     assert reasons[6] == "wrong type: trace_id must be a string"
+    assert (
+        reasons[9] == "timestamp outside the file's day: 2026-10-06T01:00:00 is not on 2026-10-05"
+    )
+    assert reasons[10].startswith("duplicate trace_id: t1 (first seen at")
     assert "looks like epoch seconds" in reasons[15]
     assert res.rows_rejected == len(got)
     assert res.rows_seen == 14

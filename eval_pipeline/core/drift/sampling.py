@@ -2,16 +2,23 @@
 
 Reproducible: the order inside a segment is the md5 of (seed, trace_id), so the same day's
 traces always give the same sample, whatever order the files were read in.
+
+The sample size is a hard cap (it sets the judge bill): the floor shrinks to fit it, and
+segments are trace content, so their number is bounded too. The ``max_segments`` largest
+segments are strata of their own; the rest share one stratum, ``(other segments)``, which is
+the segment recorded for their sampled traces (so the drift report and the metadata grow
+with ``max_segments``, not with the data). A real segment with that name joins the group.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core.sources.inbox import OTHER_SEGMENTS
 from eval_pipeline.core.store import replace_rows
 
 NO_SEGMENT = "(none)"
@@ -22,12 +29,15 @@ class SamplingConfig:
     sample_size: int = 200
     floor_per_segment: int = 20
     seed: str = "eval-pipeline"
+    max_segments: int = 50  # beyond this many, the smaller segments share one stratum
 
     def __post_init__(self) -> None:
         if self.sample_size < 1:
             raise ValueError("sample_size must be at least 1")
         if self.floor_per_segment < 0:
             raise ValueError("floor_per_segment cannot be negative")
+        if self.max_segments < 1:
+            raise ValueError("max_segments must be at least 1")
 
 
 def allocate(counts: dict[str, int], total: int, floor: int) -> dict[str, int]:
@@ -35,8 +45,11 @@ def allocate(counts: dict[str, int], total: int, floor: int) -> dict[str, int]:
 
     Every segment gets min(its size, floor); the rest of ``total`` is shared in proportion to
     what is left of each segment (largest remainder, ties by name, so it is deterministic).
-    When the floors alone exceed ``total``, the floors win: small segments are never starved.
+    ``total`` is a hard cap: when the floors alone would exceed it, the floor shrinks to
+    ``total // len(counts)`` (0 when there are more segments than ``total``).
     """
+    if counts:
+        floor = min(floor, total // len(counts))
     alloc = {seg: min(n, floor) for seg, n in counts.items()}
     remaining = total - sum(alloc.values())
     room = {seg: counts[seg] - alloc[seg] for seg in counts}
@@ -57,7 +70,19 @@ class SampleResult:
     day: dt.date
     population: int
     sampled: int
-    by_segment: dict[str, tuple[int, int]]  # segment -> (population, sampled)
+    by_segment: dict[str, tuple[int, int]]  # stratum -> (population, sampled)
+    notes: list[str] = field(default_factory=list)
+
+
+def strata(counts: dict[str, int], max_segments: int) -> tuple[dict[str, int], list[str]]:
+    """The ``max_segments`` largest segments (ties by name) and one stratum for the rest."""
+    if len(counts) <= max_segments:
+        return dict(counts), []
+    ranked = sorted(counts, key=lambda s: (-counts[s], s))
+    kept = {s: counts[s] for s in ranked[:max_segments] if s != OTHER_SEGMENTS}
+    rest = [s for s in ranked if s not in kept]
+    kept[OTHER_SEGMENTS] = sum(counts[s] for s in rest)
+    return kept, rest
 
 
 def sample_day(
@@ -70,12 +95,19 @@ def sample_day(
             [NO_SEGMENT, day],
         ).fetchall()
     )
-    alloc = allocate(counts, config.sample_size, config.floor_per_segment)
+    by_stratum, grouped = strata(counts, config.max_segments)
+    notes = []
+    if grouped:
+        notes.append(
+            f"{len(grouped)} segments beyond the {config.max_segments} largest grouped as "
+            f"{OTHER_SEGMENTS} ({by_stratum[OTHER_SEGMENTS]} traces)"
+        )
+    alloc = allocate(by_stratum, config.sample_size, config.floor_per_segment)
     plan = pd.DataFrame(
         {
             "segment": pd.Series(list(alloc), dtype=object),
             "k": pd.Series([alloc[s] for s in alloc], dtype="int64"),
-            "stratum_size": pd.Series([counts[s] for s in alloc], dtype="int64"),
+            "stratum_size": pd.Series([by_stratum[s] for s in alloc], dtype="int64"),
         }
     )
     conn.register("_plan", plan)
@@ -85,20 +117,23 @@ def sample_day(
             "sampled_traces",
             "partition_date = ?",
             [day],
-            # min_by(..., n) keeps the n smallest hashes per segment without sorting the day.
+            # min_by(..., n) keeps the n smallest hashes per stratum without sorting the day.
             select_sql=f"""
                 SELECT ?::DATE, trace_id, segment, stratum_size, k FROM (
                     SELECT p.segment, p.stratum_size, p.k,
                            unnest(s.ids[1:p.k]) AS trace_id
                     FROM (
-                        SELECT coalesce(segment, ?) AS segment,
+                        SELECT CASE WHEN seg IN (SELECT segment FROM _plan) THEN seg
+                                    ELSE ? END AS segment,
                                min_by(trace_id, md5(? || trace_id), {max(alloc.values(), default=0) or 1}) AS ids
-                        FROM raw_traces WHERE partition_date = ?
+                        FROM (SELECT coalesce(segment, ?) AS seg, trace_id FROM raw_traces
+                              WHERE partition_date = ?)
                         GROUP BY 1
                     ) s JOIN _plan p USING (segment)
+                    WHERE p.k > 0
                 )
             """,
-            select_params=[day, NO_SEGMENT, config.seed, day],
+            select_params=[day, OTHER_SEGMENTS, config.seed, NO_SEGMENT, day],
         )
     finally:
         conn.unregister("_plan")
@@ -106,5 +141,6 @@ def sample_day(
         day=day,
         population=sum(counts.values()),
         sampled=n,
-        by_segment={s: (counts[s], alloc[s]) for s in sorted(alloc)},
+        by_segment={s: (by_stratum[s], alloc[s]) for s in sorted(alloc)},
+        notes=notes,
     )

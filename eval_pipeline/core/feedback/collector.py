@@ -12,6 +12,19 @@ line has been written to the file (flushed to the OS), so a record acknowledged 
 in a file that will reach the inbox, even if this process is killed: leftover files of dead
 writers are moved into the inbox when a collector next starts.
 
+Whose file is it? The writer holds an exclusive ``flock`` on its current file for the file's
+whole life; the kernel drops it when the process dies, however it dies. Recovery publishes
+only files whose lock it can take. A process id would not do: in a container the collector
+is PID 1 on every start, and collectors in different PID namespaces sharing an inbox cannot
+see each other's ids. A file is created under a hidden name, locked, then renamed to its
+visible ``feedback-*.jsonl`` name, so recovery never sees a writer's file before its lock.
+
+Slow or hostile clients: the body must arrive within ``body_timeout`` (408), at most
+``max_concurrent_posts`` requests are read and written at once (others wait up to SLOT_WAIT
+seconds for a slot, then get 503 with Retry-After), and ``server_config`` gives uvicorn a header timeout (a connection that has not sent
+a complete request head within ``header_timeout`` is closed) and a connection limit. Behind
+a reverse proxy, let the proxy enforce these as well (see SECURITY.md).
+
 Mounted, the app gets no lifespan (Starlette runs only the host's), so nothing here depends
 on it (``CollectorRuntime``): recovery and the age-rotation thread start on the first
 request, and the current file is published at interpreter exit (atexit) and on SIGTERM
@@ -26,9 +39,10 @@ import atexit
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import hmac
 import itertools
-import json
 import logging
 import os
 import signal
@@ -38,16 +52,19 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eval_pipeline import settings
 from eval_pipeline.core.feedback.ingest import (
     INCOMING_DIR,
     MAX_LINE_BYTES,
     InvalidRecord,
+    loads_line,
     record_to_json,
     validate_record,
 )
@@ -57,6 +74,11 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "EVAL_FEEDBACK_TOKEN"
 MAX_BATCH = 100
 MAX_BODY_BYTES = MAX_BATCH * MAX_LINE_BYTES
+HEADER_TIMEOUT = 10.0  # seconds for a connection to send a complete request head
+BODY_TIMEOUT = 30.0  # seconds for the whole body, once the head is in
+MAX_CONCURRENT_POSTS = 64  # requests being read and written at once; more wait, then 503
+SLOT_WAIT = 5.0  # seconds a request waits for one of those slots before 503
+MAX_CONNECTIONS = 1000  # uvicorn's limit_concurrency: open connections + running tasks
 
 
 class RotatingWriter:
@@ -93,9 +115,20 @@ class RotatingWriter:
 
     def _open(self) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        # The pid makes names unique across worker processes and tells recovery whose it is.
-        self._path = self.incoming / f"feedback-{stamp}-p{os.getpid()}-{next(self._seq)}.jsonl"
-        self._fh = open(self._path, "ab")  # noqa: SIM115 - kept open across requests
+        # A random part: pids repeat across containers (PID 1 everywhere) sharing an inbox.
+        name = f"feedback-{stamp}-{uuid.uuid4().hex[:12]}-{next(self._seq)}.jsonl"
+        hidden = self.incoming / f".{name}.new"
+        fh = open(hidden, "ab")  # noqa: SIM115 - kept open across requests
+        try:
+            # Held until the file is published: the proof, for recovery, that its writer
+            # lives. Taken before the visible name exists, so there is no unlocked moment.
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, self.incoming / name)
+        except BaseException:
+            fh.close()
+            hidden.unlink(missing_ok=True)
+            raise
+        self._fh, self._path = fh, self.incoming / name
         self._bytes = self._records = 0
         self._opened = time.monotonic()
 
@@ -136,48 +169,62 @@ class RotatingWriter:
             return
         fh, path = self._fh, self._path
         self._fh = self._path = None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        if self._records == 0:
-            path.unlink(missing_ok=True)
-            return
-        os.replace(path, self.inbox / path.name)
-        self.files_published += 1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+            # Renamed while still locked (the lock follows the file): no recovery can take
+            # it between the rename and the close.
+            if self._records == 0:
+                path.unlink(missing_ok=True)
+                return
+            try:
+                os.replace(path, self.inbox / path.name)
+            except FileNotFoundError:
+                # Someone moved it already (a collector that does not honour the lock). The
+                # lines went to the file itself, wherever it is now; the records that were
+                # acknowledged are not lost, and this write must not be answered 500.
+                log.warning("feedback collector: %s was moved by another process", path.name)
+                return
+            self.files_published += 1
+        finally:
+            fh.close()  # releases the lock
 
 
 def recover_incoming(inbox: Path) -> list[Path]:
-    """Publish files left in .incoming by writers that are no longer running.
+    """Publish files left in .incoming by writers that are no longer running: the files
+    whose lock can be taken (a live writer holds its file's lock until it publishes it).
 
     Their last line may be cut off by the crash; ingestion rejects it with a reason.
     """
     incoming = Path(inbox) / INCOMING_DIR
-    moved = []
+    moved: list[Path] = []
     if not incoming.is_dir():
         return moved
-    for path in sorted(incoming.glob("feedback-*-p*-*.jsonl")):
+    for path in sorted(incoming.glob("feedback-*.jsonl")):
+        if path.is_symlink() or not path.is_file():
+            continue
         try:
-            pid = int(path.name.rsplit("-p", 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
+            fh = open(path, "rb")  # noqa: SIM115 - closed below, after the move
+        except FileNotFoundError:  # published meanwhile
             continue
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        if path.stat().st_size == 0:
-            path.unlink(missing_ok=True)
-            continue
-        dest = Path(inbox) / path.name
-        os.replace(path, dest)
-        moved.append(dest)
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    continue  # its writer is alive
+                raise
+            # Holding the lock: a second recovering collector waits for it, then finds the
+            # file gone. Moved while locked, so nobody takes it half way.
+            try:
+                if os.fstat(fh.fileno()).st_size == 0:
+                    path.unlink()
+                    continue
+                dest = Path(inbox) / path.name
+                os.replace(path, dest)
+            except FileNotFoundError:
+                continue
+            moved.append(dest)
     return moved
 
 
@@ -297,6 +344,8 @@ def create_app(
     max_bytes: int = 1_000_000,
     max_records: int = 10_000,
     max_age_seconds: float = 60.0,
+    body_timeout: float = BODY_TIMEOUT,
+    max_concurrent_posts: int = MAX_CONCURRENT_POSTS,
 ) -> Starlette:
     """The collector app. ``token`` defaults to $EVAL_FEEDBACK_TOKEN (required)."""
     token = token if token is not None else os.environ.get(TOKEN_ENV, "")
@@ -304,10 +353,13 @@ def create_app(
         raise RuntimeError(
             f"no feedback token: set {TOKEN_ENV} (clients send it as a bearer token)"
         )
-    expected_auth = f"Bearer {token}".encode()
+    expected_token = token.encode()
     inbox_path = Path(inbox) if inbox is not None else settings.feedback_inbox()
     writer = RotatingWriter(inbox_path, max_bytes, max_records, max_age_seconds)
     runtime = CollectorRuntime(writer, inbox_path, min(1.0, max(0.05, max_age_seconds / 4)))
+    # Bounds the memory of bodies being read (each up to MAX_BODY_BYTES). A burst waits for
+    # a slot (its body is not read meanwhile) before it is turned away.
+    slots = asyncio.Semaphore(max_concurrent_posts)
 
     async def post_feedback(request: Request) -> JSONResponse:
         # In the request's thread (the main thread under uvicorn), so SIGTERM can be hooked.
@@ -319,21 +371,42 @@ def create_app(
                 "missing Authorization header (expected 'Bearer <token>')",
                 **{"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(auth.encode(), expected_auth):
+        # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+        scheme, _, credentials = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"), expected_token
+        ):
             return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            payload = json.loads(bytes(body).decode("utf-8"))
+            async with asyncio.timeout(SLOT_WAIT):
+                await slots.acquire()
+        except TimeoutError:
+            return _error(503, "too many requests at once; retry shortly", **{"Retry-After": "1"})
+        try:
+            return await _accept(request)
+        finally:
+            slots.release()
+
+    async def _accept(request: Request) -> JSONResponse:
+        body = bytearray()
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > MAX_BODY_BYTES:
+                        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except TimeoutError:
+            return _error(
+                408, f"body not received within {body_timeout:g} s", **{"Connection": "close"}
+            )
+        try:
+            text = bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8")
-        except json.JSONDecodeError as exc:
-            return _error(
-                400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            )
+        try:
+            payload = loads_line(text)
+        except InvalidRecord as exc:
+            return _error(400, f"body is {exc}")
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             return _error(422, "empty list: send one record or a list of records")
@@ -393,3 +466,68 @@ def create_app(
     app.state.writer = writer
     app.state.collector = runtime
     return app
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, plus: a connection that has not sent a complete request head
+    within ``header_timeout`` seconds (after connecting, or after its previous response) is
+    closed. uvicorn alone waits for ever, so a few hundred such connections hold it."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._header_timer = self.loop.call_later(
+            self.header_timeout, self._header_timed_out, self.cycle
+        )
+
+    def _header_timed_out(self, cycle_when_armed: object) -> None:
+        # Still the same cycle (no new request head arrived) and nothing running: close.
+        idle = self.cycle is cycle_when_armed and (
+            self.cycle is None or self.cycle.response_complete
+        )
+        if idle and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app,
+    host: str = "127.0.0.1",
+    port: int = 8077,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    **kwargs,
+) -> uvicorn.Config:
+    """A uvicorn config for the collector with slow-client limits (header timeout,
+    keep-alive timeout, connection limit, bounded request head)."""
+    protocol = type(
+        "CollectorHTTPProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout}
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        timeout_keep_alive=5,
+        limit_concurrency=max_connections,
+        h11_max_incomplete_event_size=64 * 1024,  # request line + headers
+        **kwargs,
+    )

@@ -2,7 +2,8 @@
 
 The file keeps its existing bytes and order; new cases are appended, one line each, in the
 order they were reviewed, so a promotion is a plain append in ``git diff``. The file is
-replaced atomically (temporary file in the same folder, fsync, rename). A candidate whose
+replaced atomically (temporary file in the same folder, fsync, rename, fsync of the
+folder), keeping the file's mode. A candidate whose
 normalised input is already in the set is refused, with the id of the case it duplicates.
 
 Promotion is idempotent: a case id already in the file is not appended again (this also
@@ -11,9 +12,11 @@ finishes a promotion that wrote the file but failed before recording it in the s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +44,13 @@ def append_atomically(path: Path, lines: list[str]) -> None:
     if old and not old.endswith(b"\n"):
         old += b"\n"
     new = old + "".join(line + "\n" for line in lines).encode("utf-8")
+    # mkstemp creates the file 0600; the golden set is shared (git, CI), so the rewrite
+    # keeps the file's mode, or a new file gets the umask's default.
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _default_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(new)
             fh.flush()
             os.fsync(fh.fileno())
@@ -51,6 +58,25 @@ def append_atomically(path: Path, lines: list[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)  # the rename itself survives a power cut only once this is done
+
+
+def _default_mode() -> int:
+    # Read, not os.umask(): setting it (even back) is process-wide and races other threads.
+    umask = 0o022
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 of feedback files into the store, exactly once.
 
 A record is one JSON object: ``trace_id`` and ``rating`` ("up"/"down") are required;
-``comment``, ``user_id``, ``ts`` (or ``timestamp``; ISO 8601 or epoch seconds/ms),
+``comment``, ``user_id``, ``ts`` (or ``timestamp``; ISO 8601 or epoch milliseconds, the same
+rule as traces: see ``core/timestamps.py``),
 ``feedback_id`` (a client-sent id) and ``received_at`` (added by the collector) are optional;
 other fields are kept in ``extra``. The seed's simple format
 ``{"trace_id", "rating", "comment", "ts"}`` is a subset of this.
@@ -17,17 +18,20 @@ same trace, rating, ts, user and comment cannot be told apart from a repeat, and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+
+from eval_pipeline.core import timestamps
+from eval_pipeline.core.terminal import printable
 
 MAX_LINE_BYTES = 16 * 1024
 MAX_ID_CHARS = 200
@@ -44,6 +48,10 @@ KNOWN_FIELDS = {
     "received_at",
 }
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# Deeper JSON than a feedback record needs; also keeps json.dumps of ``extra`` far from
+# Python's recursion limit.
+MAX_DEPTH = 64
+REJECT_EXAMPLES = 3  # examples kept per reject kind in summaries (metadata, logs)
 
 
 class InvalidRecord(ValueError):
@@ -72,16 +80,13 @@ def _parse_time(value: object, name: str) -> dt.datetime | None:
         return None
     if isinstance(value, bool):
         raise InvalidRecord(
-            "invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms"
+            "invalid field", f"{name} must be an ISO 8601 string or epoch milliseconds"
         )
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else value  # epoch ms vs s
         try:
-            return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise InvalidRecord(
-                "invalid field", f"{name} {value!r} is not a valid epoch time"
-            ) from exc
+            return timestamps.epoch_ms_to_utc(value)
+        except ValueError as exc:
+            raise InvalidRecord("invalid field", f"{name} {str(exc)[:120]}") from exc
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -93,7 +98,7 @@ def _parse_time(value: object, name: str) -> dt.datetime | None:
         if parsed.tzinfo is not None:
             parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
         return parsed
-    raise InvalidRecord("invalid field", f"{name} must be an ISO 8601 string or epoch seconds/ms")
+    raise InvalidRecord("invalid field", f"{name} must be an ISO 8601 string or epoch milliseconds")
 
 
 def _optional_text(obj: dict, name: str, limit: int) -> str | None:
@@ -129,10 +134,36 @@ def record_identity(
     return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:32]
 
 
+def _check_values(obj: object) -> None:
+    """Every key and string is valid Unicode (no lone surrogate from a ``\\ud800`` escape:
+    it cannot be stored or written back as UTF-8) and nesting stays within MAX_DEPTH.
+    Iterative, so a deep value cannot exhaust the stack here."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = value[exc.start]
+                raise InvalidRecord(
+                    "invalid text", f"lone surrogate \\u{ord(bad):04x} (not valid Unicode)"
+                ) from None
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidRecord("too deep", f"nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if isinstance(k, str):
+                    stack.append((k, depth))
+                stack.append((v, depth + 1))
+
+
 def validate_record(obj: object) -> FeedbackRecord:
     """Check one decoded JSON value; raise InvalidRecord saying what is wrong."""
     if not isinstance(obj, dict):
         raise InvalidRecord("not an object", f"expected a JSON object, got {type(obj).__name__}")
+    _check_values(obj)
     missing = [f for f in ("trace_id", "rating") if f not in obj or obj[f] in (None, "")]
     if missing:
         raise InvalidRecord("missing field", ", ".join(missing))
@@ -205,16 +236,26 @@ class ParsedFile:
     blank: int
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def _excerpt(raw: bytes) -> str:
-    text = raw[:200].decode("utf-8", errors="replace")
-    return _CONTROL.sub("?", text)
+    # Shown later in terminals and the UI: control characters rendered visibly.
+    return printable(raw[:200].decode("utf-8", errors="replace"))
 
 
 def file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def loads_line(text: str) -> object:
+    """json.loads, with every failure as InvalidRecord (the standard parser also raises
+    ValueError for an integer over 4,300 digits and RecursionError for deep nesting)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRecord("not JSON", f"{exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidRecord("not JSON", "nested too deeply to parse") from None
+    except ValueError as exc:  # int_max_str_digits: "Exceeds the limit (4300 digits) ..."
+        raise InvalidRecord("not JSON", str(exc)[:160]) from None
 
 
 def parse_file(data: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedFile:
@@ -250,14 +291,7 @@ def parse_file(data: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedFile:
             )
             continue
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            rejects.append(
-                Reject(line_no, f"not JSON: {exc.msg} (column {exc.colno})", _excerpt(raw))
-            )
-            continue
-        try:
-            records.append((line_no, validate_record(obj)))
+            records.append((line_no, validate_record(loads_line(text))))
         except InvalidRecord as exc:
             rejects.append(Reject(line_no, str(exc), _excerpt(raw)))
     # data.split yields one empty tail after a final newline; it is not a blank line.
@@ -280,7 +314,25 @@ class IngestResult:
     @property
     def rejects_by_reason(self) -> dict[str, int]:
         # Group by the reason's kind (the text before the first colon) for a short summary.
-        return dict(Counter(r.reason.split(":")[0] for r in self.rejects))
+        return dict(Counter(reject_kind(r.reason) for r in self.rejects))
+
+
+def reject_kind(reason: str) -> str:
+    """The kind of a reason ("not JSON", "invalid field", ...): the text before the first
+    colon. Kinds are a small fixed set; the detail after the colon may carry values."""
+    return reason.split(":", 1)[0][:40]
+
+
+def summarise_rejects(rejects: list[Reject], examples: int = REJECT_EXAMPLES) -> dict[str, dict]:
+    """{kind: {"count": n, "examples": [{"line", "reason"}, ...]}}: as many keys as there are
+    kinds, at most ``examples`` examples each, however many lines were rejected."""
+    out: dict[str, dict] = {}
+    for r in rejects:
+        entry = out.setdefault(reject_kind(r.reason), {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < examples:
+            entry["examples"].append({"line": r.line_no, "reason": r.reason[:200]})
+    return out
 
 
 def ingest_bytes(
@@ -337,21 +389,28 @@ def ingest_bytes(
         seen = seen[0] if seen else None
         before = conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0]
         if len(frame):
-            conn.register("_feedback_frame", frame)
-            try:
-                conn.execute(
-                    "INSERT INTO feedback SELECT f.* FROM _feedback_frame f "
-                    "WHERE f.feedback_id NOT IN (SELECT feedback_id FROM feedback)"
-                )
-            finally:
-                conn.unregister("_feedback_frame")
+            _insert_frame(
+                conn,
+                frame,
+                "INSERT INTO feedback SELECT f.* FROM {name} f "
+                "WHERE f.feedback_id NOT IN (SELECT feedback_id FROM feedback)",
+            )
         ingested = conn.execute("SELECT count(*) FROM feedback").fetchall()[0][0] - before
         conn.execute("DELETE FROM feedback_rejects WHERE file_sha256 = ?", [sha])
         if parsed.rejects:
-            conn.executemany(
-                "INSERT INTO feedback_rejects VALUES (?, ?, ?, ?, ?, ?)",
-                [[sha, file_name, r.line_no, r.reason, r.excerpt, now] for r in parsed.rejects],
-            )
+            # One bulk insert: row by row, 10^5 rejects took close to a minute inside the
+            # write transaction, while other writers waited for the store.
+            rejects = pd.DataFrame(
+                {
+                    "file_sha256": sha,
+                    "file_name": file_name,
+                    "line_no": [r.line_no for r in parsed.rejects],
+                    "reason": [r.reason for r in parsed.rejects],
+                    "excerpt": [r.excerpt for r in parsed.rejects],
+                    "recorded_at": now,
+                }
+            ).astype({"recorded_at": "datetime64[us]"})
+            _insert_frame(conn, rejects, "INSERT INTO feedback_rejects SELECT * FROM {name}")
         duplicates = len(parsed.records) - ingested
         if seen is None:
             conn.execute(
@@ -379,6 +438,19 @@ def ingest_bytes(
         rejects=parsed.rejects,
         already_seen=seen is not None,
     )
+
+
+def _insert_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame, sql: str) -> None:
+    name = "_feedback_frame"
+    conn.register(name, frame)
+    try:
+        conn.execute(sql.format(name=name))
+    except Exception:
+        # In a failed transaction unregister fails too; its error must not hide this one.
+        with contextlib.suppress(duckdb.Error):
+            conn.unregister(name)
+        raise
+    conn.unregister(name)
 
 
 def ingest_file(conn: duckdb.DuckDBPyConnection, path: Path) -> IngestResult:

@@ -7,6 +7,11 @@ the candidate's status moves from pending to approved or rejected. Skipping reco
 
 An approval is checked as a golden case (grader known, parameters valid) before it is
 recorded, so promotion never meets a case a reviewer could have fixed.
+
+Everything shown comes from end users (queries, answers, comments) and goes through
+``terminal.printable``: control characters are shown, never obeyed by the terminal. When
+the store stays locked past the store's own wait, the typed decision is kept: the person
+can retry, or quit and find it saved in a file ``--import`` reads.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import duckdb
 from eval_pipeline.core.feedback import candidates as cands
 from eval_pipeline.core.feedback import golden
 from eval_pipeline.core.regression import cases
+from eval_pipeline.core.terminal import printable
 
 GRADERS = ("judge", "exact", "contains", "regex", "json", "numeric")
 DECISIONS = ("approve", "reject")
@@ -126,15 +132,16 @@ def _block(text: str | None, width: int = 88) -> str:
     if not text:
         return "    (none)"
     return "\n".join(
-        textwrap.fill(p, width, initial_indent="    ", subsequent_indent="    ") or "    "
-        for p in text.splitlines()
+        textwrap.fill(printable(p), width, initial_indent="    ", subsequent_indent="    ")
+        or "    "
+        for p in text.split("\n")
     )
 
 
 def show(c: cands.Candidate, index: int, total: int) -> str:
-    head = f"Candidate {index} of {total}  [{c.candidate_id}]"
+    head = f"Candidate {index} of {total}  [{printable(c.candidate_id)}]"
     facts = ", ".join(
-        f"{k} {v}"
+        f"{k} {printable(v)}"
         for k, v in (("segment", c.segment), ("model", c.model), ("prompt", c.prompt_version))
         if v
     )
@@ -142,7 +149,7 @@ def show(c: cands.Candidate, index: int, total: int) -> str:
         "",
         "=" * 72,
         head,
-        f"trace {c.trace_id}" + (f"  ({facts})" if facts else ""),
+        f"trace {printable(c.trace_id)}" + (f"  ({facts})" if facts else ""),
         f"thumbs-down reports: {c.reports}",
     ]
     if not c.trace_found:
@@ -157,7 +164,7 @@ def show(c: cands.Candidate, index: int, total: int) -> str:
         "",
         "User comments:",
     ]
-    lines += [f'    "{x}"' for x in c.comments] or ["    (none)"]
+    lines += [f'    "{printable(x)}"' for x in c.comments] or ["    (none)"]
     lines.append("-" * 72)
     return "\n".join(lines)
 
@@ -207,17 +214,55 @@ class _Quit(Exception):
     pass
 
 
+def is_lock_error(exc: BaseException) -> bool:
+    """DuckDB's "another process holds the file" (after the store's own wait gave up)."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and "lock" in text and "conflict" in text
+
+
+BUSY = (
+    "  the store is busy: another process holds its write lock (a pipeline run?). "
+    "Your decision is kept."
+)
+
+
+def save_unrecorded(d: Decision, folder: Path) -> Path:
+    """Write a decision that could not be recorded as an import line; returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"review-unrecorded-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.jsonl"
+    obj = {
+        "candidate_id": d.candidate_id,
+        "decision": d.decision,
+        "input": d.input,
+        "expected": d.expected,
+        "grader": d.grader or "judge",
+        "tags": d.tags,
+        "note": d.note,
+    }
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    return path
+
+
 def run_session(
     connect: ConnFactory,
     reviewer: str,
     ask: Callable[[str], str] = input,
     say: Callable[[str], None] = print,
     limit: int | None = None,
+    unrecorded_dir: Path | None = None,
 ) -> SessionResult:
     """Walk a person through the pending candidates; each decision is recorded at once."""
-    with connect() as conn:
-        queue = cands.pending(conn, limit)
     res = SessionResult()
+    try:
+        with connect() as conn:
+            queue = cands.pending(conn, limit)
+    except duckdb.IOException as exc:
+        if not is_lock_error(exc):
+            raise
+        say(BUSY.replace(" Your decision is kept.", "") + " Try again in a while.")
+        res.quit = True
+        return res
     if not queue:
         say("No pending candidates: nothing to review.")
         return res
@@ -258,10 +303,9 @@ def run_session(
             else:
                 d = _ask_approval(c, reviewer, prompt, say)
             try:
-                with connect() as conn:
-                    review_id = record(conn, d)
+                review_id = _record_patiently(connect, d, prompt, say, unrecorded_dir)
             except ReviewError as exc:
-                say(f"  not recorded: {exc}")
+                say(f"  not recorded: {printable(exc)}")
                 continue
             res.review_ids.append(review_id)
             if d.decision == "approve":
@@ -273,13 +317,38 @@ def run_session(
     except (_Quit, KeyboardInterrupt):
         res.quit = True
         say("\nStopped. Decisions made so far are saved.")
-    with connect() as conn:
-        res.still_pending = cands.counts(conn)["pending"]
+    try:
+        with connect() as conn:
+            res.still_pending = cands.counts(conn)["pending"]
+    except duckdb.IOException as exc:
+        if not is_lock_error(exc):
+            raise
+        say(f"Approved {res.approved}, rejected {res.rejected}, skipped {res.skipped}.")
+        return res
     say(
         f"Approved {res.approved}, rejected {res.rejected}, skipped {res.skipped}; "
         f"{res.still_pending} candidate(s) still pending."
     )
     return res
+
+
+def _record_patiently(
+    connect: ConnFactory, d: Decision, prompt, say, unrecorded_dir: Path | None
+) -> str:
+    """Record ``d``; while the store is locked, ask to retry or to quit keeping it in a file."""
+    while True:
+        try:
+            with connect() as conn:
+                return record(conn, d)
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc):
+                raise
+        say(BUSY)
+        again = prompt("  [Enter] try again, [q] quit (the decision is saved to a file): ")
+        if again.lower().startswith("q"):
+            path = save_unrecorded(d, unrecorded_dir or Path.cwd())
+            say(f"  saved to {path}; record it later with: eval-pipeline review --import {path}")
+            raise _Quit
 
 
 def _ask_approval(c: cands.Candidate, reviewer: str, prompt, say) -> Decision:
@@ -412,15 +481,25 @@ def parse_import(conn: duckdb.DuckDBPyConnection, path: Path, reviewer: str) -> 
         grader = obj.get("grader") or "judge"
         grader = {"type": grader} if isinstance(grader, str) else grader
         tags = obj.get("tags") or []
+        note = obj.get("note")
+        if note is not None and not isinstance(note, str):
+            errors.append(f"{where}: note must be text or null")
+            continue
+        # The person importing is the reviewer of record: a line cannot name someone else
+        # (the audit trail would be spoofable). What the file claims is kept in the note.
+        claimed = obj.get("reviewer")
+        if claimed not in (None, "", reviewer):
+            claim = f"[file says reviewer: {str(claimed)[:100]}]"
+            note = f"{note} {claim}" if note else claim
         d = Decision(
             cid,
             decision,
-            obj.get("reviewer") or reviewer,
+            reviewer,
             expected=obj.get("expected"),
             grader=grader,
             tags=tags,
             input=obj.get("input"),
-            note=obj.get("note"),
+            note=note,
             via="import",
         )
         if decision == "approve":

@@ -5,7 +5,9 @@ are looked up by content hash first; only misses (and earlier ``error`` judgment
 may have been transient) go to the judge. ``ok`` and ``unparseable`` results are final for
 that judge, model and rubric version.
 
-Each judged day also gets one judge_accounting row: cache hits vs calls, requests sent,
+Each judged day also gets one judge_accounting row: cache hits vs calls vs same-day
+duplicates (a trace whose query and answer another trace of the day already sent to the
+judge in this run), so every sampled trace is in exactly one of the three; requests sent,
 tokens, latency, a cost estimate (when the judge has token prices) and failure counts by
 kind (the kind is the ``word:`` that starts a failure's reason, e.g. ``error/timeout``).
 """
@@ -38,6 +40,9 @@ class ScoreResult:
     n: int = 0
     cache_hits: int = 0
     judge_calls: int = 0
+    # Traces answered by a judgment made for another trace of the same day in this run:
+    # n == cache_hits + judge_calls + same_day_duplicates.
+    same_day_duplicates: int = 0
     states: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -107,6 +112,7 @@ def store_accounting(conn: duckdb.DuckDBPyConnection, result: ScoreResult) -> No
             "n": [result.n],
             "cache_hits": [result.cache_hits],
             "judge_calls": [result.judge_calls],
+            "same_day_duplicates": [result.same_day_duplicates],
             "http_attempts": [result.http_attempts],
             "ok": [result.states["ok"]],
             "unparseable": [result.states["unparseable"]],
@@ -221,11 +227,15 @@ def record_day(
         result.cost_estimate = cost(result.prompt_tokens, result.completion_tokens)
     records = []
     scores = []
+    counted: set[str] = set()  # fresh judgments already counted as a call
     for (trace_id, segment, _, _), key in zip(rows, keys, strict=True):
         hit = key in cached
         fresh = new.get(key)
         state, score, reason = cached[key] if hit else (fresh.state, fresh.score, fresh.reason)
         result.cache_hits += hit
+        if not hit:
+            result.same_day_duplicates += key in counted
+            counted.add(key)
         result.states[state] += 1
         if state != "ok":
             result.failures_by_kind[failure_kind(state, reason)] += 1

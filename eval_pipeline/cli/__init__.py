@@ -12,7 +12,17 @@ import os
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge", "otlp", "health"]
+COMMAND_MODULES = [
+    "drift",
+    "regress",
+    "review",
+    "feedback",
+    "ab",
+    "phoenix",
+    "judge",
+    "otlp",
+    "health",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import sys
 # Modules under eval_pipeline.cli, one per command group.
 COMMAND_MODULES = [
     "drift",
+    "incidents",
     "regress",
     "review",
     "feedback",

@@ -87,7 +87,10 @@ def _open_incidents() -> int | None:
     if not path.exists():
         return None
     try:
-        with store.connect(path, read_only=True) as conn:
+        # No waiting on a writer's lock: the heartbeat answers now, "unknown" if busy.
+        with store.connect(path, read_only=True, lock_wait=0) as conn:
+            if not health.table_exists(conn):
+                return 0
             return len(health.open_incidents(conn))
     except Exception:  # a locked or older store: the heartbeat still answers
         return None

@@ -380,3 +380,12 @@ def markdown_table(rows: Sequence[HealthIncident]) -> str:
 def fingerprint(rows: Sequence[HealthIncident]) -> str:
     """Changes when an incident opens, extends or resolves (to report the table only then)."""
     return ";".join(f"{i.incident_id}:{i.status}:{i.failures}:{i.paged}" for i in rows)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection) -> bool:
+    """False in a store opened read-only before its health migration was applied."""
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'health_incidents'"
+        ).fetchone()[0]
+    )

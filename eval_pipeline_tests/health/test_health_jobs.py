@@ -261,3 +261,34 @@ def test_the_sensor_holds_no_store_connection_while_the_receiver_answers(receive
         failed = run_job(instance, "golden_regression_job")
         sense(instance, failed)
     assert probes == [0] and len(receiver.posts) == 1
+
+
+def test_signed_webhook_and_pagerduty_carry_the_pipeline_kind(monkeypatch):
+    monkeypatch.setenv("EVAL_HEALTH_RETRY_WINDOW_MINUTES", "0")
+    golden = settings.golden_path()
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    golden.write_text('{"id": "x", "input": "q", "expected": 1, "grader": "nope"}\n')
+    with (
+        WebhookReceiver(kind="signed", secret="whsec-health-test-1234") as hook,
+        WebhookReceiver(kind="pagerduty") as pd,
+        dg.DagsterInstance.ephemeral() as instance,
+    ):
+        monkeypatch.setenv("EVAL_NOTIFY_WEBHOOK_URL", hook.url)
+        monkeypatch.setenv("EVAL_NOTIFY_WEBHOOK_SECRET", "whsec-health-test-1234")
+        monkeypatch.setenv("EVAL_PAGERDUTY_ROUTING_KEY", "pd-routing-key-health")
+        monkeypatch.setenv("EVAL_PAGERDUTY_URL", pd.base + "/v2/enqueue")
+        failed = run_job(instance, "golden_regression_job")
+        sense(instance, failed)
+        shutil.copy(settings.PROJECT_ROOT / "data" / "golden" / "golden.jsonl", golden)
+        ok = run_job(instance, "golden_regression_job")
+        sense(instance, ok)
+    assert hook.rejected == [] and pd.rejected == []
+    opened, resolved = (p["json"] for p in hook.posts)
+    assert (opened["type"], opened["kind"], resolved["type"]) == (
+        "incident.opened", "pipeline", "incident.resolved",
+    )  # fmt: skip
+    assert opened["details"]["job"] == "golden_regression_job"
+    assert opened["details"]["cause"].startswith("the golden set is invalid")
+    trigger, resolve = (p["json"] for p in pd.posts)
+    assert trigger["event_action"] == "trigger" and trigger["payload"]["component"] == "pipeline"
+    assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == trigger["dedup_key"]

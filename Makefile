@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup demo test ui bench drift-eval lint lock llm-setup phoenix-setup clean-demo
+.PHONY: setup demo test ui bench drift-eval signals-eval judge-eval lint lock llm-setup phoenix-setup clean-demo
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,18 @@ ui: setup
 bench: setup
 	$(BIN)/python -m bench
 
+## Simulate judges of known quality: kappa interval coverage, trust status, judge-swap detection.
+judge-eval: setup
+	$(BIN)/python -m bench.judge_trust_eval
+
 ## The drift evaluation harness: traffic with known truth (20 seeds per kind) through the
 ## real incident code; prints coverage, delay, false alarms, notifications and causes.
 drift-eval: setup
 	$(BIN)/python -m bench.drift_eval
+
+## The signals evaluation: known regressions and clean traffic through the real signals code.
+signals-eval: setup
+	$(BIN)/python -m bench.signals_eval
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,11 +30,11 @@ from types import ModuleType
 import dagster as dg
 import duckdb
 
-from eval_pipeline.core.drift.channels import ChannelConfig
-from eval_pipeline.core.drift.notify import DeliveryReport, deliver_in_phases
 from eval_pipeline.core.health import freshness
 from eval_pipeline.core.health import incidents as health
 from eval_pipeline.core.health.config import HealthConfig, secrets
+from eval_pipeline.core.notify.config import ChannelConfig
+from eval_pipeline.core.notify.lifecycle import DeliveryReport, deliver_in_phases
 from eval_pipeline.defs import drift_loop, feedback, phoenix, regression
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EvalStore

@@ -1,4 +1,4 @@
-"""Resources: thin, configurable handles on the store, the trace source, the judge, alerts.
+"""Resources: thin, configurable handles on the store, the trace source, the judge.
 
 Defaults come from environment variables read when a run starts (not at import), so the
 UI, the CLI and tests can point the same code at different folders.
@@ -80,7 +80,8 @@ class TraceSourceResource(dg.ConfigurableResource):
 
 class JudgeResource(dg.ConfigurableResource):
     """Which judge scores traces. kind=heuristic needs no model (the demo default);
-    kind=openai calls any OpenAI-compatible endpoint (EVAL_JUDGE_* variables, README.md, "The LLM judge").
+    kind=openai calls any OpenAI-compatible endpoint (the EVAL_JUDGE_* variables are listed
+    in docs/configuration.md).
 
     A field that is set wins, then its EVAL_JUDGE_* variable, then the default. The API key
     is never config: only the *name* of the variable that holds it is, so the UI never
@@ -122,19 +123,6 @@ class JudgeResource(dg.ConfigurableResource):
         return judge_from_env(os.environ, kind=self.kind, api_key_env=self.api_key_env, **explicit)
 
 
-class AlertSink(dg.ConfigurableResource):
-    """Posts alerts to the Slack-compatible webhook named by an environment variable.
-
-    Only the variable's *name* is configuration; the URL itself is a secret read at send
-    time and never shown in the UI, logs or the store.
-    """
-
-    webhook_url_env: str = "EVAL_ALERT_WEBHOOK_URL"
-
-    def webhook_url(self) -> str | None:
-        return os.environ.get(self.webhook_url_env) or None
-
-
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
@@ -142,6 +130,5 @@ def resources() -> dg.Definitions:
             "store": EvalStore(),
             "trace_source": TraceSourceResource(),
             "judge": JudgeResource(),
-            "alert_sink": AlertSink(),
         }
     )

@@ -10,7 +10,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.defs import drift_loop
-from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
 from eval_pipeline.demo import judge as demo_judge
 from eval_pipeline.demo import traffic as demo_traffic
 from eval_pipeline_tests.fake_openai import fake_openai  # noqa: F401
@@ -30,7 +30,6 @@ def test_demo_step_reports_accounting_and_a_free_rerun(monkeypatch, capsys, fake
         "store": EvalStore(),
         "trace_source": TraceSourceResource(),
         "judge": JudgeResource(),
-        "alert_sink": AlertSink(),
     }
     instance = dg.DagsterInstance.get()  # the test's own DAGSTER_HOME, as the CLI will use
     for day in days:

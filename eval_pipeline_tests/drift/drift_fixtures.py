@@ -1,7 +1,7 @@
 """The drift loop's assets and default resources, for tests that materialise them."""
 
 from eval_pipeline.defs import drift_loop
-from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
 
 DRIFT_ASSETS = [
     drift_loop.raw_traces,
@@ -16,5 +16,4 @@ DRIFT_RESOURCES = {
     "store": EvalStore(),
     "trace_source": TraceSourceResource(),
     "judge": JudgeResource(),
-    "alert_sink": AlertSink(),
 }

@@ -22,7 +22,7 @@ import pytest
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.defs import drift_loop
-from eval_pipeline.defs.resources import AlertSink, EvalStore, JudgeResource, TraceSourceResource
+from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
 from eval_pipeline.demo import traffic as demo_traffic
 
 pytestmark = pytest.mark.llm_server
@@ -128,7 +128,6 @@ def test_a_real_model_judges_traces_through_the_dagster_asset(llm_server, few_tr
             deadline=300,
             max_retries=2,
         ),
-        "alert_sink": AlertSink(),
     }
     assets = [drift_loop.raw_traces, drift_loop.sampled_traces, drift_loop.judge_scores]
     run_config = {

@@ -27,6 +27,7 @@ from eval_pipeline.core.drift.incidents import (
     run_history,
 )
 from eval_pipeline.core.drift.reference import Counts, Rebaseline
+from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows
 
 TRACE_DIMENSIONS = ("prompt_version", "model")
@@ -113,6 +114,7 @@ def recompute(
         rebaselines=load_rebaselines(conn),
         actions=load_actions(conn),
         cause_fn=cause_function(load_judged_traces(conn, metadata_keys)),
+        signal_alarms=paging_alarms(conn),
     )
     save(conn, history)
     return history

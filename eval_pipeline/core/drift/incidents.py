@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from eval_pipeline.core.drift import detectors
@@ -188,7 +188,12 @@ def run_history(
     rebaselines: Sequence[Rebaseline] = (),
     actions: Sequence[Action] = (),
     cause_fn: CauseFn | None = None,
+    signal_alarms: Mapping[tuple[dt.date, str], Sequence[tuple[str, str]]] | None = None,
 ) -> History:
+    """``signal_alarms``: (day, segment) -> [(signal, figures)] of the paging trace signals
+    (``core.signals.detect.paging_alarms``). They open, extend and keep open incidents like a
+    judge alarm does, and join the judge's alarm on the same segment and day."""
+    signal_alarms = signal_alarms or {}
     by_day: dict[dt.date, dict[str, Counts]] = {}
     failed: dict[tuple[dt.date, str], int] = {}
     judge_of: dict[dt.date, str] = {}
@@ -334,6 +339,7 @@ def run_history(
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=True))
 
+        _signal_alarms(day, signal_alarms, candidates, segs, verdicts)
         _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
         if cause_fn is not None:
             # An incident opened before its cause showed clearly keeps looking, so later
@@ -380,13 +386,45 @@ def run_history(
             )
             ref_days = _reference_days_at(segs, primary, inc.opened_on, config.reference.days)
             cause = cause_fn(primary, ref_days, cur_days or (inc.opened_on,))
-            inc.cause = cause.text
-            if inc.cause_key is None:
-                inc.cause_key = cause.key
+            # The attribution over the whole incident replaces the early one (a day or two
+            # of data) that grouped the alarms: the key and the sentence always agree.
+            inc.cause, inc.cause_key = cause.text, cause.key
     return History(
         verdicts=[verdicts[k] for k in sorted(verdicts)],
         incidents=sorted(incidents, key=lambda i: (i.opened_on, i.incident_id)),
     )
+
+
+def _signal_alarms(day, signal_alarms, candidates, segs, verdicts) -> None:
+    """Fold the day's paging signals into the judge's verdicts: a segment in an open incident
+    stays degraded; a judge alarm on the same segment gains the signal; otherwise the signal
+    is an alarm of its own. A segment-day the judge did not see today is left out."""
+    for (d, seg), fired in sorted(signal_alarms.items()):
+        if d != day or (day, seg) not in verdicts or not fired:
+            continue
+        st, v = segs[seg], verdicts[(day, seg)]
+        names = "+".join(sorted({f"signal:{name}" for name, _ in fired}))
+        figures = "; ".join(text for _, text in fired)
+        v.verdict = f"{v.verdict}; {names}: {figures}" if v.verdict else f"{names}: {figures}"
+        if st.history and st.history[-1].day == day and st.history[-1].healthy:
+            h = st.history[-1]
+            st.history[-1] = HistoryDay(h.day, h.counts, h.judge, healthy=False)
+        if st.incident is not None:
+            inc = st.incident
+            st.streak, inc.last_degraded_on, v.state = 0, day, "degraded"
+            v.incident_id = inc.incident_id
+            if names not in inc.detector:
+                inc.detector = "+".join(
+                    sorted(set(inc.detector.split("+")) | set(names.split("+")))
+                )
+            continue
+        i = next((i for i, c in enumerate(candidates) if c[0] == seg), None)
+        if i is not None:
+            seg_, detector, start = candidates[i]
+            candidates[i] = (seg_, f"{detector}+{names}", start)
+        else:
+            candidates.append((seg, names, day))
+        v.state = "alarm"
 
 
 def _peak(verdicts, iid, seg) -> float:
@@ -455,7 +493,7 @@ def _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> Non
             detector="+".join(detectors_fired),
             reference_mean=vs[0].reference_mean,
             current_mean=vs[0].mean,
-            peak_drop=max(v.drop for v in vs),
+            peak_drop=max(v.drop or 0.0 for v in vs),
             current_drop=vs[0].drop,
             detected_mean=vs[0].mean,
             detected_drop=vs[0].drop,
@@ -470,7 +508,7 @@ def _join(inc, seg, detector, start, day, segs, verdicts) -> None:
     if seg not in inc.segments:
         inc.segments.append(seg)
     inc.last_degraded_on = day
-    inc.peak_drop = max(inc.peak_drop, verdicts[(day, seg)].drop)
+    inc.peak_drop = max(inc.peak_drop, verdicts[(day, seg)].drop or 0.0)
     _attach(inc, seg, start, day, segs, verdicts)
 
 

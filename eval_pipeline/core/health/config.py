@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from eval_pipeline import settings
-from eval_pipeline.core.drift.notify import DEFAULT_NOTIFY_WITHIN_DAYS
 from eval_pipeline.core.health.incidents import DEFAULT_RETRY_WINDOW
+from eval_pipeline.core.notify.lifecycle import DEFAULT_NOTIFY_WITHIN_DAYS
 
 # Environment variables whose values must never reach an incident's error text.
 SECRET_VARIABLES = (

@@ -34,8 +34,8 @@ from typing import Any
 
 import duckdb
 
-from eval_pipeline.core.drift.channels import OPENED, RESOLVED, IncidentEvent
 from eval_pipeline.core.http import scrub
+from eval_pipeline.core.notify.events import OPENED, RESOLVED, IncidentEvent
 
 KIND = "pipeline"
 FAILURE, MISSING = "failure", "missing"

@@ -25,7 +25,7 @@ def judge_from_env(
 
     Selecting a judge is configuration, not code: the CLI, the demo and the Dagster resource
     all come through here. ``explicit`` settings of the LLM judge (None: not set) win over
-    its EVAL_JUDGE_* variables, which win over the defaults (docs/judge.md).
+    its EVAL_JUDGE_* variables, which win over the defaults (docs/configuration.md).
     """
     env = dict(os.environ if env is None else env)
     kind = settings.resolve(kind, env, "EVAL_JUDGE", "heuristic")

@@ -69,7 +69,7 @@ class LLMJudgeConfig:
         **explicit: Any,
     ) -> LLMJudgeConfig:
         """The config from explicit values (None means "not set"), then EVAL_JUDGE_*
-        variables (docs/judge.md has the list), then the defaults."""
+        variables (docs/configuration.md has the list), then the defaults."""
         unknown = set(explicit) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"unknown LLM judge settings: {', '.join(sorted(unknown))}")

@@ -35,7 +35,7 @@ from eval_pipeline.core.health import incidents as health
 from eval_pipeline.core.health.config import HealthConfig, secrets
 from eval_pipeline.core.notify.config import ChannelConfig
 from eval_pipeline.core.notify.lifecycle import DeliveryReport, deliver_in_phases
-from eval_pipeline.defs import drift_loop, feedback, phoenix, regression
+from eval_pipeline.defs import drift_loop, feedback, judge_trust, phoenix, regression, signals
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EvalStore
 
@@ -59,7 +59,14 @@ HEALTH_ASSET = dg.AssetSpec(
 
 def _asset_jobs() -> dict[dg.AssetKey, str]:
     """Asset key -> the project job that materializes it (each job's own selection)."""
-    modules: tuple[ModuleType, ...] = (drift_loop, phoenix, regression, feedback)
+    modules: tuple[ModuleType, ...] = (
+        drift_loop,
+        phoenix,
+        signals,
+        regression,
+        feedback,
+        judge_trust,
+    )
     assets = [
         value
         for module in modules
@@ -70,6 +77,7 @@ def _asset_jobs() -> dict[dg.AssetKey, str]:
         drift_loop.daily_drift_job,
         regression.golden_regression_job,
         feedback.feedback_ingestion_job,
+        judge_trust.judge_anchors_job,
     )
     return {key: job.name for job in jobs for key in job.selection.resolve(assets)}
 

@@ -79,7 +79,11 @@ def _asset_jobs() -> dict[dg.AssetKey, str]:
         feedback.feedback_ingestion_job,
         judge_trust.judge_anchors_job,
     )
-    return {key: job.name for job in jobs for key in job.selection.resolve(assets)}
+    out: dict[dg.AssetKey, str] = {}
+    for job in jobs:  # an asset in two jobs counts as the first's (the drift job's)
+        for key in job.selection.resolve(assets):
+            out.setdefault(key, job.name)
+    return out
 
 
 ASSET_JOBS = _asset_jobs()

@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core.drift import detectors, incidents, sampling
+from eval_pipeline.core.drift import detectors, incidents, judge_gate, sampling
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.drift.reference import ReferenceConfig
@@ -371,7 +371,10 @@ def incidents_markdown(rows: list[incidents.Incident], limit: int = 20) -> str:
 
 
 # trace_signals (defs/signals.py) by key: its paging signals feed the same incidents.
-@dg.asset(kinds={"duckdb", "python"}, deps=[drift_report, "trace_signals"], **COMMON)
+# judge_anchors first: a day whose judge changed must not page as app drift.
+@dg.asset(
+    kinds={"duckdb", "python"}, deps=[drift_report, "trace_signals", "judge_anchors"], **COMMON
+)
 def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, store: EvalStore):
     """Open and recent drift incidents, replayed from every stored day on each run (so a
     re-run of a past day reaches the later days), and their open/resolve notifications."""
@@ -382,6 +385,11 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
     last_day = max((v.day for v in history.verdicts), default=days[-1])
     today = dt.date.fromisoformat(config.today) if config.today else dt.datetime.now(dt.UTC).date()
     events = [IncidentEvent(**e) for e in incident_history.events(history, through=last_day)]
+    with store.connect() as conn:
+        gated = judge_gate.gate_events(conn, events, days=days)
+    for held in gated.held:
+        context.log.warning(f"not paged: {held.title} ({held.details['judge']})")
+    events = gated.send
     try:
         channels = ChannelConfig.from_env()
     except NotifyConfigError as exc:
@@ -414,6 +422,8 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
             meta[f"cusum/{name}"] = _float(v.cusum)
             if v.incident_id:
                 meta[f"incident/{name}"] = MD.text(v.incident_id)
+        if day in gated.trust_by_day:
+            meta["judge_trust"] = MD.text(gated.trust_by_day[day].line())
         overall = next((v for v in states if v.segment == incidents.ALL), None)
         meta["reference_mean"] = _float(overall.reference_mean if overall else None)
         meta["open_on_day"] = MD.int(
@@ -430,8 +440,9 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
 
 daily_drift_job = dg.define_asset_job(
     "daily_drift_job",
-    selection=dg.AssetSelection.groups("drift"),
-    description="Ingest, sample, judge, report and track incidents for one day (or a range).",
+    # The anchor set is re-judged in the same run, before the incidents read its verdict.
+    selection=dg.AssetSelection.groups("drift") | dg.AssetSelection.assets("judge_anchors"),
+    description="Ingest, sample, judge, check the judge, report and track incidents for a day.",
 )
 
 

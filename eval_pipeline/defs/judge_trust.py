@@ -169,18 +169,6 @@ def _yesterday(context: dg.ScheduleEvaluationContext) -> str:
 
 
 @dg.schedule(
-    cron_schedule="30 2 * * *",
-    execution_timezone="UTC",
-    job=judge_anchors_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def daily_judge_anchors_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """02:30 UTC, after the drift loop has judged the day: re-judge the anchors."""
-    day = _yesterday(context)
-    return dg.RunRequest(run_key=f"anchors-{day}", partition_key=day)
-
-
-@dg.schedule(
     cron_schedule="0 4 * * 0",
     execution_timezone="UTC",
     job=judge_anchors_job,

@@ -57,6 +57,15 @@ HEALTH_ASSET = dg.AssetSpec(
 )
 
 
+# The project's jobs, in order of precedence for an asset two of them select.
+WATCHED_JOBS = (
+    drift_loop.daily_drift_job,
+    regression.golden_regression_job,
+    feedback.feedback_ingestion_job,
+    judge_trust.judge_anchors_job,
+)
+
+
 def _asset_jobs() -> dict[dg.AssetKey, str]:
     """Asset key -> the project job that materializes it (each job's own selection)."""
     modules: tuple[ModuleType, ...] = (
@@ -73,21 +82,15 @@ def _asset_jobs() -> dict[dg.AssetKey, str]:
         for value in vars(module).values()
         if isinstance(value, dg.AssetsDefinition)
     ]
-    jobs = (
-        drift_loop.daily_drift_job,
-        regression.golden_regression_job,
-        feedback.feedback_ingestion_job,
-        judge_trust.judge_anchors_job,
-    )
     out: dict[dg.AssetKey, str] = {}
-    for job in jobs:  # an asset in two jobs counts as the first's (the drift job's)
+    for job in WATCHED_JOBS:  # an asset in two jobs counts as the first's (the drift job's)
         for key in job.selection.resolve(assets):
             out.setdefault(key, job.name)
     return out
 
 
 ASSET_JOBS = _asset_jobs()
-PROJECT_JOBS = frozenset(ASSET_JOBS.values())
+PROJECT_JOBS = frozenset(job.name for job in WATCHED_JOBS)
 
 
 def utcnow() -> dt.datetime:

@@ -75,7 +75,11 @@ def test_runs_from_the_asset_graph_count_as_the_job_of_their_assets():
     )
     assert health_defs.logical_job(run("__ASSET_JOB", {"golden_set"})) == "assets:golden_set"
     assert health_defs.logical_job(run("__ASSET_JOB", {"trace_signals"})) == "daily_drift_job"
-    assert health_defs.logical_job(run("__ASSET_JOB", {"judge_anchors"})) == "judge_anchors_job"
+    # In both the drift job and the anchors job: counted as the drift job's.
+    assert health_defs.logical_job(run("__ASSET_JOB", {"judge_anchors"})) == "daily_drift_job"
+    assert (
+        health_defs.logical_job(run("judge_anchors_job", {"judge_anchors"})) == "judge_anchors_job"
+    )
     assert health_defs.logical_job(run("some_other_job")) is None
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "phoenix",
     "judge",
     "otlp",
+    "health",
 ]
 
 

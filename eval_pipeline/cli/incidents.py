@@ -1,10 +1,12 @@
-"""`eval-pipeline incidents`: list, show, acknowledge and resolve drift incidents.
+"""`eval-pipeline incidents`: list, show, acknowledge and resolve drift incidents; list and
+show pipeline-health incidents next to them (``--kind drift|pipeline|all``).
 
 Acknowledgements and hand resolutions are recorded in ``incident_actions`` (who, when,
 why) and applied to the incident row at once; the drift_incidents asset replays them on
 every run, so they survive re-runs and backfills. A hand resolution takes effect on the
 latest day the store has a verdict for (or --day); the resolve notification goes out on
-the next run of the asset.
+the next run of the asset. A pipeline-health incident is resolved by the next successful run
+of its job, not by hand.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ from pathlib import Path
 from eval_pipeline import settings
 from eval_pipeline.core import store
 from eval_pipeline.core.drift.history import incident_rows
+from eval_pipeline.core.health import incidents as health
+
+KINDS = ("drift", health.KIND, "all")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("incidents", help="list, show, acknowledge or resolve drift incidents")
+    p = sub.add_parser(
+        "incidents", help="drift and pipeline-health incidents: list, show, ack, resolve"
+    )
     p.add_argument("--db", type=Path, default=None, help="DuckDB file (default: $EVAL_DUCKDB_PATH)")
-    p.set_defaults(func=list_cmd, status="all", json=False)
+    p.set_defaults(func=list_cmd, status="all", json=False, kind="all")
     acts = p.add_subparsers(dest="incidents_action", metavar="ACTION")
     ls = acts.add_parser("list", help="open and recent incidents (default)")
     ls.add_argument("--status", choices=["open", "resolved", "all"], default="all")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument(
+        "--kind", choices=KINDS, default="all", help="drift, pipeline (health) or all (default)"
+    )
     ls.set_defaults(func=list_cmd)
     show = acts.add_parser("show", help="one incident with its day-by-day verdicts")
     show.add_argument("incident_id")
@@ -49,18 +59,38 @@ def _path(args) -> Path | None:
     return path
 
 
+def _health_rows(conn, status: str | None) -> list[dict]:
+    """Health incidents, newest first (none in a store from before the health table)."""
+    if not health.table_exists(conn):
+        return []
+    rows = [i.as_row() for i in health.incidents(conn, status)]
+    return sorted(rows, key=lambda r: (r["opened_at"], r["incident_id"]), reverse=True)
+
+
 def list_cmd(args: argparse.Namespace) -> int:
     path = _path(args)
     if path is None:
         return 2
+    status = None if args.status == "all" else args.status
     with store.connect(path, read_only=True) as conn:
-        rows = incident_rows(conn, None if args.status == "all" else args.status)
+        rows = incident_rows(conn, status) if args.kind in ("drift", "all") else []
+        pipeline = _health_rows(conn, status) if args.kind in (health.KIND, "all") else []
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + pipeline, indent=2))
         return 0
-    if not rows:
+    if not rows and not pipeline:
         print("no incidents")
         return 0
+    if rows:
+        _print_drift(rows)
+    if pipeline:
+        if rows:
+            print()
+        _print_pipeline(pipeline)
+    return 0
+
+
+def _print_drift(rows: list[dict]) -> None:
     print(
         f"{'incident':<17}{'status':<9}{'opened':<12}{'resolved':<12}{'drop':>6}  segments / cause"
     )
@@ -72,7 +102,18 @@ def list_cmd(args: argparse.Namespace) -> int:
             f"{(r['resolved_on'] or 'open')[:10]:<12}{r['peak_drop']:>6.2f}  {segs}{ack}"
         )
         print(f"{'':<17}{r['cause']}")
-    return 0
+
+
+def _print_pipeline(rows: list[dict]) -> None:
+    print("pipeline health")
+    print(f"{'status':<9}{'opened':<17}{'resolved':<17}{'fails':>5}  job / scope / step")
+    for r in rows:
+        where = " / ".join(x for x in (r["job"], r["scope"], r["step"]) if x)
+        print(
+            f"{r['status']:<9}{r['opened_at'][:16]:<17}{(r['resolved_at'] or 'open')[:16]:<17}"
+            f"{r['failures']:>5}  {where}"
+        )
+        print(f"{'':<9}{r['incident_id']}: {r['error']}")
 
 
 def show_cmd(args: argparse.Namespace) -> int:
@@ -80,6 +121,11 @@ def show_cmd(args: argparse.Namespace) -> int:
     if path is None:
         return 2
     with store.connect(path, read_only=True) as conn:
+        pipeline = next(
+            (r for r in _health_rows(conn, None) if r["incident_id"] == args.incident_id), None
+        )
+        if pipeline is not None:
+            return _show_pipeline(conn, pipeline)
         row = next((r for r in incident_rows(conn) if r["incident_id"] == args.incident_id), None)
         if row is None:
             print(f"no incident {args.incident_id!r}")
@@ -120,6 +166,22 @@ def show_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notifications(conn, incident_id: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT event, channel, status, coalesce(reason, last_error, '') FROM notifications "
+        "WHERE incident_id = ? ORDER BY day, event, channel",
+        [incident_id],
+    ).fetchall()
+
+
+def _show_pipeline(conn, row: dict) -> int:
+    for key, value in row.items():
+        print(f"{key:<17}{'' if value is None else value}")
+    for event, channel, status, why in _notifications(conn, row["incident_id"]):
+        print(f"notification: {event} via {channel}: {status} {why}")
+    return 0
+
+
 def act_cmd(args: argparse.Namespace) -> int:
     path = _path(args)
     if path is None:
@@ -135,6 +197,15 @@ def act_cmd(args: argparse.Namespace) -> int:
             [args.incident_id],
         ).fetchone()
         if row is None:
+            if health.table_exists(conn) and any(
+                i.incident_id == args.incident_id for i in health.incidents(conn)
+            ):
+                print(
+                    f"{args.incident_id} is a pipeline-health incident: it resolves with the next "
+                    "successful run of its job and scope (re-run it); ack and resolve are for "
+                    "drift incidents"
+                )
+                return 2
             print(f"no incident {args.incident_id!r}")
             return 1
         status, opened_on = row

@@ -1,0 +1,2 @@
+"""Pipeline health: incidents when the pipeline fails or falls behind, the freshness rule,
+the heartbeat."""

@@ -17,7 +17,7 @@ import json
 import os
 
 from eval_pipeline import settings
-from eval_pipeline.demo import ab, feedback, judge, regression
+from eval_pipeline.demo import ab, feedback, health, judge, regression
 from eval_pipeline.demo.dagster_cli import dagster_materialize, demo_dir
 from eval_pipeline.demo.drift import (
     drift_summary,
@@ -34,7 +34,7 @@ CHANNEL_VARIABLES = (
     "EVAL_PAGERDUTY_ROUTING_KEY",
 )
 # The other loops' steps, in the order the story is told; each adds to the summary.
-DEMO_STEPS = [judge, regression, ab, feedback]
+DEMO_STEPS = [judge, regression, ab, feedback, health]
 
 
 def main() -> int:
@@ -97,6 +97,8 @@ def demo_problems(summary: dict) -> list[str]:
         problems.append("the golden-set gate did not block the regressed prompt")
     if "feedback" in summary and not summary["feedback"].get("pending_candidates"):
         problems.append("no feedback candidates are pending review")
+    if "health" in summary and not summary["health"].get("opened_and_resolved"):
+        problems.append("the pipeline-health incident did not open and resolve")
     return problems
 
 

@@ -137,6 +137,23 @@ def connect(
         conn.close()
 
 
+@contextlib.contextmanager
+def registered(conn: duckdb.DuckDBPyConnection, name: str, frame) -> Iterator[None]:
+    """``frame`` visible to SQL as ``name`` inside the block, unregistered after it.
+
+    When the block fails inside a transaction, DuckDB refuses the unregister too ("transaction
+    is aborted"); that second error must never replace the real one.
+    """
+    conn.register(name, frame)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            conn.unregister(name)
+        raise
+    conn.unregister(name)
+
+
 def replace_rows(
     conn: duckdb.DuckDBPyConnection,
     table: str,
@@ -156,16 +173,8 @@ def replace_rows(
         conn.execute(f"DELETE FROM {table} WHERE {where}", params)
         if frame is not None:
             cols = ", ".join(frame.columns)
-            conn.register("_replace_rows_frame", frame)
-            try:
+            with registered(conn, "_replace_rows_frame", frame):
                 conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _replace_rows_frame")
-            except Exception:
-                # In the failed transaction unregister fails too ("transaction is aborted");
-                # that second error must not replace the real one.
-                with contextlib.suppress(duckdb.Error):
-                    conn.unregister("_replace_rows_frame")
-                raise
-            conn.unregister("_replace_rows_frame")
         elif select_sql is not None:
             conn.execute(f"INSERT INTO {table} {select_sql}", select_params or [])
         inserted = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]

@@ -8,7 +8,6 @@ content hash. Which files to ingest, and where they go afterwards, is ``inbox.py
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core import store
 from eval_pipeline.core.feedback.records import (
     MAX_LINE_BYTES,
     FeedbackRecord,
@@ -239,16 +239,8 @@ def ingest_bytes(
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame, sql: str) -> None:
-    name = "_feedback_frame"
-    conn.register(name, frame)
-    try:
-        conn.execute(sql.format(name=name))
-    except Exception:
-        # In a failed transaction unregister fails too; its error must not hide this one.
-        with contextlib.suppress(duckdb.Error):
-            conn.unregister(name)
-        raise
-    conn.unregister(name)
+    with store.registered(conn, "_feedback_frame", frame):
+        conn.execute(sql.format(name="_feedback_frame"))
 
 
 def ingest_file(conn: duckdb.DuckDBPyConnection, path: Path) -> IngestResult:

@@ -20,6 +20,7 @@ import duckdb
 import httpx
 import pandas as pd
 
+from eval_pipeline.core import store
 from eval_pipeline.core.sources.ingest import SourceUnavailable, StageReport
 from eval_pipeline.core.sources.phoenix.client import PhoenixClient, PhoenixUnavailable, fetch_spans
 from eval_pipeline.core.sources.phoenix.config import SOURCE_NAME, PhoenixConfig
@@ -122,16 +123,13 @@ def _stage(conn: duckdb.DuckDBPyConnection, source: str, day: ClassifiedDay) -> 
                 "source_ref": pd.Series([t.span_id for t in day.traces], dtype=object),
             }
         )
-        conn.register("_phoenix_traces", frame)
-        try:
+        with store.registered(conn, "_phoenix_traces", frame):
             conn.execute(
                 "INSERT INTO staged_traces SELECT trace_id, ts, user_query, assistant_response, "
                 "segment, model, prompt_version, user_id, metadata::JSON, ?, source_ref "
                 "FROM _phoenix_traces",
                 [source],
             )
-        finally:
-            conn.unregister("_phoenix_traces")
     if day.rejects:
         conn.executemany(
             "INSERT INTO staged_rejects VALUES (?, ?, NULL, ?, ?)",

@@ -13,7 +13,8 @@ from pathlib import Path
 import uvicorn
 
 from eval_pipeline import settings
-from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app, server_config
+from eval_pipeline.core.feedback.collector import TOKEN_ENV, create_app
+from eval_pipeline.core.receiver import server_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 
 from eval_pipeline import settings
+from eval_pipeline.core.receiver import server_config
 from eval_pipeline.core.sources.openinference import SPAN_KINDS, TraceRules
 from eval_pipeline.core.sources.otlp.server import (
     TOKEN_ENV,
     Limits,
     create_app,
-    protocol_with_header_timeout,
 )
 
 
@@ -111,13 +111,13 @@ def serve(args: argparse.Namespace) -> int:
     )
     print(f"otlp receiver on http://{args.host}:{args.port}/v1/traces -> {inbox}", flush=True)
     # uvicorn runs the app's lifespan: recovery at start, every file published on SIGTERM.
-    uvicorn.run(
+    config = server_config(
         app,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        header_timeout=args.header_timeout,
         log_level="warning",
         access_log=False,
-        http=protocol_with_header_timeout(args.header_timeout),
-        h11_max_incomplete_event_size=64 * 1024,
     )
+    uvicorn.Server(config).run()
     return 0

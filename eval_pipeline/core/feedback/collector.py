@@ -30,7 +30,6 @@ import atexit
 import contextlib
 import dataclasses
 import datetime as dt
-import hmac
 import logging
 import os
 import signal
@@ -39,12 +38,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eval_pipeline import settings
 from eval_pipeline.core.feedback.records import (
@@ -55,17 +52,16 @@ from eval_pipeline.core.feedback.records import (
     validate_record,
 )
 from eval_pipeline.core.feedback.spool import RotatingWriter, recover_incoming
+from eval_pipeline.core.receiver import bearer_problem
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "EVAL_FEEDBACK_TOKEN"
 MAX_BATCH = 100
 MAX_BODY_BYTES = MAX_BATCH * MAX_LINE_BYTES
-HEADER_TIMEOUT = 10.0  # seconds for a connection to send a complete request head
 BODY_TIMEOUT = 30.0  # seconds for the whole body, once the head is in
 MAX_CONCURRENT_POSTS = 64  # requests being read and written at once; more wait, then 503
 SLOT_WAIT = 5.0  # seconds a request waits for one of those slots before 503
-MAX_CONNECTIONS = 1000  # uvicorn's limit_concurrency: open connections + running tasks
 
 
 class CollectorRuntime:
@@ -204,19 +200,9 @@ def create_app(
     async def post_feedback(request: Request) -> JSONResponse:
         # In the request's thread (the main thread under uvicorn), so SIGTERM can be hooked.
         runtime.ensure_started()
-        auth = request.headers.get("authorization", "")
-        if not auth:
-            return _error(
-                401,
-                "missing Authorization header (expected 'Bearer <token>')",
-                **{"WWW-Authenticate": "Bearer"},
-            )
-        # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
-        scheme, _, credentials = auth.strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip().encode("utf-8", "surrogateescape"), expected_token
-        ):
-            return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+        problem = bearer_problem(request.headers.get("authorization", ""), expected_token)
+        if problem:
+            return _error(401, problem, **{"WWW-Authenticate": "Bearer"})
         try:
             async with asyncio.timeout(SLOT_WAIT):
                 await slots.acquire()
@@ -306,68 +292,3 @@ def create_app(
     app.state.writer = writer
     app.state.collector = runtime
     return app
-
-
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus: a connection that has not sent a complete request head
-    within ``header_timeout`` seconds (after connecting, or after its previous response) is
-    closed. uvicorn alone waits for ever, so a few hundred such connections hold it."""
-
-    header_timeout = HEADER_TIMEOUT
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-        self._header_timer = self.loop.call_later(
-            self.header_timeout, self._header_timed_out, self.cycle
-        )
-
-    def _header_timed_out(self, cycle_when_armed: object) -> None:
-        # Still the same cycle (no new request head arrived) and nothing running: close.
-        idle = self.cycle is cycle_when_armed and (
-            self.cycle is None or self.cycle.response_complete
-        )
-        if idle and not self.transport.is_closing():
-            self.transport.close()
-
-
-def server_config(
-    app,
-    host: str = "127.0.0.1",
-    port: int = 8077,
-    *,
-    header_timeout: float = HEADER_TIMEOUT,
-    max_connections: int = MAX_CONNECTIONS,
-    **kwargs,
-) -> uvicorn.Config:
-    """A uvicorn config for the collector with slow-client limits (header timeout,
-    keep-alive timeout, connection limit, bounded request head)."""
-    protocol = type(
-        "CollectorHTTPProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout}
-    )
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=protocol,
-        timeout_keep_alive=5,
-        limit_concurrency=max_connections,
-        h11_max_incomplete_event_size=64 * 1024,  # request line + headers
-        **kwargs,
-    )

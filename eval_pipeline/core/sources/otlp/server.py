@@ -12,15 +12,14 @@ write. Only then 200, with an ``ExportTraceServiceResponse`` in the request's en
 spans that could not be mapped are counted in ``partial_success`` with the reasons (a
 success: clients do not retry it).
 
-The header timeout is a connection-level limit, so it lives in ``HeaderTimeoutH11``, the
-HTTP protocol class ``eval-pipeline otlp serve`` gives uvicorn.
+The header timeout is a connection-level limit: ``eval-pipeline otlp serve`` runs uvicorn with
+``core/receiver.py``'s ``server_config``, as the feedback collector does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import shutil
@@ -35,8 +34,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from eval_pipeline.core.receiver import bearer_problem
 from eval_pipeline.core.sources.openinference import TraceRules
 from eval_pipeline.core.sources.otlp import decode
 from eval_pipeline.core.sources.otlp.mapping import Mapped, map_spans
@@ -192,19 +191,9 @@ def create_app(
     async def _handle(request: Request) -> Response:
         nonlocal in_flight
         auth = request.headers.get("authorization", "")
-        if not auth:
-            return _error(
-                401,
-                "missing Authorization header (expected 'Bearer <token>')",
-                **{"WWW-Authenticate": "Bearer"},
-            )
-        # The feedback collector's rule: the scheme is case-insensitive (RFC 9110), the
-        # token is compared in constant time.
-        scheme, _, credentials = auth.strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip().encode("utf-8", "surrogateescape"), expected_token
-        ):
-            return _error(401, "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+        problem = bearer_problem(auth, expected_token)
+        if problem:
+            return _error(401, problem, **{"WWW-Authenticate": "Bearer"})
         media = decode.media_type(request.headers.get("content-type"))
         if media is None:
             return _error(
@@ -290,57 +279,3 @@ def create_app(
     app.state.runtime = runtime
     app.state.stats = stats
     return app
-
-
-class HeaderTimeoutH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for a request's headers.
-
-    uvicorn closes idle keep-alive connections but lets a client send headers as slowly
-    as it likes; this closes a connection whose request line and headers are not complete
-    within ``header_timeout_s`` of its first byte (or of the connection opening).
-    """
-
-    header_timeout_s = 10.0
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def _waiting_for_headers(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
-
-    def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._expire)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _expire(self) -> None:
-        self._header_timer = None
-        if self._waiting_for_headers() and not self.transport.is_closing():
-            self.transport.close()
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._waiting_for_headers():
-            self._arm()
-        else:
-            self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # Between requests the keep-alive timeout applies; headers are timed from the
-        # next request's first byte (data_received).
-        self._disarm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-
-def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutH11]:
-    return type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout_s": seconds})

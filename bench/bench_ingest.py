@@ -120,17 +120,22 @@ def in_child(fn) -> tuple[float, float, object]:
             started = time.perf_counter()
             out = fn()
             wall = time.perf_counter() - started
-            with os.fdopen(write, "w") as fh:
-                fh.write(json.dumps([wall, out]))
+            message = json.dumps([wall, out])
+        except BaseException as exc:  # a forked child's exception is otherwise lost
+            message = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
         finally:
+            with os.fdopen(write, "w") as fh:
+                fh.write(message)
             os._exit(0)
     os.close(write)
     with os.fdopen(read) as fh:
         data = fh.read()
     _, status, usage = os.wait4(pid, 0)
-    if status != 0 or not data:
-        raise RuntimeError(f"benchmark child failed with status {status}")
-    wall, out = json.loads(data)
+    result = json.loads(data) if data else None
+    if status != 0 or result is None or isinstance(result, dict):
+        why = result["error"] if isinstance(result, dict) else f"status {status}"
+        raise RuntimeError(f"benchmark child failed: {why}")
+    wall, out = result
     return wall, usage.ru_maxrss / 1024, out
 
 

@@ -87,9 +87,9 @@ def main() -> None:
     try:
         db = tmp / "s.duckdb"
         loaded = load(path, db)
-        base_wall, base_rss, rows = in_child(lambda: bare_read(path))
+        base_wall, base_rss, rows = in_child(lambda: bare_read([str(path)], tmp / "bare.duckdb"))
         print(
-            f"baseline  DuckDB read_json into a table: {base_wall:6.2f} s, peak {base_rss:6.0f} MiB "
+            f"baseline  DuckDB read_json into a file-backed table: {base_wall:6.2f} s, peak {base_rss:6.0f} MiB "
             f"({rows:,} rows)"
         )
         wall, rss, (n, n_rows, n_tests) = in_child(lambda: signals(db))

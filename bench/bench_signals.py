@@ -4,7 +4,7 @@ file measured in the same run, and the peak memory.
 The day's JSONL (demo traffic reused with new ids, plus latency, tokens and cost in
 ``metadata``) is loaded into a store once, untimed. Then, each in its own forked child so
 its peak memory (ru_maxrss) is its own: the baseline, a bare ``read_json`` of the file
-into a table; and ours, ``record_day`` (every signal over every trace, written to
+into a file-backed table; and ours, ``record_day`` (every signal over every trace, written to
 ``trace_signals``) plus ``run_tests`` (the drift tests against the reference) on the
 stored day. ``BENCH_SIGNALS_TRACES`` sets the size (a smoke test uses 10,000).
 """

@@ -34,13 +34,8 @@ import pandas as pd
 
 from eval_pipeline.core.drift.calibration import score_probs
 from eval_pipeline.core.drift.cause import attribute
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    IncidentConfig,
-    SegmentDay,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, SegmentDay, planned_events
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.sampling import allocate
 

@@ -6,14 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from eval_pipeline.core.drift.cause import Cause
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    Action,
-    IncidentConfig,
-    incident_id,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, Action, incident_id, planned_events
 from eval_pipeline_tests.drift.incident_data import BROKEN, HEALTHY, day, days
 
 ONE = IncidentConfig(overall=False)

@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-from eval_pipeline.core.drift.incidents import IncidentConfig, SegmentDay, run_history
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 
 # P(score = 1..5) for a healthy answer, and for a broken one (a refusal, a cut-off answer).

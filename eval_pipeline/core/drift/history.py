@@ -17,15 +17,8 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift.cause import Cause, attribute
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    Action,
-    History,
-    IncidentConfig,
-    SegmentDay,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, planned_events
 from eval_pipeline.core.drift.reference import Counts, Rebaseline
 from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows

@@ -61,7 +61,7 @@ def test_hand_ack_and_resolve_are_replayed():
 
 
 def cause_from(mapping):
-    def cause_fn(segment, ref_days, cur_days):
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
         key = mapping.get(segment)
         return Cause(key, f"cause {key}" if key else "no single dimension explains it")
 
@@ -127,7 +127,7 @@ def test_judge_failures_and_thin_days_give_no_verdict():
 def test_the_cause_key_is_the_final_attribution_and_agrees_with_its_sentence():
     # On the day of the page one day of data points at a model; over the whole incident
     # the prompt version explains it. The row must not keep the early key.
-    def cause_fn(segment, ref_days, cur_days):
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
         key = "model=m-small" if len(cur_days) == 1 else "prompt_version=v2"
         return Cause(key, f"cause {key}")
 

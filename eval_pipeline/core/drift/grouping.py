@@ -17,8 +17,8 @@ from eval_pipeline.core.drift.cause import Cause
 from eval_pipeline.core.drift.records import ALL, Incident, incident_id
 from eval_pipeline.core.drift.reference import HistoryDay
 
-# cause_fn(segment, reference days, current days) -> Cause
-CauseFn = Callable[[str, tuple[dt.date, ...], tuple[dt.date, ...]], Cause]
+# cause_fn(segment, reference days, current days[, hypothesis="dimension=value"]) -> Cause
+CauseFn = Callable[..., Cause]
 
 
 @dataclass
@@ -77,6 +77,11 @@ def reference_days_at(segs, seg, day, n_days) -> tuple[dt.date, ...]:
     return tuple(sorted(h.day for h in hist))[-n_days:]
 
 
+def is_value_cause(key: str | None) -> bool:
+    """A named dimension value (not 'no single dimension', not a segment)."""
+    return key is not None and not key.startswith("segment=")
+
+
 def open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> None:
     """Group the day's alarms into incidents (one per cause) and open or join them."""
     if not candidates:
@@ -84,12 +89,25 @@ def open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> None
     keyed = []
     for seg, detector, start in candidates:
         key = None
+        cur_days = tuple(d for (d, s) in verdicts if s == seg and start <= d <= day)
+        ref_days = tuple(d for d in segs[seg].reference_days if d < start)
         if cause_fn is not None:
-            cur_days = tuple(d for (d, s) in verdicts if s == seg and start <= d <= day)
-            ref_days = tuple(d for d in segs[seg].reference_days if d < start)
             key = cause_fn(seg, ref_days, cur_days).key
-        keyed.append((seg, detector, start, key))
+        keyed.append((seg, detector, start, key, cur_days, ref_days))
     open_incs = [i for i in incidents if i.resolved_on is None]
+    # An alarm whose own search names nothing tests, alone, the causes already named today
+    # or for an open incident (a roll-out named on the big segments, seen on a small one).
+    hypotheses = sorted(
+        {k for *_, k, _c, _r in keyed if k is not None and not k.startswith("segment=")}
+        | {i.cause_key for i in open_incs if is_value_cause(i.cause_key)}
+    )
+    for i, (seg, detector, start, key, cur_days, ref_days) in enumerate(keyed):
+        if key is None and cause_fn is not None:
+            key = next(
+                (h for h in hypotheses if cause_fn(seg, ref_days, cur_days, hypothesis=h).key == h),
+                None,
+            )
+        keyed[i] = (seg, detector, start, key)
     groups: dict[str, list] = {}
     for seg, detector, start, key in keyed:
         target = None

@@ -32,6 +32,7 @@ from eval_pipeline.core.drift.grouping import (
     CauseFn,
     SegState,
     fold_signal_alarms,
+    is_value_cause,
     open_incidents,
     peak,
     reference_days_at,
@@ -80,16 +81,18 @@ def _overall_shortfall(
     for d in ref_days:
         for seg, c in by_day[d].items():
             pools[seg] = pools.get(seg, Counts()) + c
-    parts = []
+    parts, today_parts = [], []
     for seg, c in per_seg_today.items():
         pool = pools.get(seg)
         if pool is None or pool.n < 2 or c.n == 0:
             continue
         var = pool.variance
         parts.append((float(pool.n), pool.mean, c.mean, var / c.n + var / pool.n))
+        # today's mean of c.n scores: variance var/n, third central moment m3/n²
+        today_parts.append((var / c.n, pool.third_moment / c.n**2))
     if not parts:
         return None, None, 0
-    sf = detectors.stratified_shortfall(parts)
+    sf = detectors.stratified_shortfall(parts, today_parts=today_parts)
     ref_mean = sum(w * r for w, r, _, _ in parts) / sum(w for w, *_ in parts)
     return sf, ref_mean, int(sum(w for w, *_ in parts))
 
@@ -182,7 +185,16 @@ def run_history(
                     ref_mean = ref.mean
                     ref_n = ref.counts.n if ref.pinned is None else None
                     var = ref.counts.variance if ref.pinned is None else counts.variance
-                    sf = detectors.shortfall(ref_mean, var, ref_n, counts.mean, counts.n)
+                    pinned = ref.pinned is not None
+                    sf = detectors.shortfall(
+                        ref_mean,
+                        var,
+                        ref_n,
+                        counts.mean,
+                        counts.n,
+                        ref_probs=None if pinned else ref.counts.probs(),
+                        tau2=0.0 if pinned else ref.between_day_var,
+                    )
             if reason is not None:
                 v.verdict = reason
                 v.reference_mean = ref.mean if not ref.thin else None
@@ -231,8 +243,8 @@ def run_history(
             v.cusum = st.s
             day_alarm = (
                 config.use_day_test
-                and v.p_holm is not None
-                and v.p_holm < config.day_alpha
+                and v.p is not None
+                and v.p < config.day_alpha
                 and sf.drop >= config.min_drop - 1e-12
             )
             cusum_alarm = st.s > config.h
@@ -299,6 +311,24 @@ def run_history(
             )
             ref_days = reference_days_at(segs, primary, inc.opened_on, config.reference.days)
             cause = cause_fn(primary, ref_days, cur_days or (inc.opened_on,))
+            if cause.key is None:
+                # Test, alone, the causes named for the incidents that overlap this one.
+                for key in sorted(
+                    {
+                        o.cause_key
+                        for o in incidents
+                        if o is not inc
+                        and is_value_cause(o.cause_key)
+                        and o.opened_on <= (inc.resolved_on or day)
+                        and inc.opened_on <= (o.resolved_on or day)
+                    }
+                ):
+                    tried = cause_fn(
+                        primary, ref_days, cur_days or (inc.opened_on,), hypothesis=key
+                    )
+                    if tried.key == key:
+                        cause = tried
+                        break
             # The attribution over the whole incident replaces the early one (a day or two
             # of data) that grouped the alarms: the key and the sentence always agree.
             inc.cause, inc.cause_key = cause.text, cause.key

@@ -63,6 +63,38 @@ class Counts:
         var = float(np.dot(self.c, (SCORE_LEVELS - mean) ** 2) / (n - 1))
         return max(var, MIN_VARIANCE)
 
+    @property
+    def third_moment(self) -> float:
+        """Third central moment of the scores (negative: a tail of low scores)."""
+        n = self.n
+        if n < 2:
+            return 0.0
+        mean = np.dot(self.c, SCORE_LEVELS) / n
+        return float(np.dot(self.c, (SCORE_LEVELS - mean) ** 3) / n)
+
+    def probs(self, pseudo: float = 0.5) -> np.ndarray:
+        """P(score = 1..5), with ``pseudo`` added to each count so that a level the
+        reference never saw is rare, not impossible (a day's exact tail stays finite)."""
+        c = np.asarray(self.c, dtype=float) + pseudo
+        return c / c.sum()
+
+
+def between_day_variance(day_counts: Sequence[Counts]) -> float:
+    """Method-of-moments estimate of the variance of the true day mean (overdispersion):
+    the spread of the day means beyond what their sampling error explains, floored at 0.
+    Needs three days with two scores or more; otherwise 0."""
+    c = np.array([d.c for d in day_counts], dtype=float).reshape(-1, 5)
+    n = c.sum(axis=1)
+    c, n = c[n >= 2], n[n >= 2]
+    if len(n) < 3:
+        return 0.0
+    means = c @ SCORE_LEVELS / n
+    total = c.sum(axis=0)
+    grand = total @ SCORE_LEVELS / total.sum()
+    pooled_var = max(float(total @ (SCORE_LEVELS - grand) ** 2 / (total.sum() - 1)), MIN_VARIANCE)
+    sampling = float(np.mean(pooled_var / n))
+    return max(0.0, float(np.var(means, ddof=1)) - sampling)
+
 
 @dataclass(frozen=True)
 class ReferenceConfig:
@@ -109,6 +141,7 @@ class Reference:
     counts: Counts
     pinned: float | None = None
     thin_reason: str | None = None
+    between_day_var: float = 0.0  # overdispersion of the day means (between_day_variance)
 
     @property
     def mean(self) -> float | None:
@@ -156,4 +189,5 @@ def select_reference(
         thin = f"reference has {len(days)} healthy days (< {config.min_days}): no verdict yet"
     elif counts.n < config.min_n:
         thin = f"reference has {counts.n} scores (< {config.min_n}): no verdict yet"
-    return Reference(days=days, counts=counts, thin_reason=thin)
+    tau2 = between_day_variance([h.counts for h in chosen])
+    return Reference(days=days, counts=counts, thin_reason=thin, between_day_var=tau2)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 SCORE_LEVELS = np.arange(1, 6, dtype=float)
 # A reference whose scores are all equal has zero spread; a floor keeps the standard error
@@ -79,10 +80,15 @@ class Counts:
         return c / c.sum()
 
 
-def between_day_variance(day_counts: Sequence[Counts]) -> float:
-    """Method-of-moments estimate of the variance of the true day mean (overdispersion):
-    the spread of the day means beyond what their sampling error explains, floored at 0.
-    Needs three days with two scores or more; otherwise 0."""
+def between_day_variance(day_counts: Sequence[Counts], alpha: float = 0.05) -> float:
+    """Variance of the true day mean across days (overdispersion), or 0 when the days are
+    consistent with one mean.
+
+    Cochran's Q = Σ n_d (mean_d − grand mean)² / pooled variance is tested against
+    chi²(days − 1) (the homogeneity test of a meta-analysis); only when it rejects at
+    ``alpha`` is tau² estimated, by the DerSimonian-Laird moment estimator. The pre-test
+    keeps the noise of a positive-part estimate out of the standard error when there is no
+    overdispersion to speak of. Needs three days with two scores or more; otherwise 0."""
     c = np.array([d.c for d in day_counts], dtype=float).reshape(-1, 5)
     n = c.sum(axis=1)
     c, n = c[n >= 2], n[n >= 2]
@@ -92,8 +98,12 @@ def between_day_variance(day_counts: Sequence[Counts]) -> float:
     total = c.sum(axis=0)
     grand = total @ SCORE_LEVELS / total.sum()
     pooled_var = max(float(total @ (SCORE_LEVELS - grand) ** 2 / (total.sum() - 1)), MIN_VARIANCE)
-    sampling = float(np.mean(pooled_var / n))
-    return max(0.0, float(np.var(means, ddof=1)) - sampling)
+    w = n / pooled_var  # inverse sampling variance of each day's mean
+    q = float(np.sum(w * (means - grand) ** 2))
+    k = len(n)
+    if stats.chi2.sf(q, k - 1) >= alpha:
+        return 0.0
+    return max(0.0, (q - (k - 1)) / float(w.sum() - (w**2).sum() / w.sum()))
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,43 @@ def open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> None
             _attach(inc, seg, seg_start, day, segs, verdicts)
 
 
+# A segment joins an incident by its cause only on strong evidence: the test is repeated
+# every day of a CUSUM run, for every open named cause.
+JOIN_ALPHA = 0.005
+JOIN_MIN_S = 1.0
+
+
+def join_by_cause(day, tested, segs, verdicts, incidents, cause_fn) -> None:
+    """A segment below its reference (a CUSUM run under way, no alarm yet) joins an open
+    incident whose cause is a dimension value when that value, tested alone in the segment
+    over the run's days, scores lower than the segment's other traffic on the same days.
+
+    This is how a change named on the big rows (a prompt rolled out to part of every
+    segment) reaches a small segment whose own CUSUM has not yet passed h: it needs both
+    the segment's own shortfall and the named value's own evidence there. Joining never
+    pages (the incident has paged already). The test is repeated every day of the run, so
+    its level is strict (``JOIN_ALPHA``) and the run must have gathered ``JOIN_MIN_S``."""
+    named = [i for i in incidents if i.resolved_on is None and is_value_cause(i.cause_key)]
+    if not named:
+        return
+    for seg in tested:
+        st = segs[seg]
+        if seg == ALL or st.incident is not None or st.s <= JOIN_MIN_S or st.run_start is None:
+            continue
+        cur = tuple(d for (d, s) in verdicts if s == seg and st.run_start <= d <= day)
+        ref = tuple(d for d in st.reference_days if d < st.run_start)
+        for inc in named:
+            cause = cause_fn(seg, ref, cur, hypothesis=inc.cause_key)
+            if cause.key == inc.cause_key and cause.finding.p_value < JOIN_ALPHA:
+                v = verdicts[(day, seg)]
+                v.state = "alarm"
+                v.verdict = f"{v.verdict}; joins {inc.incident_id}: its cause {inc.cause_key}"
+                if "cause-join" not in inc.detector.split("+"):
+                    inc.detector = "+".join(sorted({*inc.detector.split("+"), "cause-join"}))
+                _join(inc, seg, "cause-join", st.run_start, day, segs, verdicts)
+                break
+
+
 def _join(inc, seg, detector, start, day, segs, verdicts) -> None:
     if seg not in inc.segments:
         inc.segments.append(seg)

@@ -33,6 +33,7 @@ from eval_pipeline.core.drift.grouping import (
     SegState,
     fold_signal_alarms,
     is_value_cause,
+    join_by_cause,
     open_incidents,
     peak,
     reference_days_at,
@@ -275,6 +276,7 @@ def run_history(
                     cur = tuple(d for (d, s) in verdicts if s == seg and inc.opened_on <= d <= day)
                     ref = reference_days_at(segs, seg, inc.opened_on, config.reference.days)
                     inc.cause_key = cause_fn(seg, ref, cur).key
+            join_by_cause(day, tested, segs, verdicts, incidents, cause_fn)
 
         # Resolutions: every segment of the incident healthy K days running.
         for inc in incidents:

@@ -34,13 +34,8 @@ import pandas as pd
 
 from eval_pipeline.core.drift.calibration import score_probs
 from eval_pipeline.core.drift.cause import attribute
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    IncidentConfig,
-    SegmentDay,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, SegmentDay, planned_events
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.sampling import allocate
 
@@ -136,12 +131,12 @@ def make_cause_fn(traces: pd.DataFrame):
     by_seg = {s: g for s, g in traces.groupby("segment")}
 
     @functools.cache
-    def cause_fn(segment, ref_days, cur_days):
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
         frame = traces if segment == ALL else by_seg.get(segment, traces.iloc[:0])
         dims = DIMENSIONS + (["segment"] if segment == ALL else [])
         ref = frame[frame["day"].isin(set(ref_days))]
         cur = frame[frame["day"].isin(set(cur_days))]
-        return attribute(ref, cur, dims, where=segment)
+        return attribute(ref, cur, dims, where=segment, hypothesis=hypothesis)
 
     return cause_fn
 

@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core.drift import detectors, incidents, judge_gate, sampling
+from eval_pipeline.core.drift import detectors, incidents, judge_gate, records, sampling
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.drift.reference import ReferenceConfig
@@ -346,10 +346,10 @@ class IncidentsConfig(dg.Config):
 
 
 def _segment_name(segment: str) -> str:
-    return "overall" if segment == incidents.ALL else segment
+    return "overall" if segment == records.ALL else segment
 
 
-def incidents_markdown(rows: list[incidents.Incident], limit: int = 20) -> str:
+def incidents_markdown(rows: list[records.Incident], limit: int = 20) -> str:
     """Open incidents first, then the most recent resolved ones."""
     if not rows:
         return "no incidents"
@@ -424,7 +424,7 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
                 meta[f"incident/{name}"] = MD.text(v.incident_id)
         if day in gated.trust_by_day:
             meta["judge_trust"] = MD.text(gated.trust_by_day[day].line())
-        overall = next((v for v in states if v.segment == incidents.ALL), None)
+        overall = next((v for v in states if v.segment == records.ALL), None)
         meta["reference_mean"] = _float(overall.reference_mean if overall else None)
         meta["open_on_day"] = MD.int(
             sum(1 for i in history.incidents if i.opened_on <= day <= (i.resolved_on or last_day))

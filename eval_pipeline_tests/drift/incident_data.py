@@ -8,7 +8,7 @@ import json
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.drift.incidents import SegmentDay
+from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 
 D0 = dt.date(2026, 5, 1)

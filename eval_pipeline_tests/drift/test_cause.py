@@ -82,3 +82,33 @@ def test_noise_is_rarely_named_after_multiple_testing():
 def test_too_little_data_says_so():
     cause = attribute(rows(REF_DAYS[:1], [5, 4]), rows(CUR_DAYS[:1], [1]), ["model"])
     assert cause.key is None and "not enough" in cause.text
+
+
+def _small_segment_with_v2(v2_scores):
+    """A small segment: 3 days of 7 v1 + 3 v2 traces (v2 also on another channel)."""
+    ref = rows(REF_DAYS, GOOD[::2], prompt_version="v1", model="m", channel="web")
+    cur = []
+    for i, d in enumerate(CUR_DAYS):
+        cur.append(
+            rows([d], GOOD[2 * i : 2 * i + 14 : 2], prompt_version="v1", model="m", channel="web")
+        )
+        cur.append(rows([d], v2_scores, prompt_version="v2", model="m", channel="app"))
+    return ref, pd.concat(cur)
+
+
+def test_a_hypothesis_is_one_test_that_confirms_a_cause_the_search_cannot_name():
+    ref, cur = _small_segment_with_v2([2, 4, 5])
+    dims = ["prompt_version", "model", "channel"]
+    searched = attribute(ref, cur, dims, where="gifts")
+    hypothesis = attribute(ref, cur, dims, where="gifts", hypothesis="prompt_version=v2")
+    assert searched.key is None  # Holm over the values it tried: not enough evidence
+    assert hypothesis.key == "prompt_version=v2"
+    assert "tested here alone" in hypothesis.text
+    assert hypothesis.finding.p_value < 0.05 < hypothesis.finding.p_adjusted
+
+
+def test_a_hypothesis_that_the_segment_does_not_support_is_not_named():
+    ref, cur = _small_segment_with_v2([4, 5, 4])  # v2 is fine here
+    dims = ["prompt_version", "model", "channel"]
+    assert attribute(ref, cur, dims, hypothesis="prompt_version=v2").key is None
+    assert attribute(ref, cur, dims, hypothesis="model=m-small").key is None  # not present

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from eval_pipeline.core.drift import detectors
+from eval_pipeline.core.drift.reference import Counts, between_day_variance
 
 
 def test_cusum_on_a_known_sequence():
@@ -41,3 +45,63 @@ def test_the_overall_row_is_standardised_to_the_reference_mix():
     # One segment 0.4 lower: the overall drop is its reference share of it.
     parts = [(300.0, 4.5, 4.5, 0.01), (100.0, 3.5, 3.1, 0.01)]
     assert detectors.stratified_shortfall(parts).drop == pytest.approx(0.1)
+
+
+# A realistic judge-score distribution: mostly 4s and 5s, a tail of 1s.
+SKEWED = np.array([0.04, 0.05, 0.12, 0.35, 0.44])
+LEVELS = np.arange(1, 6)
+
+
+def test_the_lattice_tail_is_the_exact_distribution_of_the_sum():
+    # Brute force over all 5**4 outcomes of four scores.
+    n, probs = 4, SKEWED
+    exact = {}
+    for outcome in itertools.product(range(5), repeat=n):
+        total = n + sum(outcome)
+        exact[total] = exact.get(total, 0.0) + float(np.prod(probs[list(outcome)]))
+    for s in range(n, 5 * n + 1):
+        want = sum(p for t, p in exact.items() if t <= s)
+        assert detectors.lattice_lower_tail(probs, n, s) == pytest.approx(want)
+    assert detectors.lattice_lower_tail(probs, n, n - 1) == 0.0
+
+
+def test_the_normal_tail_understates_a_low_day_and_the_exact_one_does_not():
+    # Why the day test used to fire more often than its level: the mean of 40 skewed
+    # scores has a heavier lower tail than the normal curve. Simulated frequency of a day
+    # at least 3.44 standard errors low vs the two tails.
+    n = 40
+    mu, var = SKEWED @ LEVELS, SKEWED @ (LEVELS - SKEWED @ LEVELS) ** 2
+    threshold = n * mu - 3.44 * math.sqrt(n * var)
+    rng = np.random.default_rng(7)
+    sums = rng.multinomial(n, SKEWED, size=400_000) @ LEVELS
+    observed = float(np.mean(sums <= threshold))
+    exact = detectors.lattice_lower_tail(SKEWED, n, int(math.floor(threshold)))
+    normal = float(stats.norm.sf(3.44))
+    assert observed > 2 * normal
+    assert exact == pytest.approx(observed, rel=0.15)
+    # The Edgeworth correction used for the overall row goes most of the way.
+    m3 = SKEWED @ (LEVELS - mu) ** 3
+    edgeworth = detectors.edgeworth_lower_tail(3.44, m3 / var**1.5 / math.sqrt(n))
+    assert normal < edgeworth <= exact * 1.05
+
+
+def test_the_reference_error_and_overdispersion_widen_the_standard_error():
+    base = detectors.shortfall(4.0, 1.0, None, 3.5, 40, ref_probs=None)
+    with_ref = detectors.shortfall(4.0, 1.0, 400, 3.5, 40)
+    with_tau = detectors.shortfall(4.0, 1.0, 400, 3.5, 40, tau2=0.02)
+    assert base.z > with_ref.z > with_tau.z
+    assert with_tau.se == pytest.approx(math.sqrt(1 / 40 + 1 / 400 + 0.02))
+    assert with_tau.z == pytest.approx(0.5 / with_tau.se)  # normal tail: plain z
+
+
+def test_between_day_variance_is_zero_for_iid_days_and_positive_when_days_wobble():
+    rng = np.random.default_rng(3)
+    iid = [Counts(tuple(rng.multinomial(40, SKEWED))) for _ in range(21)]
+    assert between_day_variance(iid) < 0.01
+    wobbly = []
+    for _ in range(21):
+        shift = rng.normal(0, 0.3)  # the true day mean moves by about 0.3 points
+        p = np.clip(SKEWED + shift * np.array([-0.1, -0.1, 0, 0.1, 0.1]), 0.001, None)
+        wobbly.append(Counts(tuple(rng.multinomial(200, p / p.sum()))))
+    assert between_day_variance(wobbly) > 0.01
+    assert between_day_variance(iid[:2]) == 0.0  # too few days to say

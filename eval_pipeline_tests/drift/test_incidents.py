@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from eval_pipeline.core.drift.cause import Cause
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    Action,
-    IncidentConfig,
-    incident_id,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.cause import Cause, ValueFinding
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, Action, incident_id, planned_events
+from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline_tests.drift.incident_data import BROKEN, HEALTHY, day, days
 
 ONE = IncidentConfig(overall=False)
@@ -67,7 +62,7 @@ def test_hand_ack_and_resolve_are_replayed():
 
 
 def cause_from(mapping):
-    def cause_fn(segment, ref_days, cur_days):
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
         key = mapping.get(segment)
         return Cause(key, f"cause {key}" if key else "no single dimension explains it")
 
@@ -133,10 +128,43 @@ def test_judge_failures_and_thin_days_give_no_verdict():
 def test_the_cause_key_is_the_final_attribution_and_agrees_with_its_sentence():
     # On the day of the page one day of data points at a model; over the whole incident
     # the prompt version explains it. The row must not keep the early key.
-    def cause_fn(segment, ref_days, cur_days):
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
         key = "model=m-small" if len(cur_days) == 1 else "prompt_version=v2"
         return Cause(key, f"cause {key}")
 
     pattern = [HEALTHY] * 8 + [BROKEN] * 4
     inc = run_history(days({"s": pattern}), ONE, cause_fn=cause_fn).incidents[0]
     assert inc.cause_key == "prompt_version=v2" and inc.cause == "cause prompt_version=v2"
+
+
+def _confirming(confirms: dict[str, float]):
+    """A cause_fn: 'big' is caused by prompt_version=v2; a hypothesis about v2 is confirmed
+    in a segment of ``confirms`` with that p-value (other segments: nothing named)."""
+
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
+        if segment == "big":
+            return Cause("prompt_version=v2", "cause v2")
+        if hypothesis == "prompt_version=v2" and segment in confirms:
+            finding = ValueFinding(
+                "prompt_version", "v2", 0.3, 0.0, 3.0, 4.2, "other values on the same days",
+                None, 1.0, confirms[segment],
+            )  # fmt: skip
+            return Cause(hypothesis, "cause v2 (tested alone)", finding=finding)
+        return Cause(None, "no single dimension explains it")
+
+    return cause_fn
+
+
+def test_a_segment_below_its_reference_joins_the_incident_of_a_cause_confirmed_in_it():
+    slightly_low = Counts((2, 3, 6, 12, 17))  # mean 4.0 vs 4.25: below, no alarm of its own
+    low = [HEALTHY] * 8 + [slightly_low] * 3
+    pattern = {"big": [HEALTHY] * 8 + [BROKEN] * 3, "small": low, "weak": low, "other": low}
+    cause_fn = _confirming({"small": 1e-4, "weak": 0.02})
+    history = run_history(days(pattern), ONE, cause_fn=cause_fn)
+    (inc,) = [i for i in history.incidents if "big" in i.segments]
+    assert "small" in inc.segments and "cause-join" in inc.detector
+    # joined once its own CUSUM run had gathered evidence, dated from the run's start
+    assert history.verdict(day(8), "small").incident_id == inc.incident_id
+    assert len([e for e in planned_events(history.incidents) if e["event"] == "opened"]) == 1
+    assert "weak" not in inc.segments  # p = 0.02 is not strong enough for a repeated test
+    assert "other" not in inc.segments  # the cause is not confirmed there

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from eval_pipeline.core.drift import history as incident_history
-from eval_pipeline.core.drift.incidents import ALL, IncidentConfig, SegmentDay, run_history
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.signals import detect
 from eval_pipeline.core.signals.compute import record_day

@@ -7,6 +7,11 @@ sample sizes of a 200-a-day stratified sample with a floor of 20), each segment 
 own baseline quality and a small day-to-day wobble. The day test is switched off so only
 the CUSUM's false alarms are counted; the warm-up days are included. ``calibrate_h``
 returns the smallest h on the grid whose rate stays within the target.
+``day_test_false_alarm_rate`` measures the day test alone (CUSUM off) on the same traffic.
+
+The seeds here (0-3 of this module's own generator) are not the evaluation harness's
+(``bench/drift_eval.py`` draws its traffic from another generator keyed by seed and kind),
+so h is never tuned on the traffic it is judged on.
 
     python -m eval_pipeline.core.drift.calibration      # prints the table and the chosen h
 """
@@ -18,7 +23,8 @@ import sys
 
 import numpy as np
 
-from eval_pipeline.core.drift.incidents import IncidentConfig, SegmentDay, run_history
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 
 # P(score = 1..5) for a healthy answer, and for a broken one (a refusal, a cut-off answer).
@@ -61,6 +67,22 @@ def false_alarm_rate(
     return 1000 * alarms / segment_days, alarms, segment_days
 
 
+def day_test_false_alarm_rate(
+    day_alpha: float | None = None, *, seeds: int = 4, n_segments: int = 40, n_days: int = 250
+) -> tuple[float, int, int]:
+    """(incidents per 1,000 clean segment-days, incidents, segment-days) for the day test."""
+    config = IncidentConfig(h=float("inf"), overall=False)
+    if day_alpha is not None:
+        config = IncidentConfig(h=float("inf"), overall=False, day_alpha=day_alpha)
+    alarms = segment_days = 0
+    for seed in range(seeds):
+        days = clean_days(np.random.default_rng(seed), n_segments, n_days)
+        history = run_history(days, config)
+        alarms += len(history.incidents)
+        segment_days += len(days)
+    return 1000 * alarms / segment_days, alarms, segment_days
+
+
 def calibrate_h(
     target_per_1000: float = 0.5, k: float = 0.5, grid=None, **kwargs
 ) -> tuple[float, list[tuple[float, float, int, int]]]:
@@ -82,6 +104,8 @@ def main() -> int:
     for h, rate, alarms, n in table:
         print(f"{h:<6.2f} {rate:8.3f}   ({alarms} / {n})")
     print(f"chosen h = {chosen} (k = 0.5, target <= 0.5 per 1,000)")
+    rate, alarms, n = day_test_false_alarm_rate()
+    print(f"day test alone (alpha per row as configured): {rate:.3f} per 1,000 ({alarms} / {n})")
     return 0 if chosen is not None else 1
 
 

@@ -23,6 +23,13 @@ A value is named as the cause when its adjusted p < alpha, it explains at least
 that is all of the traffic before and after explains nothing). A traffic-mix shift with no
 quality change gives a value whose within term is about zero: never a cause. A value that
 was always worse than its peers and did not get worse explains none of the drop either.
+
+A **hypothesis** (``hypothesis="dimension=value"``: the cause already named for an open
+incident elsewhere, e.g. a prompt version rolled out to every segment) is one
+pre-specified test, not a search: when the open search names nothing, the hypothesised
+value is named if its own (unadjusted) Mann-Whitney p < alpha, it explains at least
+``min_share`` of the drop and it scores lower. A small segment then confirms the roll-out
+named on the big ones on its few traces, instead of "no single dimension".
 """
 
 from __future__ import annotations
@@ -79,8 +86,12 @@ def attribute(
     where: str = "",
     alpha: float = 0.05,
     min_share: float = 0.5,
+    hypothesis: str | None = None,
 ) -> Cause:
-    """ref / cur: one row per judged trace, columns ``day``, ``score`` and the dimensions."""
+    """ref / cur: one row per judged trace, columns ``day``, ``score`` and the dimensions.
+
+    ``hypothesis``: a "dimension=value" to test on its own when the search names nothing
+    (see the module docstring)."""
     ref = ref.dropna(subset=["score"])
     cur = cur.dropna(subset=["score"])
     if len(ref) < MIN_COMPARE_N or len(cur) < MIN_COMPARE_N:
@@ -151,6 +162,17 @@ def attribute(
         and f.within_share >= min_share
         and f.mean_cur < f.mean_compared
     ]
+    hypothesis_test = False
+    if not named and hypothesis is not None:
+        named = [
+            f
+            for f in findings
+            if f"{f.dimension}={f.value}" == hypothesis
+            and f.p_value < alpha
+            and f.within_share >= min_share
+            and f.mean_cur < f.mean_compared
+        ]
+        hypothesis_test = bool(named)
     if not named:
         return Cause(
             None,
@@ -169,4 +191,12 @@ def attribute(
         f"{len(findings)} values); explains {min(best.within_share, 9.99):.0%} of the "
         f"{drop:.2f}-point drop"
     )
+    if hypothesis_test:
+        text = (
+            f"{best.dimension} {best.value} (the cause named elsewhere, tested here alone): "
+            f"{best.share_cur:.0%}{new} of {where or 'the'} traffic{since}, mean "
+            f"{best.mean_cur:.2f} vs {best.mean_compared:.2f} for {best.compared_with}, "
+            f"Mann-Whitney p={best.p_value:.2g}; explains {min(best.within_share, 9.99):.0%} "
+            f"of the {drop:.2f}-point drop"
+        )
     return Cause(f"{best.dimension}={best.value}", text, drop=drop, mix=mix_terms, finding=best)

@@ -17,15 +17,8 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift.cause import Cause, attribute
-from eval_pipeline.core.drift.incidents import (
-    ALL,
-    Action,
-    History,
-    IncidentConfig,
-    SegmentDay,
-    planned_events,
-    run_history,
-)
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, planned_events
 from eval_pipeline.core.drift.reference import Counts, Rebaseline
 from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows
@@ -92,12 +85,13 @@ def cause_function(traces: pd.DataFrame):
     dims = [c for c in traces.columns if c in TRACE_DIMENSIONS or c.startswith("meta:")]
     by_seg = dict(tuple(traces.groupby("segment"))) if len(traces) else {}
 
-    def cause_fn(segment: str, ref_days, cur_days) -> Cause:
+    def cause_fn(segment: str, ref_days, cur_days, hypothesis: str | None = None) -> Cause:
         frame = traces if segment == ALL else by_seg.get(segment, traces.iloc[:0])
         ref = frame[frame["day"].isin(set(ref_days))]
         cur = frame[frame["day"].isin(set(cur_days))]
         where = "all" if segment == ALL else segment
-        return attribute(ref, cur, dims + (["segment"] if segment == ALL else []), where=where)
+        dimensions = dims + (["segment"] if segment == ALL else [])
+        return attribute(ref, cur, dimensions, where=where, hypothesis=hypothesis)
 
     return cause_fn
 

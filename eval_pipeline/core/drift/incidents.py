@@ -17,21 +17,35 @@ Per segment (and the overall row), each day is one of:
   incident. A CUSUM alarm dates the incident from the first day of the CUSUM run that
   led to it (the change-point estimate), so the reference stops using those days too.
 
-Segments that alarm on the same day with the same named cause are one incident; an
-alarm whose cause is already an open incident's cause joins it (an overall drop explained
-by an open segment incident is that incident). The incident id is a hash of the first
-day and the first segment: stable across re-runs.
+How the day's alarms become incidents (grouping by cause) is ``grouping``; the records
+(verdicts, incidents, actions, events) are ``records``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from eval_pipeline.core.drift import detectors
-from eval_pipeline.core.drift.cause import Cause
+from eval_pipeline.core.drift.grouping import (
+    CauseFn,
+    SegState,
+    fold_signal_alarms,
+    is_value_cause,
+    join_by_cause,
+    open_incidents,
+    peak,
+    reference_days_at,
+)
+from eval_pipeline.core.drift.records import (
+    ALL,
+    Action,
+    DayVerdict,
+    History,
+    Incident,
+    SegmentDay,
+)
 from eval_pipeline.core.drift.reference import (
     Counts,
     HistoryDay,
@@ -41,17 +55,6 @@ from eval_pipeline.core.drift.reference import (
     select_reference,
 )
 from eval_pipeline.core.stats import holm
-
-ALL = "__all__"
-
-
-@dataclass(frozen=True)
-class SegmentDay:
-    day: dt.date
-    segment: str
-    counts: Counts  # ok judgments by score
-    n_failed: int = 0
-    judge: str = "judge"  # judge name/model/rubric: days of different judges never mix
 
 
 @dataclass(frozen=True)
@@ -70,94 +73,6 @@ class IncidentConfig:
     use_day_test: bool = True
 
 
-@dataclass(frozen=True)
-class Action:
-    """A hand-made incident action, recorded: 'ack' or 'resolve' (effective on ``day``)."""
-
-    incident_id: str
-    action: str
-    day: dt.date
-    actor: str
-    reason: str = ""
-    at: dt.datetime | None = None
-
-
-@dataclass
-class DayVerdict:
-    day: dt.date
-    segment: str
-    state: str  # no_verdict | healthy | alarm | degraded | recovering | resolved
-    n: int
-    n_failed: int
-    mean: float | None
-    reference_mean: float | None = None
-    reference_n: int | None = None
-    reference_days: int | None = None
-    drop: float | None = None
-    z: float | None = None
-    p: float | None = None
-    p_holm: float | None = None
-    cusum: float | None = None
-    incident_id: str | None = None
-    verdict: str = ""
-
-
-@dataclass
-class Incident:
-    incident_id: str
-    segments: list[str]
-    opened_on: dt.date  # first affected day (the CUSUM change-point for a CUSUM alarm)
-    detected_on: dt.date  # the day the alarm fired: the page
-    last_degraded_on: dt.date
-    detector: str  # day-test | cusum | day-test+cusum
-    reference_mean: float | None
-    current_mean: float | None
-    peak_drop: float
-    current_drop: float
-    detected_mean: float | None = None  # the figures on the day of the page
-    detected_drop: float | None = None
-    cause_key: str | None = None
-    cause: str = ""
-    resolved_on: dt.date | None = None
-    resolution: str | None = None  # healthy | manual | rebaseline
-    resolved_by: str | None = None
-    acknowledged_by: str | None = None
-    acknowledged_at: dt.datetime | None = None
-    kind: str = "drift"
-
-    @property
-    def status(self) -> str:
-        return "resolved" if self.resolved_on else "open"
-
-
-@dataclass
-class History:
-    verdicts: list[DayVerdict]
-    incidents: list[Incident]
-
-    def verdict(self, day: dt.date, segment: str) -> DayVerdict | None:
-        return next((v for v in self.verdicts if v.day == day and v.segment == segment), None)
-
-
-# cause_fn(segment, reference days, current days) -> Cause
-CauseFn = Callable[[str, tuple[dt.date, ...], tuple[dt.date, ...]], Cause]
-
-
-def incident_id(opened_on: dt.date, segment: str, kind: str = "drift") -> str:
-    return "inc-" + hashlib.sha256(f"{kind}|{opened_on}|{segment}".encode()).hexdigest()[:12]
-
-
-@dataclass
-class _Seg:
-    history: list[HistoryDay] = field(default_factory=list)
-    s: float = 0.0
-    run_start: dt.date | None = None
-    incident: Incident | None = None
-    streak: int = 0
-    rebaseline_from: dt.date | None = None
-    reference_days: tuple[dt.date, ...] = ()
-
-
 def _overall_shortfall(
     per_seg_today: dict[str, Counts], ref_days: tuple[dt.date, ...], by_day: dict
 ) -> tuple[detectors.Shortfall | None, float | None, int]:
@@ -167,16 +82,18 @@ def _overall_shortfall(
     for d in ref_days:
         for seg, c in by_day[d].items():
             pools[seg] = pools.get(seg, Counts()) + c
-    parts = []
+    parts, today_parts = [], []
     for seg, c in per_seg_today.items():
         pool = pools.get(seg)
         if pool is None or pool.n < 2 or c.n == 0:
             continue
         var = pool.variance
         parts.append((float(pool.n), pool.mean, c.mean, var / c.n + var / pool.n))
+        # today's mean of c.n scores: variance var/n, third central moment m3/n²
+        today_parts.append((var / c.n, pool.third_moment / c.n**2))
     if not parts:
         return None, None, 0
-    sf = detectors.stratified_shortfall(parts)
+    sf = detectors.stratified_shortfall(parts, today_parts=today_parts)
     ref_mean = sum(w * r for w, r, _, _ in parts) / sum(w for w, *_ in parts)
     return sf, ref_mean, int(sum(w for w, *_ in parts))
 
@@ -209,7 +126,7 @@ def run_history(
     for a in actions:
         action_by_day.setdefault(a.day, []).append(a)
 
-    segs: dict[str, _Seg] = {}
+    segs: dict[str, SegState] = {}
     verdicts: dict[tuple[dt.date, str], DayVerdict] = {}
     incidents: list[Incident] = []
 
@@ -225,7 +142,7 @@ def run_history(
         today = dict(by_day[day])
         # Rebaselines take effect before the day is judged.
         for rb in rebase_by_day.get(day, []):
-            st = segs.setdefault(rb.segment, _Seg())
+            st = segs.setdefault(rb.segment, SegState())
             st.rebaseline_from = day
             if st.incident is not None:
                 inc = st.incident
@@ -238,7 +155,7 @@ def run_history(
             rows = [ALL, *rows]
         tested: dict[str, tuple[detectors.Shortfall, Reference | None, float, int]] = {}
         for seg in rows:
-            st = segs.setdefault(seg, _Seg())
+            st = segs.setdefault(seg, SegState())
             if seg == ALL:
                 counts = Counts()
                 for c in today.values():
@@ -269,7 +186,16 @@ def run_history(
                     ref_mean = ref.mean
                     ref_n = ref.counts.n if ref.pinned is None else None
                     var = ref.counts.variance if ref.pinned is None else counts.variance
-                    sf = detectors.shortfall(ref_mean, var, ref_n, counts.mean, counts.n)
+                    pinned = ref.pinned is not None
+                    sf = detectors.shortfall(
+                        ref_mean,
+                        var,
+                        ref_n,
+                        counts.mean,
+                        counts.n,
+                        ref_probs=None if pinned else ref.counts.probs(),
+                        tau2=0.0 if pinned else ref.between_day_var,
+                    )
             if reason is not None:
                 v.verdict = reason
                 v.reference_mean = ref.mean if not ref.thin else None
@@ -318,8 +244,8 @@ def run_history(
             v.cusum = st.s
             day_alarm = (
                 config.use_day_test
-                and v.p_holm is not None
-                and v.p_holm < config.day_alpha
+                and v.p is not None
+                and v.p < config.day_alpha
                 and sf.drop >= config.min_drop - 1e-12
             )
             cusum_alarm = st.s > config.h
@@ -339,8 +265,8 @@ def run_history(
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=True))
 
-        _signal_alarms(day, signal_alarms, candidates, segs, verdicts)
-        _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
+        fold_signal_alarms(day, signal_alarms, candidates, segs, verdicts)
+        open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
         if cause_fn is not None:
             # An incident opened before its cause showed clearly keeps looking, so later
             # alarms with the same cause join it instead of paging again.
@@ -348,8 +274,9 @@ def run_history(
                 if inc.resolved_on is None and inc.cause_key is None:
                     seg = next((s for s in inc.segments if s != ALL), inc.segments[0])
                     cur = tuple(d for (d, s) in verdicts if s == seg and inc.opened_on <= d <= day)
-                    ref = _reference_days_at(segs, seg, inc.opened_on, config.reference.days)
+                    ref = reference_days_at(segs, seg, inc.opened_on, config.reference.days)
                     inc.cause_key = cause_fn(seg, ref, cur).key
+            join_by_cause(day, tested, segs, verdicts, incidents, cause_fn)
 
         # Resolutions: every segment of the incident healthy K days running.
         for inc in incidents:
@@ -375,7 +302,7 @@ def run_history(
     if cause_fn is not None:
         for inc in incidents:
             primary = max(
-                inc.segments, key=lambda s: (s != ALL, _peak(verdicts, inc.incident_id, s))
+                inc.segments, key=lambda s: (s != ALL, peak(verdicts, inc.incident_id, s))
             )
             cur_days = tuple(
                 d
@@ -384,8 +311,26 @@ def run_history(
                 and v.incident_id == inc.incident_id
                 and inc.opened_on <= d <= inc.last_degraded_on
             )
-            ref_days = _reference_days_at(segs, primary, inc.opened_on, config.reference.days)
+            ref_days = reference_days_at(segs, primary, inc.opened_on, config.reference.days)
             cause = cause_fn(primary, ref_days, cur_days or (inc.opened_on,))
+            if cause.key is None:
+                # Test, alone, the causes named for the incidents that overlap this one.
+                for key in sorted(
+                    {
+                        o.cause_key
+                        for o in incidents
+                        if o is not inc
+                        and is_value_cause(o.cause_key)
+                        and o.opened_on <= (inc.resolved_on or day)
+                        and inc.opened_on <= (o.resolved_on or day)
+                    }
+                ):
+                    tried = cause_fn(
+                        primary, ref_days, cur_days or (inc.opened_on,), hypothesis=key
+                    )
+                    if tried.key == key:
+                        cause = tried
+                        break
             # The attribution over the whole incident replaces the early one (a day or two
             # of data) that grouped the alarms: the key and the sentence always agree.
             inc.cause, inc.cause_key = cause.text, cause.key
@@ -393,174 +338,3 @@ def run_history(
         verdicts=[verdicts[k] for k in sorted(verdicts)],
         incidents=sorted(incidents, key=lambda i: (i.opened_on, i.incident_id)),
     )
-
-
-def _signal_alarms(day, signal_alarms, candidates, segs, verdicts) -> None:
-    """Fold the day's paging signals into the judge's verdicts: a segment in an open incident
-    stays degraded; a judge alarm on the same segment gains the signal; otherwise the signal
-    is an alarm of its own. A segment-day the judge did not see today is left out."""
-    for (d, seg), fired in sorted(signal_alarms.items()):
-        if d != day or (day, seg) not in verdicts or not fired:
-            continue
-        st, v = segs[seg], verdicts[(day, seg)]
-        names = "+".join(sorted({f"signal:{name}" for name, _ in fired}))
-        figures = "; ".join(text for _, text in fired)
-        v.verdict = f"{v.verdict}; {names}: {figures}" if v.verdict else f"{names}: {figures}"
-        if st.history and st.history[-1].day == day and st.history[-1].healthy:
-            h = st.history[-1]
-            st.history[-1] = HistoryDay(h.day, h.counts, h.judge, healthy=False)
-        if st.incident is not None:
-            inc = st.incident
-            st.streak, inc.last_degraded_on, v.state = 0, day, "degraded"
-            v.incident_id = inc.incident_id
-            if names not in inc.detector:
-                inc.detector = "+".join(
-                    sorted(set(inc.detector.split("+")) | set(names.split("+")))
-                )
-            continue
-        i = next((i for i, c in enumerate(candidates) if c[0] == seg), None)
-        if i is not None:
-            seg_, detector, start = candidates[i]
-            candidates[i] = (seg_, f"{detector}+{names}", start)
-        else:
-            candidates.append((seg, names, day))
-        v.state = "alarm"
-
-
-def _peak(verdicts, iid, seg) -> float:
-    return max(
-        (v.drop or 0.0 for (_, s), v in verdicts.items() if s == seg and v.incident_id == iid),
-        default=0.0,
-    )
-
-
-def _reference_days_at(segs, seg, day, n_days) -> tuple[dt.date, ...]:
-    """The last ``n_days`` healthy days of the segment before ``day``."""
-    hist = [h for h in segs[seg].history if h.day < day and h.healthy]
-    return tuple(sorted(h.day for h in hist))[-n_days:]
-
-
-def _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> None:
-    """Group the day's alarms into incidents (one per cause) and open or join them."""
-    if not candidates:
-        return
-    keyed = []
-    for seg, detector, start in candidates:
-        key = None
-        if cause_fn is not None:
-            cur_days = tuple(d for (d, s) in verdicts if s == seg and start <= d <= day)
-            ref_days = tuple(d for d in segs[seg].reference_days if d < start)
-            key = cause_fn(seg, ref_days, cur_days).key
-        keyed.append((seg, detector, start, key))
-    open_incs = [i for i in incidents if i.resolved_on is None]
-    groups: dict[str, list] = {}
-    for seg, detector, start, key in keyed:
-        target = None
-        if key is not None:
-            target = next((i for i in open_incs if i.cause_key == key), None)
-            if target is None and key.startswith("segment="):
-                named = key.split("=", 1)[1]
-                target = next((i for i in open_incs if named in i.segments), None)
-        if target is not None:
-            _join(target, seg, detector, start, day, segs, verdicts)
-            continue
-        gkey = key if key is not None else f"segment={seg}"
-        groups.setdefault(gkey, []).append((seg, detector, start, key))
-    # The overall row whose cause names a segment that alarmed today joins that group.
-    for gkey in list(groups):
-        members = groups[gkey]
-        if (
-            gkey.startswith("segment=")
-            and len(members) == 1
-            and members[0][0] == ALL
-            and members[0][3] is not None
-        ):
-            named = gkey.split("=", 1)[1]
-            home = next((k for k, ms in groups.items() if any(m[0] == named for m in ms)), None)
-            if home is not None and home != gkey:
-                groups[home].extend(groups.pop(gkey))
-    for members in groups.values():
-        members.sort(key=lambda m: (m[0] == ALL, m[0]))
-        start = min(m[2] for m in members)
-        detectors_fired = sorted({d for m in members for d in m[1].split("+")})
-        vs = [verdicts[(day, m[0])] for m in members]
-        inc = Incident(
-            incident_id=incident_id(start, members[0][0]),
-            segments=[m[0] for m in members],
-            opened_on=start,
-            detected_on=day,
-            last_degraded_on=day,
-            detector="+".join(detectors_fired),
-            reference_mean=vs[0].reference_mean,
-            current_mean=vs[0].mean,
-            peak_drop=max(v.drop or 0.0 for v in vs),
-            current_drop=vs[0].drop,
-            detected_mean=vs[0].mean,
-            detected_drop=vs[0].drop,
-            cause_key=next((m[3] for m in members if m[3] is not None), None),
-        )
-        incidents.append(inc)
-        for seg, _detector, seg_start, _key in members:
-            _attach(inc, seg, seg_start, day, segs, verdicts)
-
-
-def _join(inc, seg, detector, start, day, segs, verdicts) -> None:
-    if seg not in inc.segments:
-        inc.segments.append(seg)
-    inc.last_degraded_on = day
-    inc.peak_drop = max(inc.peak_drop, verdicts[(day, seg)].drop or 0.0)
-    _attach(inc, seg, start, day, segs, verdicts)
-
-
-def _attach(inc, seg, start, day, segs, verdicts) -> None:
-    st = segs[seg]
-    st.incident, st.s, st.run_start, st.streak = inc, 0.0, None, 0
-    # The days since the change-point belong to the incident: out of the reference.
-    st.history = [
-        HistoryDay(h.day, h.counts, h.judge, False) if start <= h.day <= day else h
-        for h in st.history
-    ]
-    for (d, s), v in verdicts.items():
-        if s == seg and start <= d <= day:
-            v.incident_id = inc.incident_id
-
-
-def planned_events(incidents: Sequence[Incident]) -> list[dict]:
-    """The lifecycle messages the incidents call for: one on open (dated the day it was
-    detected), one on resolve. Fields follow the notifications' IncidentEvent."""
-    events = []
-    for inc in incidents:
-        base = {
-            "reference_mean": inc.reference_mean,
-            "detector": inc.detector,
-            "cause": inc.cause,
-            "opened_on": inc.opened_on.isoformat(),
-            "peak_drop": inc.peak_drop,
-        }
-        where = ", ".join("overall" if s == ALL else s for s in inc.segments)
-        events.append(
-            dict(
-                incident_id=inc.incident_id,
-                event="opened",
-                kind=inc.kind,
-                day=inc.detected_on,
-                title=f"LLM quality drop in {where} since {inc.opened_on} "
-                f"(-{inc.detected_drop:.2f} points)",
-                segments=tuple(inc.segments),
-                details={**base, "current_mean": inc.detected_mean, "drop": inc.detected_drop},
-            )
-        )
-        if inc.resolved_on is not None:
-            events.append(
-                dict(
-                    incident_id=inc.incident_id,
-                    event="resolved",
-                    kind=inc.kind,
-                    day=inc.resolved_on,
-                    title=f"Resolved ({inc.resolution}): LLM quality drop in {where} "
-                    f"from {inc.opened_on} to {inc.last_degraded_on}",
-                    segments=tuple(inc.segments),
-                    details={**base, "current_mean": inc.current_mean, "drop": inc.current_drop},
-                )
-            )
-    return events

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 SCORE_LEVELS = np.arange(1, 6, dtype=float)
 # A reference whose scores are all equal has zero spread; a floor keeps the standard error
@@ -62,6 +63,47 @@ class Counts:
         mean = np.dot(self.c, SCORE_LEVELS) / n
         var = float(np.dot(self.c, (SCORE_LEVELS - mean) ** 2) / (n - 1))
         return max(var, MIN_VARIANCE)
+
+    @property
+    def third_moment(self) -> float:
+        """Third central moment of the scores (negative: a tail of low scores)."""
+        n = self.n
+        if n < 2:
+            return 0.0
+        mean = np.dot(self.c, SCORE_LEVELS) / n
+        return float(np.dot(self.c, (SCORE_LEVELS - mean) ** 3) / n)
+
+    def probs(self, pseudo: float = 0.5) -> np.ndarray:
+        """P(score = 1..5), with ``pseudo`` added to each count so that a level the
+        reference never saw is rare, not impossible (a day's exact tail stays finite)."""
+        c = np.asarray(self.c, dtype=float) + pseudo
+        return c / c.sum()
+
+
+def between_day_variance(day_counts: Sequence[Counts], alpha: float = 0.05) -> float:
+    """Variance of the true day mean across days (overdispersion), or 0 when the days are
+    consistent with one mean.
+
+    Cochran's Q = Σ n_d (mean_d − grand mean)² / pooled variance is tested against
+    chi²(days − 1) (the homogeneity test of a meta-analysis); only when it rejects at
+    ``alpha`` is tau² estimated, by the DerSimonian-Laird moment estimator. The pre-test
+    keeps the noise of a positive-part estimate out of the standard error when there is no
+    overdispersion to speak of. Needs three days with two scores or more; otherwise 0."""
+    c = np.array([d.c for d in day_counts], dtype=float).reshape(-1, 5)
+    n = c.sum(axis=1)
+    c, n = c[n >= 2], n[n >= 2]
+    if len(n) < 3:
+        return 0.0
+    means = c @ SCORE_LEVELS / n
+    total = c.sum(axis=0)
+    grand = total @ SCORE_LEVELS / total.sum()
+    pooled_var = max(float(total @ (SCORE_LEVELS - grand) ** 2 / (total.sum() - 1)), MIN_VARIANCE)
+    w = n / pooled_var  # inverse sampling variance of each day's mean
+    q = float(np.sum(w * (means - grand) ** 2))
+    k = len(n)
+    if stats.chi2.sf(q, k - 1) >= alpha:
+        return 0.0
+    return max(0.0, (q - (k - 1)) / float(w.sum() - (w**2).sum() / w.sum()))
 
 
 @dataclass(frozen=True)
@@ -109,6 +151,7 @@ class Reference:
     counts: Counts
     pinned: float | None = None
     thin_reason: str | None = None
+    between_day_var: float = 0.0  # overdispersion of the day means (between_day_variance)
 
     @property
     def mean(self) -> float | None:
@@ -156,4 +199,5 @@ def select_reference(
         thin = f"reference has {len(days)} healthy days (< {config.min_days}): no verdict yet"
     elif counts.n < config.min_n:
         thin = f"reference has {counts.n} scores (< {config.min_n}): no verdict yet"
-    return Reference(days=days, counts=counts, thin_reason=thin)
+    tau2 = between_day_variance([h.counts for h in chosen])
+    return Reference(days=days, counts=counts, thin_reason=thin, between_day_var=tau2)

@@ -388,7 +388,15 @@ def test_soak_slow_oversize_and_good_clients_at_once(tmp_path):
     workers = [threading.Thread(target=good, args=(w,)) for w in range(8)]
     t0 = time.monotonic()
     try:
-        for t in background + workers:
+        for t in background:
+            t.start()
+        # The good clients start once the abuse is under way (a busy machine ramps it up
+        # slowly); it goes on while they post.
+        while time.monotonic() - t0 < 60 and (
+            abuse["slow_connections"] < 60 or abuse["oversize_refused"] < 2
+        ):
+            time.sleep(0.1)
+        for t in workers:
             t.start()
         for t in workers:
             t.join(120)

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup demo test ui bench lint lock llm-setup phoenix-setup clean-demo
+.PHONY: setup demo test ui bench drift-eval lint lock llm-setup phoenix-setup clean-demo
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ ui: setup
 ## Print the benchmark figures (ratios against a baseline measured in the same run).
 bench: setup
 	$(BIN)/python -m bench
+
+## The drift evaluation harness: traffic with known truth (20 seeds per kind) through the
+## real incident code; prints coverage, delay, false alarms, notifications and causes.
+drift-eval: setup
+	$(BIN)/python -m bench.drift_eval
 
 lint: setup
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ import os
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift", "regress", "review", "feedback", "ab", "phoenix", "judge"]
+COMMAND_MODULES = ["drift", "incidents", "regress", "review", "feedback", "ab", "phoenix", "judge"]
 
 
 def build_parser() -> argparse.ArgumentParser:

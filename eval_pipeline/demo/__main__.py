@@ -5,7 +5,9 @@
    backfill from the UI does), in the project's Dagster home, so the UI shows it afterwards.
 3. Runs the other loops' demo steps (regression gate, A/B test, feedback), when present.
 4. Prints what it found and writes it to data/demo/summary.json; exits non-zero if the drift
-   loop missed the injected regression or alerted on a clean day, the gate let the regressed
+   loop did not open exactly one incident for the injected regression (paged on its first
+   day, resolved after the fix, prompt_version named, two notifications) or paged on a
+   clean day, the gate let the regressed
    prompt through, or no feedback candidate is left to review.
 """
 
@@ -17,8 +19,20 @@ import os
 from eval_pipeline import settings
 from eval_pipeline.demo import ab, feedback, judge, regression
 from eval_pipeline.demo.dagster_cli import dagster_materialize, demo_dir
-from eval_pipeline.demo.drift import drift_summary, ensure_traffic, print_drift
+from eval_pipeline.demo.drift import (
+    drift_summary,
+    ensure_traffic,
+    incidents_config,
+    print_drift,
+)
+from eval_pipeline.demo.receiver import DemoReceiver
 
+CHANNEL_VARIABLES = (
+    "EVAL_ALERT_WEBHOOK_URL",
+    "EVAL_NOTIFY_WEBHOOK_URL",
+    "EVAL_NOTIFY_WEBHOOK_SECRET",
+    "EVAL_PAGERDUTY_ROUTING_KEY",
+)
 # The other loops' steps, in the order the story is told; each adds to the summary.
 DEMO_STEPS = [judge, regression, ab, feedback]
 
@@ -27,14 +41,25 @@ def main() -> int:
     os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir() / "dagster_home"))
     demo_dir().mkdir(parents=True, exist_ok=True)
     manifest = ensure_traffic()
-    code, _ = dagster_materialize(
-        "group:drift",
-        "dagster_drift.log",
-        partition_range=f"{manifest['first_day']}...{manifest['last_day']}",
-    )
+    # Notifications go to a Slack-compatible receiver the demo runs on 127.0.0.1, never to
+    # a channel configured in the environment; other steps run with no channel at all.
+    for name in CHANNEL_VARIABLES:
+        os.environ.pop(name, None)
+    try:
+        with DemoReceiver() as receiver:
+            os.environ["EVAL_ALERT_WEBHOOK_URL"] = receiver.url
+            code, _ = dagster_materialize(
+                "group:drift",
+                "dagster_drift.log",
+                partition_range=f"{manifest['first_day']}...{manifest['last_day']}",
+                config=incidents_config(manifest),
+            )
+            posts = list(receiver.posts)
+    finally:
+        os.environ.pop("EVAL_ALERT_WEBHOOK_URL", None)
     if code != 0:
         raise SystemExit(f"the drift backfill failed (exit {code}); see {demo_dir()}")
-    summary: dict = {"drift": drift_summary(manifest)}
+    summary: dict = {"drift": drift_summary(manifest, posts)}
     print_drift(summary)
     for step in DEMO_STEPS:
         step.run(summary)
@@ -52,10 +77,22 @@ def demo_problems(summary: dict) -> list[str]:
     """What the demo promises and did not deliver (an empty list: everything held)."""
     problems = []
     chk = summary["drift"]["check"]
+    inj = summary["drift"]["injected_regression"]
     if not chk["regression_detected"]:
         problems.append("the drift loop missed the injected regression")
+    else:
+        if chk["first_page"] != inj["from_day"]:
+            problems.append(f"the first page came on {chk['first_page']}, not {inj['from_day']}")
+        if not chk["resolved_on"]:
+            problems.append("the incident did not resolve after the fix")
+        if not chk["cause_names_prompt_version"]:
+            problems.append(f"the cause named is {chk['cause_key']!r}, not prompt_version")
+    if chk["incidents"] != 1:
+        problems.append(f"{chk['incidents']} incidents instead of one")
+    if chk["notifications_received"] != 2:
+        problems.append(f"{chk['notifications_received']} notifications instead of two")
     if chk["clean_day_alerts"]:
-        problems.append(f"{chk['clean_day_alerts']} alerts on clean days")
+        problems.append(f"{chk['clean_day_alerts']} incidents paged on clean days")
     if "regression" in summary and not summary["regression"].get("gate_blocked_regressed"):
         problems.append("the golden-set gate did not block the regressed prompt")
     if "feedback" in summary and not summary["feedback"].get("pending_candidates"):

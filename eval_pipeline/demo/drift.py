@@ -2,8 +2,10 @@
 
 Generates the seeded demo traffic into the trace inbox (if missing), materialises the drift
 group over all of its days (what a backfill from the UI does), then checks the report
-against the traffic's manifest: the injected regression must be found, clean days must not
-alert.
+against the traffic's manifest: the injected regression must open one incident on its
+first day, stay open while broken, resolve after the fix with prompt_version named as the
+cause, with two notifications (open, resolve) posted to a local receiver; clean days must
+not page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.drift import history
 from eval_pipeline.demo import traffic as demo_traffic
 from eval_pipeline.demo.dagster_cli import demo_dir
 
@@ -31,21 +34,49 @@ def ensure_traffic() -> dict:
     return manifest
 
 
-def drift_summary(manifest: dict) -> dict:
+def incidents_config(manifest: dict) -> dict:
+    """Run config for the drift job. The demo's month is one backfill of days dated in the
+    past, told as if it were live: "today" is its last day and every day of it is recent
+    enough to notify about (a real backfill of old history keeps the default window of 3
+    days, so it does not page). A cause may also name the metadata key ``channel``."""
+    days = (
+        dt.date.fromisoformat(manifest["last_day"]) - dt.date.fromisoformat(manifest["first_day"])
+    ).days
+    return {
+        "ops": {
+            "drift_incidents": {
+                "config": {
+                    "today": manifest["last_day"],
+                    "notify_within_days": days + 1,
+                    "metadata_keys": ["channel"],
+                }
+            }
+        }
+    }
+
+
+def drift_summary(manifest: dict, posts: list[dict] | None = None) -> dict:
     first = dt.date.fromisoformat(manifest["first_day"])
     last = dt.date.fromisoformat(manifest["last_day"])
     injected = manifest["injected_regression"]
     start = dt.date.fromisoformat(injected["from_day"])
+    fixed = dt.date.fromisoformat(injected["fixed_on"])
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         days = conn.execute(
             "SELECT partition_date, n, mean_score, n_failed FROM drift_reports "
             "WHERE segment = '__all__' AND partition_date BETWEEN ? AND ? ORDER BY 1",
             [first, last],
         ).fetchall()
-        alerts = conn.execute(
-            "SELECT partition_date, segment, delta, p_value, baseline_mean, mean_score "
-            "FROM drift_alerts WHERE partition_date BETWEEN ? AND ? ORDER BY 1, 2",
-            [first, last],
+        billing = conn.execute(
+            "SELECT partition_date, mean_score, reference_mean, state, cusum, incident_id "
+            "FROM drift_day_states WHERE segment = ? AND partition_date BETWEEN ? AND ? "
+            "ORDER BY 1",
+            [injected["segment"], first, last],
+        ).fetchall()
+        incidents = history.incident_rows(conn)
+        sent = conn.execute(
+            "SELECT incident_id, event, channel, status, day FROM notifications "
+            "ORDER BY day, incident_id, event"
         ).fetchall()
         ingested = conn.execute(
             "SELECT sum(rows_ingested), sum(rows_rejected) FROM trace_ingests "
@@ -57,40 +88,58 @@ def drift_summary(manifest: dict) -> dict:
             "WHERE partition_date BETWEEN ? AND ?",
             [first, last],
         ).fetchone()
-    alert_rows = [
-        {
-            "day": d.isoformat(),
-            "segment": seg,
-            "delta": round(delta, 3),
-            "p_value": p,
-            "baseline_mean": round(base, 3),
-            "mean_score": round(mean, 3),
-        }
-        for d, seg, delta, p, base, mean in alerts
-    ]
-    clean_day_alerts = [a for a in alert_rows if dt.date.fromisoformat(a["day"]) < start]
-    detected = [
-        a
-        for a in alert_rows
-        if a["segment"] == injected["segment"]
-        and start <= dt.date.fromisoformat(a["day"]) <= start + dt.timedelta(days=2)
-    ]
+    in_segment = [i for i in incidents if injected["segment"] in i["segments"]]
+    # An incident whose page came before the regression started was a false alarm.
+    clean = [i for i in incidents if dt.date.fromisoformat(i["detected_on"][:10]) < start]
+    inc = in_segment[0] if in_segment else None
+
+    def day(x):
+        return dt.date.fromisoformat(x[:10]) if x else None
+
+    check = {
+        "regression_detected": inc is not None,
+        "incidents": len(incidents),
+        "incident_id": inc and inc["incident_id"],
+        "opened_on": inc and inc["opened_on"][:10],
+        "first_page": inc and inc["detected_on"][:10],
+        "days_after_start": (day(inc["detected_on"]) - start).days if inc else None,
+        "resolved_on": inc and (inc["resolved_on"] or "")[:10] or None,
+        "resolved_days_after_fix": (day(inc["resolved_on"]) - fixed).days
+        if inc and inc["resolved_on"]
+        else None,
+        "cause_key": inc and inc["cause_key"],
+        "cause_names_prompt_version": bool(
+            inc and (inc["cause_key"] or "").startswith("prompt_version")
+        ),
+        "notifications_sent": sum(1 for r in sent if r[3] == "sent"),
+        "notifications_received": len(posts or []),
+        "clean_day_alerts": len(clean),
+    }
     return {
         "judge": {"name": judge[0], "rubric_version": judge[1]},
         "days_processed": len(days),
         "traces_ingested": int(ingested[0] or 0),
         "rows_rejected": int(ingested[1] or 0),
         "per_day_mean_score": {d.isoformat(): round(m, 3) for d, _, m, _ in days if m is not None},
-        "alerts": alert_rows,
+        "segment_days": [
+            {
+                "day": d.isoformat(),
+                "mean": None if m is None else round(m, 3),
+                "reference": None if r is None else round(r, 3),
+                "state": st,
+                "cusum": None if c is None else round(c, 2),
+                "incident_id": iid,
+            }
+            for d, m, r, st, c, iid in billing
+        ],
+        "incidents": incidents,
+        "notifications": [
+            {"incident_id": i, "event": e, "channel": c, "status": s, "day": d.isoformat()}
+            for i, e, c, s, d in sent
+        ],
+        "received": [p.get("text", "") for p in posts or []],
         "injected_regression": injected,
-        "check": {
-            "regression_detected": bool(detected),
-            "first_alert_in_segment": detected[0]["day"] if detected else None,
-            "days_after_start": (dt.date.fromisoformat(detected[0]["day"]) - start).days
-            if detected
-            else None,
-            "clean_day_alerts": len(clean_day_alerts),
-        },
+        "check": check,
     }
 
 
@@ -105,19 +154,34 @@ def print_drift(summary: dict) -> None:
     for day, mean in d["per_day_mean_score"].items():
         bar = "#" * int(round((mean - 1) * 10))
         print(f"  {day}  {mean:.2f}  {bar}")
-    print(f"alerts raised: {len(d['alerts'])}")
-    for a in d["alerts"]:
-        print(
-            f"  {a['day']}  {a['segment']:<9} delta {a['delta']:+.2f}  "
-            f"(mean {a['mean_score']:.2f} vs baseline {a['baseline_mean']:.2f}), p={a['p_value']:.2g}"
-        )
     inj, chk = d["injected_regression"], d["check"]
-    print(f"injected: {inj['what']} from {inj['from_day']} (segment {inj['segment']})")
+    print(f"{inj['segment']} day by day (mean vs healthy-days reference, state, incident):")
+    for row in d["segment_days"]:
+        ref = "–" if row["reference"] is None else f"{row['reference']:.2f}"
+        mean = "–" if row["mean"] is None else f"{row['mean']:.2f}"
+        print(f"  {row['day']}  {mean} vs {ref}  {row['state']:<11} {row['incident_id'] or ''}")
+    print(f"incidents: {len(d['incidents'])}")
+    for i in d["incidents"]:
+        print(
+            f"  {i['incident_id']} {i['status']} {', '.join(i['segments'])}: opened "
+            f"{i['opened_on'][:10]}, paged {i['detected_on'][:10]}, resolved "
+            f"{(i['resolved_on'] or 'not yet')[:10]} ({i['detector']}); cause: {i['cause']}"
+        )
+    print(
+        f"notifications received by the demo's local Slack-compatible receiver: {len(d['received'])}"
+    )
+    for text in d["received"]:
+        print(f"  > {text[:300]}")
+    print(
+        f"injected: {inj['what']} from {inj['from_day']}, fixed on {inj['fixed_on']} "
+        f"(segment {inj['segment']})"
+    )
     if chk["regression_detected"]:
         print(
-            f"  -> detected on {chk['first_alert_in_segment']} "
-            f"({chk['days_after_start']} days after it started); "
-            f"alerts on clean days: {chk['clean_day_alerts']}"
+            f"  -> detected on {chk['first_page']} ({chk['days_after_start']} days after it "
+            f"started), incident opened on {chk['opened_on']}, resolved on "
+            f"{chk['resolved_on'] or 'not yet'}; cause: {chk['cause_key'] or 'none named'}; "
+            f"incidents paged on clean days: {chk['clean_day_alerts']}"
         )
     else:
-        print("  -> NOT detected within two days of its start")
+        print("  -> NOT detected")

@@ -1,7 +1,8 @@
 """Seeded demo traffic for a customer-support bot, with a quality regression injected.
 
 About 2,000 traces a day over 30 days, five segments. From ``REGRESSION_START`` on, a prompt
-change (prompt_version v2) makes the *billing* segment refuse or cut off many answers.
+change (prompt_version v2) makes the *billing* segment refuse or cut off many answers; on
+``REGRESSION_FIXED`` (six days before the end) billing goes back to prompt v1.
 A handful of malformed lines per day exercise the ingestion checks. The manifest says what
 was injected, where and from when, so the demo can check itself.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 START = dt.date(2026, 10, 1)
 DAYS = 30
 REGRESSION_START = dt.date(2026, 10, 22)
+REGRESSION_FIXED = dt.date(2026, 10, 25)  # the first day billing is back on v1
 REGRESSED_SEGMENT = "billing"
 TRACES_PER_DAY = 2000
 SEED = 20261001
@@ -215,7 +217,9 @@ def day_traces(day: dt.date, seed: int = SEED) -> list[dict]:
         segment = rng.choices(segments, weights)[0]
         query_t, answer_t = rng.choice(TEMPLATES[segment])
         values = {k: f(rng) for k, f in SLOTS.items()}
-        regressed_version = day >= REGRESSION_START and segment == REGRESSED_SEGMENT
+        regressed_version = (
+            REGRESSION_START <= day < REGRESSION_FIXED and segment == REGRESSED_SEGMENT
+        )
         version = "v2" if regressed_version else "v1"
         query = _fill(query_t, values)
         answer, flaw = _answer(rng, query, _fill(answer_t, values), regressed_version)
@@ -277,6 +281,7 @@ def generate(out_dir: Path, seed: int = SEED) -> dict:
         "injected_regression": {
             "segment": REGRESSED_SEGMENT,
             "from_day": REGRESSION_START.isoformat(),
+            "fixed_on": REGRESSION_FIXED.isoformat(),
             "prompt_version": "v2",
             "what": "the v2 prompt makes the billing bot refuse "
             f"{REGRESSION_FLAWS['refusal']:.0%} of questions and cut off "

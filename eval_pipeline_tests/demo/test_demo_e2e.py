@@ -1,5 +1,6 @@
 """`make demo` end to end, in a temporary data folder and Dagster home: the injected
-regression raises an alert in the right segment within two days, and no clean day does."""
+regression opens one incident on its first day that resolves after the fix, with its cause
+named and two notifications, and no clean day pages."""
 
 from __future__ import annotations
 
@@ -34,21 +35,26 @@ def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
     drift = summary["drift"]
     assert drift["days_processed"] == demo_traffic.DAYS
     start = demo_traffic.REGRESSION_START
-    alerts = drift["alerts"]
-    in_segment = [
-        a
-        for a in alerts
-        if a["segment"] == demo_traffic.REGRESSED_SEGMENT
-        and start <= dt.date.fromisoformat(a["day"]) <= start + dt.timedelta(days=2)
-    ]
-    assert in_segment, alerts
-    assert not [a for a in alerts if dt.date.fromisoformat(a["day"]) < start], alerts
-    # Every alert after the start is about the regressed segment or the overall mean it drags.
-    assert {a["segment"] for a in alerts} <= {demo_traffic.REGRESSED_SEGMENT, "__all__"}
+    # One incident: paged on the first broken day, resolved after the fix, the prompt
+    # version named, one message on open and one on resolve, nothing on clean days.
+    incidents = drift["incidents"]
+    assert len(incidents) == 1, incidents
+    inc = incidents[0]
+    assert demo_traffic.REGRESSED_SEGMENT in inc["segments"]
+    assert set(inc["segments"]) <= {demo_traffic.REGRESSED_SEGMENT, "__all__"}
+    assert inc["detected_on"][:10] == inc["opened_on"][:10] == start.isoformat()
+    fixed = demo_traffic.REGRESSION_FIXED
+    assert inc["resolved_on"] and fixed < dt.date.fromisoformat(inc["resolved_on"][:10])
+    assert dt.date.fromisoformat(inc["last_degraded_on"][:10]) >= fixed - dt.timedelta(days=1)
+    assert inc["cause_key"].startswith("prompt_version=")
+    assert [n["event"] for n in drift["notifications"]] == ["opened", "resolved"]
+    assert len(drift["received"]) == 2
+    assert drift["check"]["clean_day_alerts"] == 0
     assert "detected on" in proc.stdout
     # The manifest says what was injected.
     manifest = json.loads((isolated_data / "demo" / "manifest.json").read_text())
     assert manifest["injected_regression"]["from_day"] == start.isoformat()
+    assert manifest["injected_regression"]["fixed_on"] == fixed.isoformat()
     # The other loops' demo steps ran through Dagster and did what the README promises.
     regression = summary["regression"]
     assert regression["gate_blocked_regressed"], regression

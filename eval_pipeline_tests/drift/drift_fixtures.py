@@ -8,7 +8,7 @@ DRIFT_ASSETS = [
     drift_loop.sampled_traces,
     drift_loop.judge_scores,
     drift_loop.drift_report,
-    drift_loop.drift_alerts,
+    drift_loop.drift_incidents,
 ]
 # Every resource reads its settings from the environment at run time, and the autouse
 # fixture in conftest.py points the environment at the test's own folder.

@@ -127,7 +127,7 @@ def test_faults_end_in_the_right_state_and_the_run_completes(day, openai_env):
     assert meta["judge_response_format"] == "json_schema"
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["judge_failure_rate"].passed
-    assert result.asset_materializations_for_node("drift_alerts")
+    assert result.asset_materializations_for_node("drift_incidents")
 
     states = dict(query("SELECT state, reason FROM judgments WHERE state <> 'ok'"))
     assert states["unparseable"].startswith("invalid_output: no JSON object in the answer")

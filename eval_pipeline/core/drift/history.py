@@ -1,0 +1,208 @@
+"""The incident history against the store: load the per-day scores, replay them through
+``incidents.run_history``, and write the incidents and day states back.
+
+The replay covers every stored day on every run, so whatever day was (re-)materialised,
+the incidents and later days' verdicts reflect it: the same traces give the same rows
+whether the days came in one ranged backfill, one by one, or with a past day re-run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Sequence
+
+import duckdb
+import pandas as pd
+
+from eval_pipeline.core.drift.cause import Cause, attribute
+from eval_pipeline.core.drift.incidents import (
+    ALL,
+    Action,
+    History,
+    IncidentConfig,
+    SegmentDay,
+    planned_events,
+    run_history,
+)
+from eval_pipeline.core.drift.reference import Counts, Rebaseline
+from eval_pipeline.core.store import replace_rows
+
+TRACE_DIMENSIONS = ("prompt_version", "model")
+SAFE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def judge_key(name: str | None, model: str | None, rubric: str | None) -> str:
+    return "/".join(x for x in (name, model, rubric) if x)
+
+
+def load_segment_days(conn: duckdb.DuckDBPyConnection) -> list[SegmentDay]:
+    rows = conn.execute(
+        "SELECT partition_date, segment, any_value(judge_name), any_value(judge_model), "
+        "any_value(rubric_version), "
+        + ", ".join(f"count(*) FILTER (WHERE state = 'ok' AND score = {s})" for s in range(1, 6))
+        + ", count(*) FILTER (WHERE state <> 'ok') FROM judge_scores "
+        "GROUP BY ALL ORDER BY 1, 2"
+    ).fetchall()
+    return [
+        SegmentDay(day, seg, Counts(tuple(int(x) for x in r[:5])), int(r[5]), judge_key(j, m, rv))
+        for day, seg, j, m, rv, *r in rows
+    ]
+
+
+def load_rebaselines(conn: duckdb.DuckDBPyConnection) -> list[Rebaseline]:
+    rows = conn.execute(
+        "SELECT segment, from_day, reason, created_by, created_at FROM drift_rebaselines "
+        "ORDER BY from_day, segment"
+    ).fetchall()
+    return [Rebaseline(*r) for r in rows]
+
+
+def load_actions(conn: duckdb.DuckDBPyConnection) -> list[Action]:
+    rows = conn.execute(
+        "SELECT incident_id, action, day, actor, reason, acted_at FROM incident_actions "
+        "ORDER BY acted_at"
+    ).fetchall()
+    return [Action(*r) for r in rows]
+
+
+def load_judged_traces(
+    conn: duckdb.DuckDBPyConnection, metadata_keys: Sequence[str] = ()
+) -> pd.DataFrame:
+    """One row per ok judgment: day, segment, score and the dimensions a cause can name."""
+    for key in metadata_keys:
+        if not SAFE_KEY.fullmatch(key):
+            raise ValueError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.'")
+    meta = "".join(f', json_extract_string(t.metadata, ?) AS "meta:{k}"' for k in metadata_keys)
+    frame = conn.execute(
+        "SELECT s.partition_date AS day, s.segment, s.score::DOUBLE AS score, "
+        f"t.prompt_version, t.model{meta} FROM judge_scores s JOIN raw_traces t "
+        "USING (partition_date, trace_id) WHERE s.state = 'ok'",
+        [f"$.{k}" for k in metadata_keys],
+    ).df()
+    # DuckDB DATEs arrive as pandas timestamps; the engine's days are datetime.date.
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def cause_function(traces: pd.DataFrame):
+    """A ``cause_fn`` for run_history over a frame from ``load_judged_traces``."""
+    dims = [c for c in traces.columns if c in TRACE_DIMENSIONS or c.startswith("meta:")]
+    by_seg = dict(tuple(traces.groupby("segment"))) if len(traces) else {}
+
+    def cause_fn(segment: str, ref_days, cur_days) -> Cause:
+        frame = traces if segment == ALL else by_seg.get(segment, traces.iloc[:0])
+        ref = frame[frame["day"].isin(set(ref_days))]
+        cur = frame[frame["day"].isin(set(cur_days))]
+        where = "all" if segment == ALL else segment
+        return attribute(ref, cur, dims + (["segment"] if segment == ALL else []), where=where)
+
+    return cause_fn
+
+
+def recompute(
+    conn: duckdb.DuckDBPyConnection,
+    config: IncidentConfig | None = None,
+    metadata_keys: Sequence[str] = (),
+) -> History:
+    """Replay every stored day and store the result (incidents, day states, report columns)."""
+    history = run_history(
+        load_segment_days(conn),
+        config or IncidentConfig(),
+        rebaselines=load_rebaselines(conn),
+        actions=load_actions(conn),
+        cause_fn=cause_function(load_judged_traces(conn, metadata_keys)),
+    )
+    save(conn, history)
+    return history
+
+
+def save(conn: duckdb.DuckDBPyConnection, history: History) -> None:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    incidents = pd.DataFrame(
+        [
+            {
+                "incident_id": i.incident_id,
+                "kind": i.kind,
+                "status": i.status,
+                "segments": list(i.segments),
+                "opened_on": i.opened_on,
+                "detected_on": i.detected_on,
+                "last_degraded_on": i.last_degraded_on,
+                "resolved_on": i.resolved_on,
+                "resolution": i.resolution,
+                "resolved_by": i.resolved_by,
+                "detector": i.detector,
+                "reference_mean": i.reference_mean,
+                "current_mean": i.current_mean,
+                "peak_drop": i.peak_drop,
+                "current_drop": i.current_drop,
+                "cause_key": i.cause_key,
+                "cause": i.cause,
+                "acknowledged_by": i.acknowledged_by,
+                "acknowledged_at": i.acknowledged_at,
+                "computed_at": now,
+            }
+            for i in history.incidents
+        ]
+    )
+    states = pd.DataFrame(
+        [
+            {
+                "partition_date": v.day,
+                "segment": v.segment,
+                "state": v.state,
+                "n": v.n,
+                "n_failed": v.n_failed,
+                "mean_score": v.mean,
+                "reference_mean": v.reference_mean,
+                "reference_n": v.reference_n,
+                "reference_days": v.reference_days,
+                "drop_points": v.drop,
+                "z": v.z,
+                "p_value": v.p,
+                "p_holm": v.p_holm,
+                "cusum": v.cusum,
+                "incident_id": v.incident_id,
+                "verdict": v.verdict,
+            }
+            for v in history.verdicts
+        ]
+    )
+    replace_rows(conn, "drift_incidents", "kind = 'drift'", [], frame=_or_none(incidents))
+    replace_rows(conn, "drift_day_states", "true", [], frame=_or_none(states))
+    conn.execute(
+        "UPDATE drift_reports r SET reference_mean = s.reference_mean, "
+        "incident_id = s.incident_id FROM drift_day_states s "
+        "WHERE r.partition_date = s.partition_date AND r.segment = s.segment"
+    )
+
+
+def _or_none(frame: pd.DataFrame) -> pd.DataFrame | None:
+    return frame if len(frame) else None
+
+
+def events(history: History, through: dt.date | None = None) -> list[dict]:
+    """Lifecycle events as IncidentEvent fields, plus a digest for each later open day up to
+    ``through`` (the notifications decide whether digests are sent)."""
+    out = planned_events(history.incidents)
+    if through is None:
+        return out
+    for inc in history.incidents:
+        last = (inc.resolved_on - dt.timedelta(days=1)) if inc.resolved_on else through
+        day = inc.detected_on + dt.timedelta(days=1)
+        while day <= min(last, through):
+            opened = next(e for e in out if e["incident_id"] == inc.incident_id)
+            out.append({**opened, "event": "digest", "day": day})
+            day += dt.timedelta(days=1)
+    return out
+
+
+def incident_rows(conn: duckdb.DuckDBPyConnection, status: str | None = None) -> list[dict]:
+    where = "WHERE status = ?" if status else ""
+    frame = conn.execute(
+        f"SELECT * FROM drift_incidents {where} ORDER BY opened_on DESC, incident_id",
+        [status] if status else [],
+    ).df()
+    return json.loads(frame.to_json(orient="records", date_format="iso"))

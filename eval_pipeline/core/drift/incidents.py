@@ -1,0 +1,528 @@
+"""Incidents: drift that stays open until it is fixed.
+
+``run_history`` replays the per-day, per-segment judged scores in day order and returns
+every day's verdict and every incident. It is a pure function of its inputs (the day
+counts, the recorded rebaselines and the recorded hand actions), so the same traces give
+the same incidents whether the days were run as one ranged backfill, day by day, or with a
+past day re-run later: the store keeps the per-day scores, and the ``drift_incidents``
+asset replays the whole history on every run.
+
+Per segment (and the overall row), each day is one of:
+- no verdict: a thin reference (warm-up, after a rebaseline), too few judged traces, or
+  too many judge failures. A warm-up day still enters the reference; a thin day does not;
+- in an open incident: degraded when its shortfall z > ``healthy_z``, else healthy; the
+  incident resolves after ``resolve_after`` consecutive healthy days of all its segments
+  (or by hand, or by a rebaseline of its segment);
+- otherwise tested: the day test and the CUSUM (``detectors``). An alarm opens an
+  incident. A CUSUM alarm dates the incident from the first day of the CUSUM run that
+  led to it (the change-point estimate), so the reference stops using those days too.
+
+Segments that alarm on the same day with the same named cause are one incident; an
+alarm whose cause is already an open incident's cause joins it (an overall drop explained
+by an open segment incident is that incident). The incident id is a hash of the first
+day and the first segment: stable across re-runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from eval_pipeline.core.drift import detectors
+from eval_pipeline.core.drift.cause import Cause
+from eval_pipeline.core.drift.reference import (
+    Counts,
+    HistoryDay,
+    Rebaseline,
+    Reference,
+    ReferenceConfig,
+    select_reference,
+)
+from eval_pipeline.core.stats import holm
+
+ALL = "__all__"
+
+
+@dataclass(frozen=True)
+class SegmentDay:
+    day: dt.date
+    segment: str
+    counts: Counts  # ok judgments by score
+    n_failed: int = 0
+    judge: str = "judge"  # judge name/model/rubric: days of different judges never mix
+
+
+@dataclass(frozen=True)
+class IncidentConfig:
+    reference: ReferenceConfig = ReferenceConfig()
+    k: float = detectors.CUSUM_K
+    h: float = detectors.CUSUM_H
+    day_alpha: float = detectors.DAY_ALPHA
+    min_drop: float = 0.2  # the day test also needs a practical drop, in points
+    min_n: int = 10  # fewer judged traces in a segment-day: no verdict
+    max_failure_rate: float = 0.2  # more judge failures in a segment-day: no verdict
+    healthy_z: float = 0.5  # an open incident's day is healthy when z <= this, or when its
+    # drop is under min_drop / 2 points
+    resolve_after: int = 2
+    overall: bool = True  # test the overall row too (mix-standardised)
+    use_day_test: bool = True
+
+
+@dataclass(frozen=True)
+class Action:
+    """A hand-made incident action, recorded: 'ack' or 'resolve' (effective on ``day``)."""
+
+    incident_id: str
+    action: str
+    day: dt.date
+    actor: str
+    reason: str = ""
+    at: dt.datetime | None = None
+
+
+@dataclass
+class DayVerdict:
+    day: dt.date
+    segment: str
+    state: str  # no_verdict | healthy | alarm | degraded | recovering | resolved
+    n: int
+    n_failed: int
+    mean: float | None
+    reference_mean: float | None = None
+    reference_n: int | None = None
+    reference_days: int | None = None
+    drop: float | None = None
+    z: float | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    cusum: float | None = None
+    incident_id: str | None = None
+    verdict: str = ""
+
+
+@dataclass
+class Incident:
+    incident_id: str
+    segments: list[str]
+    opened_on: dt.date  # first affected day (the CUSUM change-point for a CUSUM alarm)
+    detected_on: dt.date  # the day the alarm fired: the page
+    last_degraded_on: dt.date
+    detector: str  # day-test | cusum | day-test+cusum
+    reference_mean: float | None
+    current_mean: float | None
+    peak_drop: float
+    current_drop: float
+    detected_mean: float | None = None  # the figures on the day of the page
+    detected_drop: float | None = None
+    cause_key: str | None = None
+    cause: str = ""
+    resolved_on: dt.date | None = None
+    resolution: str | None = None  # healthy | manual | rebaseline
+    resolved_by: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    kind: str = "drift"
+
+    @property
+    def status(self) -> str:
+        return "resolved" if self.resolved_on else "open"
+
+
+@dataclass
+class History:
+    verdicts: list[DayVerdict]
+    incidents: list[Incident]
+
+    def verdict(self, day: dt.date, segment: str) -> DayVerdict | None:
+        return next((v for v in self.verdicts if v.day == day and v.segment == segment), None)
+
+
+# cause_fn(segment, reference days, current days) -> Cause
+CauseFn = Callable[[str, tuple[dt.date, ...], tuple[dt.date, ...]], Cause]
+
+
+def incident_id(opened_on: dt.date, segment: str, kind: str = "drift") -> str:
+    return "inc-" + hashlib.sha256(f"{kind}|{opened_on}|{segment}".encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Seg:
+    history: list[HistoryDay] = field(default_factory=list)
+    s: float = 0.0
+    run_start: dt.date | None = None
+    incident: Incident | None = None
+    streak: int = 0
+    rebaseline_from: dt.date | None = None
+    reference_days: tuple[dt.date, ...] = ()
+
+
+def _overall_shortfall(
+    per_seg_today: dict[str, Counts], ref_days: tuple[dt.date, ...], by_day: dict
+) -> tuple[detectors.Shortfall | None, float | None, int]:
+    """Mix-standardised overall shortfall: today's segment means weighted by the reference's
+    segment mix, against the reference's segment means."""
+    pools: dict[str, Counts] = {}
+    for d in ref_days:
+        for seg, c in by_day[d].items():
+            pools[seg] = pools.get(seg, Counts()) + c
+    parts = []
+    for seg, c in per_seg_today.items():
+        pool = pools.get(seg)
+        if pool is None or pool.n < 2 or c.n == 0:
+            continue
+        var = pool.variance
+        parts.append((float(pool.n), pool.mean, c.mean, var / c.n + var / pool.n))
+    if not parts:
+        return None, None, 0
+    sf = detectors.stratified_shortfall(parts)
+    ref_mean = sum(w * r for w, r, _, _ in parts) / sum(w for w, *_ in parts)
+    return sf, ref_mean, int(sum(w for w, *_ in parts))
+
+
+def run_history(
+    days: Sequence[SegmentDay],
+    config: IncidentConfig = IncidentConfig(),
+    *,
+    rebaselines: Sequence[Rebaseline] = (),
+    actions: Sequence[Action] = (),
+    cause_fn: CauseFn | None = None,
+) -> History:
+    by_day: dict[dt.date, dict[str, Counts]] = {}
+    failed: dict[tuple[dt.date, str], int] = {}
+    judge_of: dict[dt.date, str] = {}
+    for sd in days:
+        by_day.setdefault(sd.day, {})
+        by_day[sd.day][sd.segment] = by_day[sd.day].get(sd.segment, Counts()) + sd.counts
+        failed[(sd.day, sd.segment)] = failed.get((sd.day, sd.segment), 0) + sd.n_failed
+        judge_of[sd.day] = sd.judge
+    rebase_by_day: dict[dt.date, list[Rebaseline]] = {}
+    for rb in rebaselines:
+        rebase_by_day.setdefault(rb.from_day, []).append(rb)
+    action_by_day: dict[dt.date, list[Action]] = {}
+    for a in actions:
+        action_by_day.setdefault(a.day, []).append(a)
+
+    segs: dict[str, _Seg] = {}
+    verdicts: dict[tuple[dt.date, str], DayVerdict] = {}
+    incidents: list[Incident] = []
+
+    def close(inc: Incident, day: dt.date, how: str, by: str | None = None) -> None:
+        inc.resolved_on, inc.resolution, inc.resolved_by = day, how, by
+        for seg in inc.segments:
+            st = segs[seg]
+            if st.incident is inc:
+                st.incident, st.s, st.run_start, st.streak = None, 0.0, None, 0
+
+    for day in sorted(by_day):
+        judge = judge_of[day]
+        today = dict(by_day[day])
+        # Rebaselines take effect before the day is judged.
+        for rb in rebase_by_day.get(day, []):
+            st = segs.setdefault(rb.segment, _Seg())
+            st.rebaseline_from = day
+            if st.incident is not None:
+                inc = st.incident
+                st.incident, st.s, st.run_start, st.streak = None, 0.0, None, 0
+                if all(segs[s].incident is not inc for s in inc.segments):
+                    inc.resolved_on, inc.resolution = day, "rebaseline"
+                    inc.resolved_by = rb.created_by
+        rows: list[str] = sorted(today)
+        if config.overall and rows:
+            rows = [ALL, *rows]
+        tested: dict[str, tuple[detectors.Shortfall, Reference | None, float, int]] = {}
+        for seg in rows:
+            st = segs.setdefault(seg, _Seg())
+            if seg == ALL:
+                counts = Counts()
+                for c in today.values():
+                    counts = counts + c
+                n_failed = sum(failed.get((day, s), 0) for s in today)
+            else:
+                counts, n_failed = today[seg], failed.get((day, seg), 0)
+            v = DayVerdict(day, seg, "no_verdict", counts.n, n_failed, counts.mean)
+            verdicts[(day, seg)] = v
+            ref = select_reference(st.history, day, judge, config.reference, st.rebaseline_from)
+            st.reference_days = ref.days
+            v.reference_days = len(ref.days)
+            total = counts.n + n_failed
+            reason = None
+            if ref.thin:
+                reason = ref.thin_reason
+            elif counts.n < config.min_n:
+                reason = f"{counts.n} judged traces (< {config.min_n}): no verdict"
+            elif total and n_failed / total > config.max_failure_rate:
+                reason = f"judge failures {n_failed / total:.0%}: no verdict"
+            sf = None
+            if reason is None:
+                if seg == ALL and config.reference.mode != "value":
+                    sf, ref_mean, ref_n = _overall_shortfall(today, ref.days, by_day)
+                    if sf is None:
+                        reason = "no segment of today is in the reference: no verdict"
+                else:
+                    ref_mean = ref.mean
+                    ref_n = ref.counts.n if ref.pinned is None else None
+                    var = ref.counts.variance if ref.pinned is None else counts.variance
+                    sf = detectors.shortfall(ref_mean, var, ref_n, counts.mean, counts.n)
+            if reason is not None:
+                v.verdict = reason
+                v.reference_mean = ref.mean if not ref.thin else None
+                v.incident_id = st.incident.incident_id if st.incident else None
+                # Warm-up days build the reference; thin or failed days never do.
+                warm_up = ref.thin and st.incident is None
+                st.history.append(HistoryDay(day, counts, judge, healthy=warm_up))
+                continue
+            v.reference_mean, v.reference_n = ref_mean, ref_n
+            v.drop, v.z, v.p = sf.drop, sf.z, sf.p
+            tested[seg] = (sf, ref, ref_mean, ref_n)
+        for seg, p_adj in zip(list(tested), holm([tested[s][0].p for s in tested]), strict=True):
+            verdicts[(day, seg)].p_holm = p_adj
+
+        candidates: list[tuple[str, str, dt.date]] = []  # (segment, detector, start)
+        for seg, (sf, _ref, ref_mean, _ref_n) in tested.items():
+            st, v = segs[seg], verdicts[(day, seg)]
+            counts_today = today.get(seg) if seg != ALL else None
+            hist_counts = counts_today if counts_today is not None else Counts()
+            if seg == ALL:
+                for c in today.values():
+                    hist_counts = hist_counts + c
+            figures = f"mean {v.mean:.2f} vs reference {ref_mean:.2f} (z={sf.z:.2f})"
+            if st.incident is not None:
+                inc = st.incident
+                v.incident_id = inc.incident_id
+                inc.peak_drop = max(inc.peak_drop, sf.drop)
+                inc.current_drop, inc.current_mean = sf.drop, v.mean
+                # Healthy: not distinguishable from the reference, or practically recovered.
+                if sf.z > config.healthy_z and sf.drop > config.min_drop / 2:
+                    st.streak = 0
+                    inc.last_degraded_on = day
+                    v.state, v.verdict = "degraded", f"still degraded: {figures}"
+                else:
+                    st.streak += 1
+                    v.state = "recovering"
+                    v.verdict = f"healthy day {st.streak}/{config.resolve_after}: {figures}"
+                st.history.append(HistoryDay(day, hist_counts, judge, healthy=False))
+                continue
+            s_prev = st.s
+            st.s = detectors.cusum_step(st.s, sf.z, config.k)
+            if st.s > 0 and s_prev == 0:
+                st.run_start = day
+            elif st.s == 0:
+                st.run_start = None
+            v.cusum = st.s
+            day_alarm = (
+                config.use_day_test
+                and v.p_holm is not None
+                and v.p_holm < config.day_alpha
+                and sf.drop >= config.min_drop - 1e-12
+            )
+            cusum_alarm = st.s > config.h
+            if day_alarm or cusum_alarm:
+                detector = "+".join(
+                    n for n, on in (("day-test", day_alarm), ("cusum", cusum_alarm)) if on
+                )
+                # A day-test alarm is a jump today; a CUSUM alarm dates the change from the
+                # first day of the CUSUM run (the change-point estimate).
+                start = day if day_alarm else (st.run_start or day)
+                candidates.append((seg, detector, start))
+                v.state = "alarm"
+                v.verdict = f"quality dropped ({detector}): {figures}, CUSUM {st.s:.1f}"
+                st.history.append(HistoryDay(day, hist_counts, judge, healthy=False))
+            else:
+                v.state = "healthy"
+                v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
+                st.history.append(HistoryDay(day, hist_counts, judge, healthy=True))
+
+        _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
+        if cause_fn is not None:
+            # An incident opened before its cause showed clearly keeps looking, so later
+            # alarms with the same cause join it instead of paging again.
+            for inc in incidents:
+                if inc.resolved_on is None and inc.cause_key is None:
+                    seg = next((s for s in inc.segments if s != ALL), inc.segments[0])
+                    cur = tuple(d for (d, s) in verdicts if s == seg and inc.opened_on <= d <= day)
+                    ref = _reference_days_at(segs, seg, inc.opened_on, config.reference.days)
+                    inc.cause_key = cause_fn(seg, ref, cur).key
+
+        # Resolutions: every segment of the incident healthy K days running.
+        for inc in incidents:
+            attached = [s for s in inc.segments if segs[s].incident is inc]
+            if (
+                inc.resolved_on is None
+                and attached
+                and all(segs[s].streak >= config.resolve_after for s in attached)
+            ):
+                close(inc, day, "healthy")
+                for s in inc.segments:
+                    if (day, s) in verdicts:
+                        verdicts[(day, s)].state = "resolved"
+        for a in action_by_day.get(day, []):
+            inc = next((i for i in incidents if i.incident_id == a.incident_id), None)
+            if inc is None or inc.opened_on > day:
+                continue
+            if a.action == "ack" and inc.acknowledged_by is None:
+                inc.acknowledged_by, inc.acknowledged_at = a.actor, a.at
+            elif a.action == "resolve" and inc.resolved_on is None:
+                close(inc, day, "manual", a.actor)
+
+    if cause_fn is not None:
+        for inc in incidents:
+            primary = max(
+                inc.segments, key=lambda s: (s != ALL, _peak(verdicts, inc.incident_id, s))
+            )
+            cur_days = tuple(
+                d
+                for (d, s), v in sorted(verdicts.items())
+                if s == primary
+                and v.incident_id == inc.incident_id
+                and inc.opened_on <= d <= inc.last_degraded_on
+            )
+            ref_days = _reference_days_at(segs, primary, inc.opened_on, config.reference.days)
+            cause = cause_fn(primary, ref_days, cur_days or (inc.opened_on,))
+            inc.cause = cause.text
+            if inc.cause_key is None:
+                inc.cause_key = cause.key
+    return History(
+        verdicts=[verdicts[k] for k in sorted(verdicts)],
+        incidents=sorted(incidents, key=lambda i: (i.opened_on, i.incident_id)),
+    )
+
+
+def _peak(verdicts, iid, seg) -> float:
+    return max(
+        (v.drop or 0.0 for (_, s), v in verdicts.items() if s == seg and v.incident_id == iid),
+        default=0.0,
+    )
+
+
+def _reference_days_at(segs, seg, day, n_days) -> tuple[dt.date, ...]:
+    """The last ``n_days`` healthy days of the segment before ``day``."""
+    hist = [h for h in segs[seg].history if h.day < day and h.healthy]
+    return tuple(sorted(h.day for h in hist))[-n_days:]
+
+
+def _open_incidents(candidates, day, segs, verdicts, incidents, cause_fn) -> None:
+    """Group the day's alarms into incidents (one per cause) and open or join them."""
+    if not candidates:
+        return
+    keyed = []
+    for seg, detector, start in candidates:
+        key = None
+        if cause_fn is not None:
+            cur_days = tuple(d for (d, s) in verdicts if s == seg and start <= d <= day)
+            ref_days = tuple(d for d in segs[seg].reference_days if d < start)
+            key = cause_fn(seg, ref_days, cur_days).key
+        keyed.append((seg, detector, start, key))
+    open_incs = [i for i in incidents if i.resolved_on is None]
+    groups: dict[str, list] = {}
+    for seg, detector, start, key in keyed:
+        target = None
+        if key is not None:
+            target = next((i for i in open_incs if i.cause_key == key), None)
+            if target is None and key.startswith("segment="):
+                named = key.split("=", 1)[1]
+                target = next((i for i in open_incs if named in i.segments), None)
+        if target is not None:
+            _join(target, seg, detector, start, day, segs, verdicts)
+            continue
+        gkey = key if key is not None else f"segment={seg}"
+        groups.setdefault(gkey, []).append((seg, detector, start, key))
+    # The overall row whose cause names a segment that alarmed today joins that group.
+    for gkey in list(groups):
+        members = groups[gkey]
+        if (
+            gkey.startswith("segment=")
+            and len(members) == 1
+            and members[0][0] == ALL
+            and members[0][3] is not None
+        ):
+            named = gkey.split("=", 1)[1]
+            home = next((k for k, ms in groups.items() if any(m[0] == named for m in ms)), None)
+            if home is not None and home != gkey:
+                groups[home].extend(groups.pop(gkey))
+    for members in groups.values():
+        members.sort(key=lambda m: (m[0] == ALL, m[0]))
+        start = min(m[2] for m in members)
+        detectors_fired = sorted({d for m in members for d in m[1].split("+")})
+        vs = [verdicts[(day, m[0])] for m in members]
+        inc = Incident(
+            incident_id=incident_id(start, members[0][0]),
+            segments=[m[0] for m in members],
+            opened_on=start,
+            detected_on=day,
+            last_degraded_on=day,
+            detector="+".join(detectors_fired),
+            reference_mean=vs[0].reference_mean,
+            current_mean=vs[0].mean,
+            peak_drop=max(v.drop for v in vs),
+            current_drop=vs[0].drop,
+            detected_mean=vs[0].mean,
+            detected_drop=vs[0].drop,
+            cause_key=next((m[3] for m in members if m[3] is not None), None),
+        )
+        incidents.append(inc)
+        for seg, _detector, seg_start, _key in members:
+            _attach(inc, seg, seg_start, day, segs, verdicts)
+
+
+def _join(inc, seg, detector, start, day, segs, verdicts) -> None:
+    if seg not in inc.segments:
+        inc.segments.append(seg)
+    inc.last_degraded_on = day
+    inc.peak_drop = max(inc.peak_drop, verdicts[(day, seg)].drop)
+    _attach(inc, seg, start, day, segs, verdicts)
+
+
+def _attach(inc, seg, start, day, segs, verdicts) -> None:
+    st = segs[seg]
+    st.incident, st.s, st.run_start, st.streak = inc, 0.0, None, 0
+    # The days since the change-point belong to the incident: out of the reference.
+    st.history = [
+        HistoryDay(h.day, h.counts, h.judge, False) if start <= h.day <= day else h
+        for h in st.history
+    ]
+    for (d, s), v in verdicts.items():
+        if s == seg and start <= d <= day:
+            v.incident_id = inc.incident_id
+
+
+def planned_events(incidents: Sequence[Incident]) -> list[dict]:
+    """The lifecycle messages the incidents call for: one on open (dated the day it was
+    detected), one on resolve. Fields follow the notifications' IncidentEvent."""
+    events = []
+    for inc in incidents:
+        base = {
+            "reference_mean": inc.reference_mean,
+            "detector": inc.detector,
+            "cause": inc.cause,
+            "opened_on": inc.opened_on.isoformat(),
+            "peak_drop": inc.peak_drop,
+        }
+        where = ", ".join("overall" if s == ALL else s for s in inc.segments)
+        events.append(
+            dict(
+                incident_id=inc.incident_id,
+                event="opened",
+                kind=inc.kind,
+                day=inc.detected_on,
+                title=f"LLM quality drop in {where} since {inc.opened_on} "
+                f"(-{inc.detected_drop:.2f} points)",
+                segments=tuple(inc.segments),
+                details={**base, "current_mean": inc.detected_mean, "drop": inc.detected_drop},
+            )
+        )
+        if inc.resolved_on is not None:
+            events.append(
+                dict(
+                    incident_id=inc.incident_id,
+                    event="resolved",
+                    kind=inc.kind,
+                    day=inc.resolved_on,
+                    title=f"Resolved ({inc.resolution}): LLM quality drop in {where} "
+                    f"from {inc.opened_on} to {inc.last_degraded_on}",
+                    segments=tuple(inc.segments),
+                    details={**base, "current_mean": inc.current_mean, "drop": inc.current_drop},
+                )
+            )
+    return events

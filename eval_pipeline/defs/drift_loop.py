@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core.drift import detectors, incidents, sampling
+from eval_pipeline.core.drift import budget, detectors, incidents, sampling
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.drift.channels import NotifyConfigError
@@ -44,6 +44,10 @@ class SamplingConfig(dg.Config):
     seed: str = "eval-pipeline"
     # Segments beyond this many (the smallest) share one stratum, "(other segments)".
     max_segments: int = 50
+    # Budgeted sampling (docs/sampling.md): > 0 replaces sample_size by a Neyman allocation
+    # of this many stage-1 judge calls, risk slices oversampled, weighted back.
+    budget_calls: int = 0
+    risk_oversample: float = 3.0
 
 
 class DriftConfig(dg.Config):
@@ -60,6 +64,16 @@ class DriftConfig(dg.Config):
 
 class JudgeFailureConfig(dg.Config):
     max_failure_rate: float = 0.05
+    # The judge's daily budget (docs/sampling.md); 0 = no cap. Traces beyond it are
+    # recorded as not judged for budget, not as failures.
+    budget_calls_per_day: int = 0
+    budget_money_per_day: float = 0.0
+    # Same-day follow-up of a budgeted sample: this many more calls for suspicious segments.
+    follow_up_calls: int = 0
+    sample_seed: str = "eval-pipeline"  # must match the sampled_traces seed
+    max_segments: int = 50
+    risk_oversample: float = 3.0
+    target_drop: float = 0.3  # the report states the judged traces this drop would need
 
 
 @dg.asset(kinds={"duckdb", "python"}, **COMMON)
@@ -113,11 +127,22 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
     cfg = sampling.SamplingConfig(
         config.sample_size, config.floor_per_segment, config.seed, config.max_segments
     )
+    budgeted = sampling.BudgetedSamplingConfig(
+        calls=config.budget_calls,
+        reserve_fraction=0.0,  # the follow-up's calls are the judge asset's to spend
+        floor_per_segment=config.floor_per_segment,
+        max_segments=config.max_segments,
+        seed=config.seed,
+        risk_oversample=config.risk_oversample,
+    )
     days = run_days(context)
     per_day = {}
     with store.connect() as conn:
         for day in days:
-            res = sampling.sample_day(conn, day, cfg)
+            if config.budget_calls > 0:
+                res = sampling.sample_day_budgeted(conn, day, budgeted)
+            else:
+                res = sampling.sample_day(conn, day, cfg)
             meta = {
                 "dagster/row_count": MD.int(res.sampled),
                 "sampled": MD.int(res.sampled),
@@ -161,15 +186,7 @@ def judge_scores(
     for day in days:
         # The store is not held while the judge works: a remote judge can take minutes,
         # and other writers (the CLI, other runs) would wait on the lock all that time.
-        with store.connect() as conn:
-            plan = scoring.plan_day(conn, the_judge, day)
-        new, wall = scoring.judge_plan(
-            the_judge,
-            plan,
-            progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
-        )
-        with store.connect() as conn:
-            res = scoring.record_day(conn, the_judge, plan, new, wall)
+        res, spend_meta = _judge_day(context, config, store, the_judge, day)
         meta = {
             "dagster/row_count": MD.int(res.n),
             "judge": MD.text(the_judge.name),
@@ -191,6 +208,7 @@ def judge_scores(
             "latency_ms_p95": _float(res.latency_ms_p95),
             "judge_wall_seconds": MD.float(res.wall_seconds),
         }
+        meta.update(spend_meta)
         structured = getattr(the_judge, "response_format", None)
         if isinstance(structured, str):
             meta["judge_response_format"] = MD.text(structured)
@@ -213,6 +231,84 @@ def judge_scores(
         },
     )
     yield from materialize_days(context, days, per_day, [check])
+
+
+def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge, day):
+    """Judge the day's sample within the budget, then the follow-up; the power metadata."""
+    key = incident_history.judge_key(the_judge.name, the_judge.model, the_judge.rubric_version)
+    has_budget = config.budget_calls_per_day > 0 or config.budget_money_per_day > 0
+    the_budget = (
+        budget.Budget(key, config.budget_calls_per_day or None, config.budget_money_per_day or None)
+        if has_budget
+        else None
+    )
+    meta: dict = {}
+    res = None
+    for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
+        with store.connect() as conn:
+            if stage == 2:
+                suspects = budget.store_suspects(
+                    conn, day, detectors.DAY_ALPHA, budget.FollowUpRule()
+                )
+                cfg = sampling.BudgetedSamplingConfig(
+                    seed=config.sample_seed,
+                    max_segments=config.max_segments,
+                    risk_oversample=config.risk_oversample,
+                )
+                extra = sampling.follow_up_day(conn, day, cfg, suspects, config.follow_up_calls)
+                meta["follow_up"] = MD.json(extra)
+                if not extra:
+                    budget.record_spend(conn, day, key, purpose, 0, None)
+                    break
+            plan = scoring.plan_day(conn, the_judge, day)
+            skipped: list = []
+            if the_budget is not None:
+                used = budget.spent(conn, day, key, excluding=PURPOSES_OF_THE_DAY[stage - 1 :])
+                per_call = (
+                    budget.expected_cost_per_call(conn, the_judge)
+                    if the_budget.money_per_day
+                    else None
+                )
+                left = the_budget.calls_left(*used, per_call)
+                rows = conn.execute(
+                    "SELECT s.trace_id, coalesce(x.stratum, s.segment) FROM sampled_traces s "
+                    "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
+                    "WHERE s.partition_date = ?",
+                    [day],
+                ).fetchall()
+                plan, skipped = budget.trim_to_budget(
+                    plan, left, budget.keep_order(rows, config.sample_seed)
+                )
+        new, wall = scoring.judge_plan(
+            the_judge,
+            plan,
+            progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
+        )
+        with store.connect() as conn:
+            res = scoring.record_day(conn, the_judge, plan, new, wall)
+            budget.record_skips(conn, day, key, skipped)
+            budget.record_spend(conn, day, key, purpose, res.judge_calls, res.cost_estimate)
+        if skipped:
+            context.log.warning(f"{day}: {len(skipped)} sampled traces not judged: budget spent")
+        if config.follow_up_calls <= 0:
+            break
+    with store.connect() as conn:
+        powers = budget.day_power(conn, day, detectors.DAY_ALPHA, config.target_drop)
+        if the_budget is not None:
+            acct = budget.accounting(conn, day, the_budget)
+            meta["budget_calls_spent"] = MD.int(acct["calls"])
+            meta["not_judged_budget"] = MD.int(acct["not_judged_budget"])
+            meta["budget_lines"] = MD.json(acct["lines"])
+    # One float per segment (bounded by max_segments) so the UI plots it per partition.
+    for p in powers:
+        name = "overall" if p.segment == drift.ALL_SEGMENTS else p.segment
+        meta[f"mde/{name}"] = _float(p.mde)
+        meta[f"weighted_mean/{name}"] = _float(p.weighted_mean)
+    meta["what_the_sample_can_see"] = MD.md("\n".join(f"- {p.sentence()}" for p in powers))
+    return res, meta
+
+
+PURPOSES_OF_THE_DAY = ("drift", "drift-follow-up")
 
 
 @dg.asset(

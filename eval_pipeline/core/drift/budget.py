@@ -30,9 +30,11 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.drift import power
+from eval_pipeline.core.drift import detectors, power
 from eval_pipeline.core.drift.detectors import Shortfall
-from eval_pipeline.core.drift.weights import Estimate
+from eval_pipeline.core.drift.reference import Counts
+from eval_pipeline.core.drift.report import ALL_SEGMENTS
+from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
 from eval_pipeline.core.judge.cache import DayPlan
 from eval_pipeline.core.store import replace_rows
 
@@ -328,3 +330,98 @@ def sample_power(
             )
         )
     return out
+
+
+# --- against the store -------------------------------------------------------------------
+
+
+def day_sample(conn: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
+    """The day's judged sample with its strata: a budgeted day's from sample_strata, a
+    fixed day's segment is its stratum. Traces the budget left unjudged are not in it."""
+    frame = conn.execute(
+        "SELECT s.segment, coalesce(x.stratum, s.segment) AS stratum, "
+        "coalesce(x.stratum_size, s.stratum_size) AS stratum_size, j.state, "
+        "j.score::DOUBLE AS score FROM sampled_traces s "
+        "JOIN judge_scores j USING (partition_date, trace_id) "
+        "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
+        "WHERE s.partition_date = ?",
+        [day],
+    ).df()
+    return frame
+
+
+def healthy_reference(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = 21
+) -> dict[str, Counts]:
+    """Each segment's scores on its healthy days (per the incident history) before ``day``."""
+    rows = conn.execute(
+        "SELECT s.segment, "
+        + ", ".join(f"count(*) FILTER (WHERE s.score = {v})" for v in range(1, 6))
+        + " FROM judge_scores s JOIN drift_day_states d USING (partition_date, segment) "
+        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.partition_date < ? "
+        "AND s.partition_date >= ? GROUP BY 1",
+        [day, day - dt.timedelta(days=days)],
+    ).fetchall()
+    return {seg: Counts(tuple(int(x) for x in c)) for seg, *c in rows}
+
+
+def stage1_shortfalls(
+    frame: pd.DataFrame, reference: dict[str, Counts], min_ref: int = 30
+) -> dict[str, Shortfall]:
+    """Each segment's weighted stage-1 shortfall against its healthy reference."""
+    out = {}
+    ok = frame[frame["state"] == "ok"]
+    for seg, g in ok.groupby("segment", sort=True):
+        ref = reference.get(seg)
+        if ref is None or ref.n < min_ref or len(g) == 0:
+            continue
+        c = effective_counts(g["score"], trace_weights(g), g["stratum"])
+        out[seg] = detectors.shortfall(ref.mean, ref.variance, ref.n, c.mean, c.n)
+    return out
+
+
+def store_suspects(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, day_alpha: float, rule: FollowUpRule
+) -> list[str]:
+    frame = day_sample(conn, day)
+    shortfalls = stage1_shortfalls(frame, healthy_reference(conn, day))
+    rows = frame["segment"].nunique() + 1  # the segments and the overall row
+    return suspects(shortfalls, day_alpha, rows, rule)
+
+
+def day_power(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    day_alpha: float,
+    target_drop: float = 0.3,
+    min_drop: float = 0.2,
+) -> list[SegmentPower]:
+    """The day's weighted estimates and what its sample can see, stored in sample_power."""
+    frame = day_sample(conn, day)
+    est = estimates(frame, ALL_SEGMENTS) if len(frame) else {}
+    ref_counts = healthy_reference(conn, day)
+    reference = {s: (math.sqrt(c.variance), float(c.n)) for s, c in ref_counts.items() if c.n}
+    pooled = sum(ref_counts.values(), Counts())
+    if pooled.n:
+        reference[ALL_SEGMENTS] = (math.sqrt(pooled.variance), float(pooled.n))
+    rows = sample_power(
+        est, reference, row_alpha(day_alpha, max(len(est), 1)), target_drop, min_drop
+    )
+    out = pd.DataFrame(
+        {
+            "partition_date": day,
+            "segment": [r.segment for r in rows],
+            "n": [r.n for r in rows],
+            "n_eff": [float(r.n_eff) for r in rows],
+            "population": [r.population for r in rows],
+            "weighted_mean": pd.array([r.weighted_mean for r in rows], dtype="Float64"),
+            "weighted_se": pd.array([r.weighted_se for r in rows], dtype="Float64"),
+            "reference_sd": pd.array([r.reference_sd for r in rows], dtype="Float64"),
+            "reference_n": pd.array([r.reference_n for r in rows], dtype="Float64"),
+            "mde": pd.array([r.mde for r in rows], dtype="Float64"),
+            "target_drop": [r.target_drop for r in rows],
+            "n_for_target": pd.array([r.n_for_target for r in rows], dtype="Int64"),
+        }
+    )
+    replace_rows(conn, "sample_power", "partition_date = ?", [day], frame=out if rows else None)
+    return rows

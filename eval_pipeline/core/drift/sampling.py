@@ -384,3 +384,160 @@ def follow_up(
     for s, n in share.items():
         plan.draw(s, n, stage=2, oversample=oversample)
     return {s: n for s, n in share.items() if n}
+
+
+# --- Budgeted sampling against the store ---------------------------------------------------
+
+
+def load_population(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, new_days: int = 7
+) -> pd.DataFrame:
+    """The day's traces with their risk flag: a prompt_version or model first seen in the
+    last ``new_days`` days (values already there on the first stored day are not new), or a
+    thumbs-down in ``feedback``."""
+    since = day - dt.timedelta(days=new_days)
+    frame = conn.execute(
+        """
+        WITH first_day AS (SELECT min(partition_date) AS d0 FROM raw_traces),
+        pv AS (SELECT prompt_version, min(partition_date) AS seen FROM raw_traces
+               WHERE partition_date <= ? AND prompt_version IS NOT NULL GROUP BY 1),
+        md AS (SELECT model, min(partition_date) AS seen FROM raw_traces
+               WHERE partition_date <= ? AND model IS NOT NULL GROUP BY 1),
+        down AS (SELECT DISTINCT trace_id FROM feedback WHERE rating = 'down')
+        SELECT t.trace_id, t.segment,
+               coalesce(pv.seen > ? AND pv.seen > (SELECT d0 FROM first_day), false)
+                   AS new_version,
+               coalesce(md.seen > ? AND md.seen > (SELECT d0 FROM first_day), false)
+                   AS new_model,
+               down.trace_id IS NOT NULL AS thumbs_down
+        FROM raw_traces t
+        LEFT JOIN pv USING (prompt_version)
+        LEFT JOIN md USING (model)
+        LEFT JOIN down USING (trace_id)
+        WHERE t.partition_date = ?
+        """,
+        [day, day, since, since, day],
+    ).df()
+    frame["risk"] = frame["new_version"] | frame["new_model"] | frame["thumbs_down"]
+    return frame
+
+
+def reference_spreads(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = 21, min_n: int = 30
+) -> dict[str, float]:
+    """Each segment's score standard deviation over its healthy days (as the incident
+    history judged them) in the ``days`` before ``day``."""
+    rows = conn.execute(
+        "SELECT s.segment, stddev_samp(s.score), count(*) FROM judge_scores s "
+        "JOIN drift_day_states d USING (partition_date, segment) "
+        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.partition_date < ? "
+        "AND s.partition_date >= ? GROUP BY 1",
+        [day, day - dt.timedelta(days=days)],
+    ).fetchall()
+    return {seg: float(sd) for seg, sd, n in rows if sd is not None and n >= min_n}
+
+
+def _store_plan(conn: duckdb.DuckDBPyConnection, day: dt.date, plan: BudgetedPlan) -> int:
+    rows = plan.rows()
+    seg_size: dict[str, int] = {}
+    for st, seg in plan.segment_of_stratum.items():
+        seg_size[seg] = seg_size.get(seg, 0) + plan.stratum_size[st]
+    seg_drawn = rows.groupby("segment").size().to_dict() if len(rows) else {}
+    sampled = pd.DataFrame(
+        {
+            "partition_date": day,
+            "trace_id": rows["trace_id"].astype(object),
+            "segment": rows["segment"].astype(object),
+            "stratum_size": rows["segment"].map(seg_size).astype("int64"),
+            "stratum_sample": rows["segment"].map(seg_drawn).astype("int64"),
+        }
+    )
+    strata_rows = pd.DataFrame(
+        {
+            "partition_date": day,
+            "trace_id": rows["trace_id"].astype(object),
+            "stratum": rows["stratum"].astype(object),
+            "stratum_size": rows["stratum_size"].astype("int64"),
+            "stage": rows["stage"].astype("int64"),
+        }
+    )
+    have = len(rows) > 0
+    replace_rows(
+        conn, "sample_strata", "partition_date = ?", [day], frame=strata_rows if have else None
+    )
+    return replace_rows(
+        conn, "sampled_traces", "partition_date = ?", [day], frame=sampled if have else None
+    )
+
+
+def budgeted_plan(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    config: BudgetedSamplingConfig,
+    moved: set[str] | frozenset[str] = frozenset(),
+    new_days: int = 7,
+) -> BudgetedPlan:
+    """Stage 1 of the day, as planned from the store (the same store gives the same plan).
+
+    ``moved``: segments whose cheap signal moved; the caller supplies them (from the
+    signals' table when there is one), so this module does not depend on its schema.
+    """
+    population = load_population(conn, day, new_days)
+    return plan_budgeted(population, config, reference_spreads(conn, day), moved)
+
+
+def sample_day_budgeted(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    config: BudgetedSamplingConfig,
+    moved: set[str] | frozenset[str] = frozenset(),
+) -> SampleResult:
+    """Stage 1: store the day's budgeted sample (sampled_traces + sample_strata)."""
+    plan = budgeted_plan(conn, day, config, moved)
+    n = _store_plan(conn, day, plan)
+    by_segment: dict[str, tuple[int, int]] = {}
+    for st, seg in plan.segment_of_stratum.items():
+        pop, k = by_segment.get(seg, (0, 0))
+        by_segment[seg] = (pop + plan.stratum_size[st], k + plan.drawn.get(st, 0))
+    notes = list(plan.notes)
+    risky = sum(plan.drawn.get(st, 0) for st in plan.stratum_size if st.endswith(f"| {RISK}"))
+    if risky:
+        notes.append(f"{risky} of {n} sampled traces from risk slices (weighted back)")
+    return SampleResult(
+        day=day,
+        population=sum(plan.stratum_size.values()),
+        sampled=n,
+        by_segment=dict(sorted(by_segment.items())),
+        notes=notes,
+    )
+
+
+def follow_up_day(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    config: BudgetedSamplingConfig,
+    suspects: list[str],
+    calls: int,
+    moved: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, int]:
+    """Stage 2: ``calls`` more traces of the suspicious segments, appended to the day's
+    sample (the stage-1 draw is re-planned from the store, then continued)."""
+    plan = budgeted_plan(conn, day, config, moved)
+    # What was drawn is what the store says, whatever the stage-1 config was.
+    stored = conn.execute(
+        "SELECT trace_id, stratum, stage FROM sample_strata WHERE partition_date = ?", [day]
+    ).fetchall()
+    if not stored:
+        return {}  # a follow-up continues a budgeted sample only
+    plan.drawn, plan.stage_of = {}, {}
+    for trace_id, st, stage in stored:
+        if st in plan.ordered:
+            plan.drawn[st] = plan.drawn.get(st, 0) + 1
+            plan.stage_of[trace_id] = int(stage)
+    for st, ids in plan.ordered.items():
+        if set(ids[: plan.drawn.get(st, 0)]) != {t for t, s, _ in stored if s == st}:
+            raise ValueError(f"{day}: the stored sample of {st!r} is not the plan's; re-sample")
+    extra = follow_up(plan, suspects, calls, config.risk_oversample)
+    if extra:
+        _store_plan(conn, day, plan)
+    return extra

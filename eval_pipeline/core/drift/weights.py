@@ -99,8 +99,10 @@ def estimates(frame: pd.DataFrame, all_key: str) -> dict[str, Estimate]:
 
 def trace_weights(frame: pd.DataFrame) -> np.ndarray:
     """N_h / n_h for each row (rows are the ok judgments of their strata)."""
-    n_h = frame.groupby("stratum")["stratum"].transform("size").to_numpy(dtype=float)
-    return frame["stratum_size"].to_numpy(dtype=float) / n_h
+    _, inverse, n_h = np.unique(
+        frame["stratum"].to_numpy(), return_inverse=True, return_counts=True
+    )
+    return frame["stratum_size"].to_numpy(dtype=float) / n_h[inverse]
 
 
 def effective_counts(
@@ -111,23 +113,26 @@ def effective_counts(
     n_eff whose simple-random-sample variance equals the design's, s_w^2 / var(mean), so
     a risk slice that tracks the score is credited for what it explains. A stratum with
     fewer than two scores gets the segment's weighted variance (it has none of its own)."""
-    s = np.asarray(scores, dtype=int)
+    s = np.asarray(scores, dtype=float)
     w = np.asarray(weights, dtype=float)
     if len(s) == 0:
         return Counts()
-    share = np.array([w[s == level].sum() for level in range(1, 6)]) / w.sum()
+    levels = np.arange(1, 6, dtype=float)
+    share = np.array([w[s == level].sum() for level in levels]) / w.sum()
     n_eff = kish_n_eff(w)
     if strata is not None:
-        mean = float(np.dot(share, np.arange(1, 6)))
-        var_w = max(float(np.dot(share, (np.arange(1, 6) - mean) ** 2)), MIN_VARIANCE)
-        frame = pd.DataFrame({"stratum": list(strata), "score": s.astype(float), "w": w})
-        g = frame.groupby("stratum")
-        n_h = g["score"].size()
-        size_h = g["w"].sum()  # N_h: each score stands for its weight
-        var_h = g["score"].var(ddof=1).where(n_h >= 2, var_w).clip(lower=MIN_VARIANCE)
-        total = size_h.sum()
-        fpc = (1 - n_h / size_h).clip(lower=0.0)
-        var_mean = float(((size_h / total) ** 2 * fpc * var_h / n_h).sum())
+        mean = float(share @ levels)
+        var_w = max(float(share @ (levels - mean) ** 2), MIN_VARIANCE)
+        _, inv, n_h = np.unique(np.asarray(strata, dtype=object), return_inverse=True,
+                                return_counts=True)  # fmt: skip
+        size_h = np.bincount(inv, weights=w)  # N_h: each score stands for its weight
+        sum_h = np.bincount(inv, weights=s)
+        sq_h = np.bincount(inv, weights=s * s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var_h = (sq_h - sum_h**2 / n_h) / (n_h - 1)
+        var_h = np.where(n_h >= 2, var_h, var_w).clip(min=MIN_VARIANCE)
+        fpc = (1 - n_h / size_h).clip(min=0.0)
+        var_mean = float(((size_h / size_h.sum()) ** 2 * fpc * var_h / n_h).sum())
         # Never more than the judged traces: the design cannot beat a census of them.
         n_eff = min(var_w / var_mean, float(len(s))) if var_mean > 0 else float(len(s))
     return Counts(tuple(float(x) for x in share * n_eff))

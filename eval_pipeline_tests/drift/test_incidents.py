@@ -128,3 +128,15 @@ def test_judge_failures_and_thin_days_give_no_verdict():
     history = run_history(sd, ONE)
     assert history.incidents == []
     assert "judge failures" in history.verdict(day(8), "s").verdict
+
+
+def test_the_cause_key_is_the_final_attribution_and_agrees_with_its_sentence():
+    # On the day of the page one day of data points at a model; over the whole incident
+    # the prompt version explains it. The row must not keep the early key.
+    def cause_fn(segment, ref_days, cur_days):
+        key = "model=m-small" if len(cur_days) == 1 else "prompt_version=v2"
+        return Cause(key, f"cause {key}")
+
+    pattern = [HEALTHY] * 8 + [BROKEN] * 4
+    inc = run_history(days({"s": pattern}), ONE, cause_fn=cause_fn).incidents[0]
+    assert inc.cause_key == "prompt_version=v2" and inc.cause == "cause prompt_version=v2"

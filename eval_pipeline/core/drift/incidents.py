@@ -380,9 +380,9 @@ def run_history(
             )
             ref_days = _reference_days_at(segs, primary, inc.opened_on, config.reference.days)
             cause = cause_fn(primary, ref_days, cur_days or (inc.opened_on,))
-            inc.cause = cause.text
-            if inc.cause_key is None:
-                inc.cause_key = cause.key
+            # The attribution over the whole incident replaces the early one (a day or two
+            # of data) that grouped the alarms: the key and the sentence always agree.
+            inc.cause, inc.cause_key = cause.text, cause.key
     return History(
         verdicts=[verdicts[k] for k in sorted(verdicts)],
         incidents=sorted(incidents, key=lambda i: (i.opened_on, i.incident_id)),

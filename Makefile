@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup demo test ui bench drift-eval lint lock llm-setup phoenix-setup clean-demo
+.PHONY: setup demo test ui bench drift-eval budget-eval lint lock llm-setup phoenix-setup clean-demo
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: setup
 ## real incident code; prints coverage, delay, false alarms, notifications and causes.
 drift-eval: setup
 	$(BIN)/python -m bench.drift_eval
+
+budget-eval: setup
+	$(BIN)/python -m bench.budget_eval
 
 lint: setup
 	$(BIN)/ruff check .

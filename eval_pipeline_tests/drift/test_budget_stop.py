@@ -10,7 +10,8 @@ import json
 import pytest
 
 from eval_pipeline.core import store
-from eval_pipeline.core.drift import budget, sampling
+from eval_pipeline.core.drift import budget, sampling, weights
+from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.judge import cache as scoring
 from eval_pipeline.core.judge.base import HeuristicJudge, JudgeRequest
 from eval_pipeline.core.sources.inbox import InboxSource, ingest_day
@@ -124,3 +125,19 @@ def test_a_new_prompt_version_is_a_risk_slice_and_the_follow_up_continues_it(con
     ).fetchone()[0]
     assert seg == sum(1 for t, _ in after if t in {r[0] for r in conn.execute(
         "SELECT trace_id FROM sampled_traces WHERE segment = 'billing'").fetchall()})  # fmt: skip
+
+
+def test_the_incident_engine_gets_the_weighted_counts_of_a_budgeted_day(conn):
+    judge = HeuristicJudge()
+    sampling.sample_day_budgeted(conn, DAY, sampling.BudgetedSamplingConfig(calls=60))
+    scoring.score_day(conn, judge, DAY)
+    days = incident_history.load_segment_days(conn)
+    weighted = {(d.day, d.segment): d for d in budget.reweight_segment_days(conn, days)}
+    est = weights.estimates(budget.day_sample(conn, DAY), "__all__")
+    for seg in ("billing", "orders"):
+        plain = next(d for d in days if d.segment == seg)
+        w = weighted[(DAY, seg)]
+        assert w.counts.mean == pytest.approx(est[seg].mean)
+        assert w.counts.n <= plain.counts.n
+    strata = {r[0] for r in conn.execute("SELECT stratum FROM sample_strata").fetchall()}
+    assert "billing | risk" in strata  # the new prompt_version was oversampled

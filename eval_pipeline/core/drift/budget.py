@@ -21,6 +21,7 @@ went, and what the day's sample can see.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import math
@@ -32,6 +33,7 @@ import pandas as pd
 
 from eval_pipeline.core.drift import detectors, power
 from eval_pipeline.core.drift.detectors import Shortfall
+from eval_pipeline.core.drift.incidents import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
 from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
@@ -425,3 +427,29 @@ def day_power(
     )
     replace_rows(conn, "sample_power", "partition_date = ?", [day], frame=out if rows else None)
     return rows
+
+
+def reweight_segment_days(
+    conn: duckdb.DuckDBPyConnection, days: Sequence[SegmentDay]
+) -> list[SegmentDay]:
+    """The incident engine's day counts with a budgeted day's weights applied: each
+    segment-day whose sample has strata gets its weighted, effective counts
+    (``weights.effective_counts``); a fixed day's counts are already equal-weighted."""
+    frame = conn.execute(
+        "SELECT j.partition_date AS day, j.segment, x.stratum, x.stratum_size, "
+        "j.score::DOUBLE AS score FROM judge_scores j "
+        "JOIN sample_strata x USING (partition_date, trace_id) WHERE j.state = 'ok'"
+    ).df()
+    if frame.empty:
+        return list(days)
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    weighted = {
+        (d, seg): effective_counts(g["score"], trace_weights(g), g["stratum"])
+        for (d, seg), g in frame.groupby(["day", "segment"], sort=True)
+    }
+    return [
+        dataclasses.replace(sd, counts=weighted[(sd.day, sd.segment)])
+        if (sd.day, sd.segment) in weighted
+        else sd
+        for sd in days
+    ]

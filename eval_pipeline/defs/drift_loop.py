@@ -303,6 +303,7 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     for p in powers:
         name = "overall" if p.segment == drift.ALL_SEGMENTS else p.segment
         meta[f"mde/{name}"] = _float(p.mde)
+        meta[f"cusum_drop/{name}"] = _float(p.cusum_drop)
         meta[f"weighted_mean/{name}"] = _float(p.weighted_mean)
     meta["what_the_sample_can_see"] = MD.md("\n".join(f"- {p.sentence()}" for p in powers))
     return res, meta

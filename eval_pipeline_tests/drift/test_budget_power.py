@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from eval_pipeline.core.drift import budget, detectors, power
 from eval_pipeline.core.drift.calibration import CLEAN_SCORES
@@ -54,9 +55,8 @@ def test_sample_power_states_the_mde_and_the_budget_for_a_target():
     }
     assert rows["billing"].mde == pytest.approx(power.mde(1.0, 16.0, 400, 0.001))
     # The target's n is in judged traces: 20 judged gave 16 effective.
-    assert rows["billing"].n_for_target == math.ceil(
-        power.n_for_drop(0.3, 1.0, 400, 0.001) * 20 / 16
-    )
+    steady = ((stats.norm.isf(0.001) + stats.norm.ppf(0.8)) / 0.3) ** 2 * (1 + 1 / 21)
+    assert rows["billing"].n_for_target == math.ceil(math.ceil(steady) * 20 / 16)
     assert "billing: a drop of" in rows["billing"].sentence()
     assert rows["new"].mde is None and "no reference" in rows["new"].sentence()
     floor = budget.sample_power(
@@ -128,3 +128,20 @@ def test_suspects_are_between_the_follow_up_line_and_the_boundary():
     }
     assert budget.suspects(sf, 0.002, 7, rule) == ["odder", "odd"]
     assert budget.two_look_day_alpha(0.002, 7, rule) < 0.002
+
+
+def test_cusum_run_length_matches_siegmund_and_a_simulation():
+    k, h = detectors.CUSUM_K, detectors.CUSUM_H
+    # In control (no drop): about the textbook figure for k=0.5, h=6.25 (Siegmund).
+    assert power.cusum_arl(0.0, k, h) == pytest.approx(
+        (math.exp(2 * 0.5 * 7.416) - 2 * 0.5 * 7.416 - 1) / (2 * 0.25)
+    )
+    se = 0.2
+    drop = power.cusum_drop(se, 5, k, h)
+    assert power.cusum_arl(drop / se, k, h) == pytest.approx(5, rel=1e-4)
+    rng = np.random.default_rng(8)
+    runs = []
+    for _ in range(3000):
+        _, first = detectors.cusum_path(list(rng.normal(drop / se, 1.0, 60)), k, h)
+        runs.append(first + 1)
+    assert np.mean(runs) == pytest.approx(5, rel=0.12)

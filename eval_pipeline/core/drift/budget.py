@@ -42,6 +42,8 @@ from eval_pipeline.core.store import replace_rows
 
 PURPOSES = ("drift", "drift-follow-up", "anchors", "repeats", "ab", "gate")
 BUDGET_REASON = "budget: the judge's daily budget was spent"
+REFERENCE_DAYS = 21  # the incident reference's trailing healthy days (ReferenceConfig.days)
+CUSUM_DAYS = 5  # the report states the persistent drop the CUSUM pages on within this
 
 
 @dataclass(frozen=True)
@@ -280,18 +282,20 @@ class SegmentPower:
     mde: float | None  # points; None without a reference
     target_drop: float
     n_for_target: int | None
+    cusum_drop: float | None = None  # persistent drop paged within CUSUM_DAYS on average
 
     def sentence(self) -> str:
         if self.mde is None:
             return f"{self.segment}: no reference yet, nothing to compare with"
-        need = (
-            f"{self.n_for_target} judged traces"
-            if self.n_for_target is not None
-            else "more than the reference allows"
+        need = f"{self.n_for_target} judged traces a day"
+        persistent = (
+            f"; a lasting drop of {self.cusum_drop:.2f} within {CUSUM_DAYS} days (CUSUM)"
+            if self.cusum_drop is not None
+            else ""
         )
         return (
-            f"{self.segment}: a drop of {self.mde:.2f} points or more "
-            f"({self.target_drop:.2f} needs {need})"
+            f"{self.segment}: a drop of {self.mde:.2f} points or more today "
+            f"({self.target_drop:.2f} needs {need}){persistent}"
         )
 
 
@@ -303,17 +307,22 @@ def sample_power(
     min_drop: float = 0.0,
 ) -> list[SegmentPower]:
     """Per segment: the minimum drop detectable at 80% power with today's effective sample
-    (never below the day test's practical floor ``min_drop``), and the judged traces a
-    ``target_drop`` would need. reference: segment -> (sd, n) of its healthy reference."""
+    (never below the day test's practical floor ``min_drop``); the judged traces a day a
+    ``target_drop`` would need (once the reference holds 21 days of that size); the lasting
+    drop the CUSUM pages on within ``CUSUM_DAYS`` days on average.
+    reference: segment -> (sd, n) of its healthy reference."""
     out = []
     for seg in sorted(estimates):
         est = estimates[seg]
         sd, n_ref = reference.get(seg, (None, None))
-        m = need = None
+        m = need = lasting = None
         if sd is not None and est.n_eff > 0:
             m = max(power.mde(sd, est.n_eff, n_ref, alpha), min_drop)
-            need = power.n_for_drop(target_drop, sd, n_ref, alpha)
-            if need is not None and est.n_eff > 0 and est.n:
+            lasting = power.cusum_drop(
+                power.se_of(sd, est.n_eff, n_ref), CUSUM_DAYS, detectors.CUSUM_K, detectors.CUSUM_H
+            )
+            need = power.n_per_day_for_drop(target_drop, sd, alpha, REFERENCE_DAYS)
+            if est.n_eff > 0 and est.n:
                 # In judged traces: the weights cost n / n_eff of them per effective one.
                 need = math.ceil(need * est.n / est.n_eff)
         out.append(
@@ -329,6 +338,7 @@ def sample_power(
                 m,
                 target_drop,
                 need,
+                lasting,
             )
         )
     return out
@@ -423,6 +433,7 @@ def day_power(
             "mde": pd.array([r.mde for r in rows], dtype="Float64"),
             "target_drop": [r.target_drop for r in rows],
             "n_for_target": pd.array([r.n_for_target for r in rows], dtype="Int64"),
+            "cusum_drop": pd.array([r.cusum_drop for r in rows], dtype="Float64"),
         }
     )
     replace_rows(conn, "sample_power", "partition_date = ?", [day], frame=out if rows else None)

@@ -71,6 +71,15 @@ def n_for_drop(
     return math.ceil(1.0 / room - 1e-9)
 
 
+def n_per_day_for_drop(
+    drop: float, sd: float, alpha: float, ref_days: int, power: float = POWER
+) -> int:
+    """The daily sample at which, once the reference holds ``ref_days`` such days, the
+    day test detects ``drop`` with ``power``: n with sd^2 (1/n + 1/(ref_days n)) = se^2."""
+    target_se = drop / (stats.norm.isf(alpha) + stats.norm.ppf(power))
+    return math.ceil((sd / target_se) ** 2 * (1 + 1 / ref_days) - 1e-9)
+
+
 def _two_look_size(c: float, z_follow: float, rho: float) -> float:
     """P(Z1 >= c) + P(z_follow <= Z1 < c, Z >= c) with corr(Z1, Z) = rho, under the null."""
     first = stats.norm.sf(c)
@@ -121,3 +130,25 @@ def simulate_two_look_size(look: TwoLook, rng: np.random.Generator, runs: int = 
     follow = (z1 >= look.z_follow) & (z1 < look.c)
     alarm = (z1 >= look.c) | (follow & (z_all >= look.c))
     return float(alarm.mean())
+
+
+# --- the CUSUM's side: persistent drops over several days -----------------------------
+# Siegmund's approximation of a one-sided CUSUM's average run length for normal
+# increments with mean mu (in standard-error units), reference value k and threshold h
+# (Siegmund, *Sequential Analysis*, 1985; the 1.166 corrects for the overshoot):
+#     ARL(mu) = (exp(-2 d b) + 2 d b - 1) / (2 d^2),  d = mu - k,  b = h + 1.166
+# (b^2 when d = 0).
+
+
+def cusum_arl(mu: float, k: float, h: float) -> float:
+    d, b = mu - k, h + 1.166
+    if abs(d) < 1e-9:
+        return b * b
+    return (math.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
+
+
+def cusum_drop(se: float, days: float, k: float, h: float) -> float:
+    """The persistent drop (points) the CUSUM pages on within ``days`` days on average,
+    at the day's standard error ``se``."""
+    mu = optimize.brentq(lambda m: cusum_arl(m, k, h) - days, k - 5.0, k + 50.0, xtol=1e-6)
+    return mu * se

@@ -49,6 +49,7 @@ CREATE TABLE sample_power (
     reference_n    DOUBLE,
     mde            DOUBLE,               -- smallest drop detectable at 80% power today
     target_drop    DOUBLE,
-    n_for_target   INTEGER,              -- judged traces needed to see target_drop; NULL: never
+    n_for_target   INTEGER,              -- judged traces a day that would see target_drop
+    cusum_drop     DOUBLE,               -- lasting drop the CUSUM pages on within 5 days
     PRIMARY KEY (partition_date, segment)
 );

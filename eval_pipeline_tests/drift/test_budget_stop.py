@@ -141,3 +141,10 @@ def test_the_incident_engine_gets_the_weighted_counts_of_a_budgeted_day(conn):
         assert w.counts.n <= plain.counts.n
     strata = {r[0] for r in conn.execute("SELECT stratum FROM sample_strata").fetchall()}
     assert "billing | risk" in strata  # the new prompt_version was oversampled
+
+
+def test_a_fixed_resample_of_a_budgeted_day_drops_its_strata(conn):
+    sampling.sample_day_budgeted(conn, DAY, sampling.BudgetedSamplingConfig(calls=30))
+    assert conn.execute("SELECT count(*) FROM sample_strata").fetchone()[0] == 30
+    sampling.sample_day(conn, DAY, sampling.SamplingConfig(sample_size=30))
+    assert conn.execute("SELECT count(*) FROM sample_strata").fetchone()[0] == 0

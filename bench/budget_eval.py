@@ -345,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             totals[arm][1] += calls
             totals[arm][2] += ndays
             print(f"{arm:<9}{de.fmt_row(kind, t)} {calls / ndays:9.1f}", flush=True)
-    for arm in ("fixed", "budget"):
-        t, calls, ndays = totals[arm]
-        print(f"{arm:<9}{de.fmt_row('overall', t)} {calls / ndays:9.1f}")
-    ratio = totals["budget"][1] / totals["fixed"][1] if totals["fixed"][1] else float("nan")
-    print(f"judge calls, budgeted / fixed: {ratio:.3f}")
+    if kinds:
+        for arm in ("fixed", "budget"):
+            t, calls, ndays = totals[arm]
+            print(f"{arm:<9}{de.fmt_row('overall', t)} {calls / ndays:9.1f}")
+        ratio = totals["budget"][1] / totals["fixed"][1]
+        print(f"judge calls, budgeted / fixed: {ratio:.3f}")
     print(unbiasedness(args.bias_seeds, cfg))
     print(mde_check(args.mde_runs, budget.row_alpha(fixed_cfg.day_alpha, ROWS)))
     print(f"({time.monotonic() - began:.0f} s)")

@@ -144,7 +144,9 @@ def test_the_incident_engine_gets_the_weighted_counts_of_a_budgeted_day(conn):
 
 
 def test_a_fixed_resample_of_a_budgeted_day_drops_its_strata(conn):
-    sampling.sample_day_budgeted(conn, DAY, sampling.BudgetedSamplingConfig(calls=30))
+    sampling.sample_day_budgeted(
+        conn, DAY, sampling.BudgetedSamplingConfig(calls=30, reserve_fraction=0.0)
+    )
     assert conn.execute("SELECT count(*) FROM sample_strata").fetchone()[0] == 30
     sampling.sample_day(conn, DAY, sampling.SamplingConfig(sample_size=30))
     assert conn.execute("SELECT count(*) FROM sample_strata").fetchone()[0] == 0

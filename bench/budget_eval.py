@@ -128,7 +128,8 @@ def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[Segme
             counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
         else:
             counts = Counts.of(ok["score"])
-        out.append(SegmentDay(day, seg, counts, int((g["state"] != "ok").sum())))
+        failed = int((g["state"] != "ok").sum())
+        out.append(SegmentDay(day, seg, counts, failed, n_judged=len(ok) if weighted else None))
     return out
 
 

@@ -455,11 +455,13 @@ def reweight_segment_days(
         return list(days)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
     weighted = {
-        (d, seg): effective_counts(g["score"], trace_weights(g), g["stratum"])
+        (d, seg): (effective_counts(g["score"], trace_weights(g), g["stratum"]), len(g))
         for (d, seg), g in frame.groupby(["day", "segment"], sort=True)
     }
     return [
-        dataclasses.replace(sd, counts=weighted[(sd.day, sd.segment)])
+        dataclasses.replace(
+            sd, counts=weighted[(sd.day, sd.segment)][0], n_judged=weighted[(sd.day, sd.segment)][1]
+        )
         if (sd.day, sd.segment) in weighted
         else sd
         for sd in days

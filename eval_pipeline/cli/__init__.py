@@ -12,7 +12,17 @@ import os
 import sys
 
 # Modules under eval_pipeline.cli, one per command group.
-COMMAND_MODULES = ["drift", "incidents", "regress", "review", "feedback", "ab", "phoenix", "judge"]
+COMMAND_MODULES = [
+    "drift",
+    "incidents",
+    "regress",
+    "review",
+    "feedback",
+    "ab",
+    "phoenix",
+    "judge",
+    "otlp",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ import duckdb
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.feedback import review
+from eval_pipeline.core.feedback import review, review_files, review_session
 from eval_pipeline.core.terminal import printable
 
 REVIEW_LOCK_WAIT = 15.0
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="review thumbs-down candidates (interactive), or --export / --import a JSONL file",
         description="Review pending eval candidates one by one: approve (with the expected "
         "answer and grader), reject or skip. Decisions are saved as you go; run it again to "
-        "resume. " + review.EXPORT_HELP,
+        "resume. " + review_files.EXPORT_HELP,
     )
     p.add_argument("--db", default=None, help="DuckDB file (default: $EVAL_DUCKDB_PATH)")
     p.add_argument("--reviewer", default=None, help="your name (default: $USER)")
@@ -119,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, db: Path, reviewer: str, connect) -> int:
     if args.export:
         with connect() as conn:
-            n = review.export_pending(conn, args.export)
+            n = review_files.export_pending(conn, args.export)
         print(f"wrote {n} pending candidate(s) to {args.export}")
-        print(review.EXPORT_HELP)
+        print(review_files.EXPORT_HELP)
         return 0
     if not reviewer:
         print("no reviewer name: pass --reviewer NAME (or set $USER)")
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, db: Path, reviewer: str, connect) -> int:
         if not args.import_file.exists():
             print(f"no such file: {args.import_file}")
             return 2
-        res = review.import_decisions(connect, args.import_file, reviewer)
+        res = review_files.import_decisions(connect, args.import_file, reviewer)
         if res.errors:
             print(f"nothing recorded: {len(res.errors)} problem(s) in {args.import_file}")
             for e in res.errors:
@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, db: Path, reviewer: str, connect) -> int:
         if res.decisions:
             print(notify_dagster(len(res.decisions), reviewer, "import"))
         return 0
-    res = review.run_session(connect, reviewer, limit=args.limit)
+    res = review_session.run_session(connect, reviewer, limit=args.limit)
     if res.approved or res.rejected:
         print(notify_dagster(res.approved + res.rejected, reviewer, "terminal"))
     return 0

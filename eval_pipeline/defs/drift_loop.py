@@ -14,10 +14,11 @@ import dagster as dg
 from eval_pipeline.core.drift import budget, detectors, incidents, sampling
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
-from eval_pipeline.core.drift.channels import NotifyConfigError
-from eval_pipeline.core.drift.notify import ChannelConfig, IncidentEvent, deliver_in_phases
 from eval_pipeline.core.drift.reference import ReferenceConfig
 from eval_pipeline.core.judge import cache as scoring
+from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
+from eval_pipeline.core.notify.events import IncidentEvent
+from eval_pipeline.core.notify.lifecycle import deliver_in_phases
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import inbox as traces
 from eval_pipeline.defs.partitions import daily_partitions

@@ -29,6 +29,7 @@ import dagster as dg
 
 from eval_pipeline import settings
 from eval_pipeline.core.feedback import candidates, golden
+from eval_pipeline.core.feedback import inbox as feedback_inbox
 from eval_pipeline.core.feedback import ingest as fb
 from eval_pipeline.defs.resources import EvalStore
 
@@ -67,7 +68,7 @@ def _ingest_one(
             f"{path.name}: {res.rejected} line(s) rejected: {_summary_text(summary)}"
         )
     if path.parent == inbox:
-        fb.archive(path, inbox, res.sha256)
+        feedback_inbox.archive(path, inbox, res.sha256)
     context.log.info(
         f"{path.name}: {res.ingested} new, {res.duplicates} already known, {res.rejected} rejected"
     )
@@ -125,13 +126,13 @@ def feedback(
     if config.path:
         path = Path(config.path)
         if not path.exists():
-            archived = inbox / fb.PROCESSED_DIR / path.name
+            archived = inbox / feedback_inbox.PROCESSED_DIR / path.name
             if not archived.exists():
                 raise dg.Failure(f"feedback file {path} is gone (not in the inbox or processed/)")
             path = archived
         paths = [path]
     else:
-        paths = fb.complete_files(inbox, time.time())
+        paths = feedback_inbox.complete_files(inbox, time.time())
     rows = []
     with store.connect() as conn:
         for path in paths:
@@ -283,7 +284,7 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     DuckDB."""
     inbox = settings.feedback_inbox()
     previous = json.loads(context.cursor) if context.cursor else {}
-    scan = fb.scan_inbox(inbox, previous.get("files", {}), time.time())
+    scan = feedback_inbox.scan_inbox(inbox, previous.get("files", {}), time.time())
     by_sha: dict[str, list[str]] = {}
     for name, sha in scan.complete:
         by_sha.setdefault(sha, []).append(name)
@@ -295,7 +296,7 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             # not sit there (and in the cursor) for ever.
             for name in names:
                 with contextlib.suppress(FileNotFoundError):  # moved away while we looked
-                    fb.archive(inbox / name, inbox, sha, fb.DUPLICATES_DIR)
+                    feedback_inbox.archive(inbox / name, inbox, sha, feedback_inbox.DUPLICATES_DIR)
                 scan.state.pop(name, None)
                 moved.append(name)
             continue
@@ -321,7 +322,9 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             )
     parts = []
     if moved:
-        parts.append(f"already ingested, moved to {fb.DUPLICATES_DIR}/: {_names(moved)}")
+        parts.append(
+            f"already ingested, moved to {feedback_inbox.DUPLICATES_DIR}/: {_names(moved)}"
+        )
     if running:
         parts.append(f"ingestion run in progress: {_names(running)}")
     if copies:

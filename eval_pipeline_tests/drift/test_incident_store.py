@@ -12,7 +12,9 @@ from eval_pipeline import settings
 from eval_pipeline.cli import main
 from eval_pipeline.core import store
 from eval_pipeline.core.drift import history
-from eval_pipeline.core.drift.notify import ChannelConfig, IncidentEvent, deliver
+from eval_pipeline.core.notify.config import ChannelConfig
+from eval_pipeline.core.notify.events import IncidentEvent
+from eval_pipeline.core.notify.lifecycle import deliver
 from eval_pipeline.demo.receiver import DemoReceiver
 from eval_pipeline_tests.drift.incident_data import BROKEN, HEALTHY, day, insert_day
 

@@ -20,8 +20,11 @@ import uvicorn
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.feedback import inbox as feedback_inbox
 from eval_pipeline.core.feedback import ingest as feedback
-from eval_pipeline.core.feedback.collector import create_app, recover_incoming
+from eval_pipeline.core.feedback import records
+from eval_pipeline.core.feedback.collector import create_app
+from eval_pipeline.core.feedback.spool import recover_incoming
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,7 +65,9 @@ class ThreadServer:
 
 
 def inbox_files(inbox: Path) -> list[Path]:
-    return sorted(p for p in inbox.iterdir() if p.is_file() and feedback.is_candidate_name(p.name))
+    return sorted(
+        p for p in inbox.iterdir() if p.is_file() and feedback_inbox.is_candidate_name(p.name)
+    )
 
 
 def test_good_record_bad_token_bad_body():
@@ -107,7 +112,7 @@ def test_good_record_bad_token_bad_body():
     assert len(files) == 1
     (rec,) = [json.loads(x) for x in files[0].read_text().splitlines()]
     assert rec["trace_id"] == "t-1" and rec["received_at"].endswith("Z")
-    assert feedback.validate_record(rec).feedback_id == fid
+    assert records.validate_record(rec).feedback_id == fid
     assert list((inbox / ".incoming").iterdir()) == []
 
 

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from eval_pipeline import settings
-from eval_pipeline.core.feedback import ingest as feedback
-from eval_pipeline.core.feedback.collector import RotatingWriter, create_app, recover_incoming
+from eval_pipeline.core.feedback import inbox as feedback_inbox
+from eval_pipeline.core.feedback.collector import create_app
+from eval_pipeline.core.feedback.spool import RotatingWriter, recover_incoming
 from eval_pipeline_tests.feedback.test_collector import AUTH, TOKEN, ThreadServer, free_port
 
 
@@ -111,7 +112,7 @@ def published(inbox: Path) -> list[dict]:
     return [
         json.loads(x)
         for p in sorted(inbox.iterdir())
-        if p.is_file() and feedback.is_candidate_name(p.name)
+        if p.is_file() and feedback_inbox.is_candidate_name(p.name)
         for x in p.read_text().splitlines()
         if x.strip()
     ]
@@ -148,12 +149,12 @@ def test_acknowledged_records_survive_kill_9_and_restart(tmp_path, pid_namespace
         second.stop()
     ids = [r["feedback_id"] for r in published(inbox)]
     assert sorted(ids) == sorted(acked)  # every acknowledged record, exactly once
-    assert list((inbox / feedback.INCOMING_DIR).iterdir()) == []
+    assert list((inbox / feedback_inbox.INCOMING_DIR).iterdir()) == []
 
 
 def test_a_file_whose_writer_holds_its_lock_is_never_recovered(tmp_path):
     inbox = tmp_path / "inbox"
-    incoming = inbox / feedback.INCOMING_DIR
+    incoming = inbox / feedback_inbox.INCOMING_DIR
     incoming.mkdir(parents=True)
     # The writer's pid as seen from here means nothing (another PID namespace): name the
     # file with a pid that does not exist here, as a writer in another container would.
@@ -223,7 +224,7 @@ def test_a_written_record_is_not_reported_as_failed_when_its_file_was_taken(tmp_
     inbox = tmp_path / "inbox"
     writer = RotatingWriter(inbox, max_records=2)
     writer.write_lines(['{"trace_id": "t1", "rating": "up"}'])
-    (current,) = list((inbox / feedback.INCOMING_DIR).iterdir())
+    (current,) = list((inbox / feedback_inbox.INCOMING_DIR).iterdir())
     current.rename(inbox / current.name)  # someone else published it meanwhile
     writer.write_lines(['{"trace_id": "t2", "rating": "up"}'])  # rotation: must not raise
     assert [r["trace_id"] for r in published(inbox)] == ["t1", "t2"]

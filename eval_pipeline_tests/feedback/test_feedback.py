@@ -8,7 +8,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.core.feedback import candidates, golden, review
+from eval_pipeline.core.feedback import candidates, golden, records, review, review_files
 from eval_pipeline.core.feedback import ingest as feedback
 from eval_pipeline.core.regression import cases
 from eval_pipeline_tests.feedback.feedback_fixtures import add_traces, line
@@ -106,17 +106,17 @@ def test_mixed_file_good_lines_land_once_bad_lines_listed():
 
 
 def test_identity_client_id_and_content():
-    a = feedback.validate_record({"trace_id": "t", "rating": "down", "comment": "x"})
-    b = feedback.validate_record(
+    a = records.validate_record({"trace_id": "t", "rating": "down", "comment": "x"})
+    b = records.validate_record(
         {"trace_id": "t", "rating": "DOWN", "comment": "x", "received_at": "2026-01-01T00:00:00Z"}
     )
-    c = feedback.validate_record({"trace_id": "t", "rating": "down", "comment": "y"})
-    d = feedback.validate_record({"trace_id": "t", "rating": "up", "feedback_id": "k"})
-    e = feedback.validate_record({"trace_id": "other", "rating": "down", "feedback_id": "k"})
+    c = records.validate_record({"trace_id": "t", "rating": "down", "comment": "y"})
+    d = records.validate_record({"trace_id": "t", "rating": "up", "feedback_id": "k"})
+    e = records.validate_record({"trace_id": "other", "rating": "down", "feedback_id": "k"})
     assert a.feedback_id == b.feedback_id  # received_at is not part of identity
     assert a.feedback_id != c.feedback_id
     assert d.feedback_id == e.feedback_id  # a client id names the record
-    rt = feedback.validate_record(json.loads(feedback.record_to_json(b)))
+    rt = records.validate_record(json.loads(records.record_to_json(b)))
     assert rt.feedback_id == b.feedback_id and rt.received_at == b.received_at
 
 
@@ -232,7 +232,7 @@ def test_import_is_all_or_nothing(tmp_path):
         )
         candidates.build_candidates(conn)
         out = tmp_path / "pending.jsonl"
-        assert review.export_pending(conn, out) == 2
+        assert review_files.export_pending(conn, out) == 2
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     rows[0].update(decision="approve", expected="Offer a refund", grader="judge")
     rows[1].update(decision="approve", expected="(", grader={"type": "regex"})  # bad regex
@@ -241,13 +241,13 @@ def test_import_is_all_or_nothing(tmp_path):
     def connect():
         return store.connect(settings.duckdb_path())
 
-    res = review.import_decisions(connect, out, "bob")
+    res = review_files.import_decisions(connect, out, "bob")
     assert len(res.errors) == 1 and ":2: " in res.errors[0] and "regex" in res.errors[0]
     with connect() as conn:
         assert candidates.counts(conn)["pending"] == 2  # nothing recorded
     rows[1].update(decision="reject", note="fine answer")
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = review.import_decisions(connect, out, "bob")
+    res = review_files.import_decisions(connect, out, "bob")
     assert res.errors == [] and len(res.review_ids) == 2
     with connect() as conn:
         c = candidates.counts(conn)
@@ -256,5 +256,5 @@ def test_import_is_all_or_nothing(tmp_path):
             "SELECT reviewer, via, note FROM candidate_reviews ORDER BY decision"
         ).fetchall()
         assert trail == [("bob", "import", None), ("bob", "import", "fine answer")]
-    res = review.import_decisions(connect, out, "bob")  # already decided: refused, listed
+    res = review_files.import_decisions(connect, out, "bob")  # already decided: refused, listed
     assert len(res.errors) == 2 and all("already" in e for e in res.errors)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from eval_pipeline.core import store
 from eval_pipeline.core.feedback import ingest as feedback
+from eval_pipeline.core.feedback import records
 
 FUZZ = settings(
     max_examples=300,
@@ -118,13 +119,13 @@ def test_good_lines_survive_any_neighbours(pairs):
 @given(st.one_of(record_like, json_values))
 def test_validate_record_accepts_or_says_why(obj):
     try:
-        rec = feedback.validate_record(obj)
-    except feedback.InvalidRecord as exc:
+        rec = records.validate_record(obj)
+    except records.InvalidRecord as exc:
         assert exc.kind and str(exc).startswith(exc.kind + ": ")
         return
     # A record the collector accepts writes back to a line that validates to the same id.
-    written = feedback.record_to_json(rec).encode("utf-8")  # what the collector stores
-    again = feedback.validate_record(json.loads(written))
+    written = records.record_to_json(rec).encode("utf-8")  # what the collector stores
+    again = records.validate_record(json.loads(written))
     assert again.feedback_id == rec.feedback_id
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store, terminal
-from eval_pipeline.core.feedback import candidates, golden, review
+from eval_pipeline.core.feedback import candidates, golden, records, review_files, review_session
 from eval_pipeline.core.feedback import ingest as feedback
 from eval_pipeline_tests.feedback.feedback_fixtures import add_traces, line, write_settled
 
@@ -56,11 +56,11 @@ def test_replace_rows_reports_the_real_error_not_the_cleanup_one():
 
 
 def test_epoch_seconds_follow_the_trace_rule():
-    with pytest.raises(feedback.InvalidRecord, match="epoch seconds"):
-        feedback.validate_record({"trace_id": "t", "rating": "up", "ts": 1})
-    with pytest.raises(feedback.InvalidRecord, match="epoch seconds"):
-        feedback.validate_record({"trace_id": "t", "rating": "up", "ts": 1792663200})
-    rec = feedback.validate_record({"trace_id": "t", "rating": "up", "ts": 1792663200000})
+    with pytest.raises(records.InvalidRecord, match="epoch seconds"):
+        records.validate_record({"trace_id": "t", "rating": "up", "ts": 1})
+    with pytest.raises(records.InvalidRecord, match="epoch seconds"):
+        records.validate_record({"trace_id": "t", "rating": "up", "ts": 1792663200})
+    rec = records.validate_record({"trace_id": "t", "rating": "up", "ts": 1792663200000})
     assert rec.ts.year == 2026
 
 
@@ -156,7 +156,7 @@ def test_an_imported_line_cannot_claim_another_reviewer(tmp_path):
     def connect():
         return store.connect(settings.duckdb_path())
 
-    res = review.import_decisions(connect, path, "mallory")
+    res = review_files.import_decisions(connect, path, "mallory")
     assert not res.errors
     with store.connect(settings.duckdb_path()) as conn:
         reviewer, note = conn.execute(
@@ -182,7 +182,9 @@ def test_review_keeps_the_decision_when_the_store_stays_locked(tmp_path):
     # Reject with a note; the store is locked twice (retry, retry); then quit at the next.
     answers = iter(["r", "wrong answer", "", "", "q"])
     said: list[str] = []
-    res = review.run_session(connect, "alice", ask=lambda _p: next(answers), say=said.append)
+    res = review_session.run_session(
+        connect, "alice", ask=lambda _p: next(answers), say=said.append
+    )
     text = "\n".join(said)
     assert text.count("store is busy") == 2
     assert res.rejected == 1
@@ -205,12 +207,12 @@ def test_review_quitting_while_locked_saves_the_decision_for_import(tmp_path):
 
     answers = iter(["r", "duplicate of another", "q"])
     said: list[str] = []
-    review.run_session(
+    review_session.run_session(
         connect, "alice", ask=lambda _p: next(answers), say=said.append, unrecorded_dir=tmp_path
     )
     (saved,) = tmp_path.glob("review-unrecorded-*.jsonl")
     assert str(saved) in "\n".join(said)
-    res = review.import_decisions(lambda: store.connect(real), saved, "alice")
+    res = review_files.import_decisions(lambda: store.connect(real), saved, "alice")
     assert not res.errors and [d.decision for d in res.decisions] == ["reject"]
     assert res.decisions[0].note == "duplicate of another"
 
@@ -230,7 +232,7 @@ def test_review_renders_control_characters_visibly():
         comments=[hostile],
         status="pending",
     )
-    out = review.show(c, 1, 1)
+    out = review_session.show(c, 1, 1)
     for bad in ("\x1b", "\x07", "\u202e", "\x9b"):
         assert bad not in out
     assert "\\x1b" in out or "␛" in out

@@ -86,6 +86,9 @@ def flatten_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     (``llm.input_messages.1.message.content``); lists of scalars stay lists. Nested input
     (e.g. from an exported file) is flattened the same way so one parser handles both.
     """
+    # Already flat (the usual case: OTLP and Phoenix's REST API send dot paths): a copy.
+    if not any(isinstance(v, Mapping | list) for v in attrs.values()):
+        return dict(attrs)
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eval_pipeline.core.sources import openinference
+from eval_pipeline.core.sources import genai, openinference
 from eval_pipeline.core.sources.phoenix.client import project_path
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 
@@ -75,6 +75,19 @@ def _error_detail(span: Mapping[str, Any]) -> str:
     return " ".join(message.split())[:120] or "no message"
 
 
+def _attributes(span: Mapping[str, Any]) -> Any:
+    """The span's attributes, with GenAI conventions read as OpenInference (core.sources.genai)."""
+    attrs = span.get("attributes") or {}
+    if not isinstance(attrs, Mapping) or not genai.is_genai(attrs):
+        return attrs
+    events = [
+        (str(e.get("name") or ""), e.get("attributes") or {})
+        for e in span.get("events") or []
+        if isinstance(e, Mapping) and isinstance(e.get("attributes") or {}, Mapping)
+    ]
+    return genai.as_openinference(openinference.flatten_attributes(attrs), events)
+
+
 def classify_span(span: Mapping[str, Any], cfg: PhoenixConfig) -> Outcome:
     """Turn one span (GET .../spans shape) into a trace row, a reject or a skip."""
     return _classify(span, cfg, cfg.trace_rules())
@@ -83,7 +96,12 @@ def classify_span(span: Mapping[str, Any], cfg: PhoenixConfig) -> Outcome:
 def _classify(
     span: Mapping[str, Any], cfg: PhoenixConfig, rules: openinference.TraceRules
 ) -> Outcome:
+    attrs = _attributes(span)
     kind = openinference.span_kind(span.get("span_kind"))
+    if kind == "UNKNOWN" and isinstance(
+        attrs, Mapping
+    ):  # a GenAI-conventions span: its kind is in its attributes
+        kind = openinference.span_kind(attrs.get("openinference.span.kind"))
     skip = openinference.skip_reason(kind, span.get("parent_id"), rules)
     if skip is not None:
         return Outcome("skip", skip)
@@ -97,7 +115,7 @@ def _classify(
         return Outcome("reject", f"bad start_time ({span.get('start_time')!r})")
     if str(span.get("status_code") or "").upper() == "ERROR":
         return Outcome("reject", f"span status ERROR ({_error_detail(span)})")
-    fields = openinference.parse_attributes(span.get("attributes") or {}, rules)
+    fields = openinference.parse_attributes(attrs, rules)
     if isinstance(fields, openinference.Reject):
         return Outcome("reject", fields.reason)
     end = _parse_time(span.get("end_time"))

@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from eval_pipeline.core import store
-from eval_pipeline.core.drift import notify
-from eval_pipeline.core.drift.notify import (
+from eval_pipeline.core.notify import lifecycle as notify
+from eval_pipeline.core.notify.lifecycle import (
     ChannelConfig,
     IncidentEvent,
     plan_notifications,

@@ -11,11 +11,8 @@ import time
 import httpx
 import pytest
 
-from eval_pipeline.core.drift import channels
-from eval_pipeline.core.drift.channels import (
-    ChannelConfig,
-    IncidentEvent,
-    NotifyConfigError,
+from eval_pipeline.core.notify import channels
+from eval_pipeline.core.notify.channels import (
     SignatureError,
     make_client,
     send,
@@ -23,6 +20,8 @@ from eval_pipeline.core.drift.channels import (
     slack_escape,
     verify_signature,
 )
+from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
+from eval_pipeline.core.notify.events import IncidentEvent
 from eval_pipeline_tests.webhook_server import WebhookReceiver
 
 DAY = dt.date(2026, 11, 28)

@@ -37,19 +37,17 @@ from dataclasses import dataclass, field, replace
 import duckdb
 import httpx
 
-from eval_pipeline.core.drift.channels import (
+from eval_pipeline.core.http import RetryPolicy
+from eval_pipeline.core.notify.channels import NOTIFY_POLICY, make_client, send
+from eval_pipeline.core.notify.config import ChannelConfig
+from eval_pipeline.core.notify.events import (
     CHANNELS,
     DIGEST,
-    NOTIFY_POLICY,
     OPENED,
     PAGERDUTY,
     RESOLVED,
-    ChannelConfig,
     IncidentEvent,
-    make_client,
-    send,
 )
-from eval_pipeline.core.http import RetryPolicy
 
 __all__ = [
     "CHANNELS",

@@ -21,17 +21,14 @@ pipeline. Error text is scrubbed by the same layer before it is cut.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,18 +39,20 @@ from eval_pipeline.core.http import (
     excerpt,
     parse_retry_after,
     request_with_retries,
-    scrub,
+)
+from eval_pipeline.core.notify.config import ChannelConfig
+from eval_pipeline.core.notify.events import (
+    DIGEST,
+    OPENED,
+    PAGERDUTY,
+    RESOLVED,
+    SLACK,
+    WEBHOOK,
+    IncidentEvent,
+    jsonable,
 )
 
-SLACK, WEBHOOK, PAGERDUTY = "slack", "webhook", "pagerduty"
-CHANNELS = (SLACK, WEBHOOK, PAGERDUTY)
-
-OPENED, RESOLVED, DIGEST = "opened", "resolved", "digest"
-EVENTS = (OPENED, RESOLVED, DIGEST)
-
-DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
-PAGERDUTY_MAX_DEDUP_KEY = 255
 PAGERDUTY_MAX_SUMMARY = 1024
 
 SIGNATURE_HEADER = "X-Eval-Signature"
@@ -69,188 +68,6 @@ MAX_ERROR_CHARS = 300
 NOTIFY_POLICY = RetryPolicy(
     max_attempts=3, backoff_base=0.5, backoff_max=5.0, max_retry_after=10.0, deadline=30.0
 )
-
-
-# --- the event --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IncidentEvent:
-    """One thing worth telling people about an incident.
-
-    ``event`` is ``opened`` (day = the day it opened), ``resolved`` (day = the day it
-    resolved) or ``digest`` (day = a day on which it is still open). ``title``, ``segments``
-    and ``details`` may carry trace content: channels escape them, never trust them.
-    """
-
-    incident_id: str
-    event: str
-    kind: str
-    day: dt.date
-    title: str
-    segments: tuple[str, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.event not in EVENTS:
-            raise ValueError(f"unknown event {self.event!r} (known: {', '.join(EVENTS)})")
-        if not isinstance(self.incident_id, str) or not self.incident_id.strip():
-            raise ValueError("incident_id must be a non-empty string")
-        if len(self.incident_id) > PAGERDUTY_MAX_DEDUP_KEY:
-            raise ValueError(
-                f"incident_id is {len(self.incident_id)} characters; PagerDuty's dedup_key "
-                f"allows {PAGERDUTY_MAX_DEDUP_KEY}"
-            )
-        if not self.incident_id.isprintable():
-            raise ValueError("incident_id must not contain control characters")
-        if isinstance(self.day, dt.datetime) or not isinstance(self.day, dt.date):
-            raise ValueError(f"day must be a datetime.date, got {type(self.day).__name__}")
-        if not isinstance(self.title, str) or not isinstance(self.kind, str):
-            raise ValueError("title and kind must be strings")
-        segments = tuple(self.segments)
-        if not all(isinstance(s, str) for s in segments):
-            raise ValueError("segments must be strings")
-        object.__setattr__(self, "segments", segments)
-        if not isinstance(self.details, Mapping):
-            raise ValueError("details must be a mapping")
-        object.__setattr__(self, "details", dict(self.details))
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict of the event (what the store keeps to retry it)."""
-        return {
-            "incident_id": self.incident_id,
-            "event": self.event,
-            "kind": self.kind,
-            "day": self.day.isoformat(),
-            "title": self.title,
-            "segments": list(self.segments),
-            "details": jsonable(self.details),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> IncidentEvent:
-        return cls(
-            incident_id=data["incident_id"],
-            event=data["event"],
-            kind=data["kind"],
-            day=dt.date.fromisoformat(data["day"]),
-            title=data["title"],
-            segments=tuple(data.get("segments") or ()),
-            details=data.get("details") or {},
-        )
-
-
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """``value`` as strict JSON data: NaN/inf become null, dates ISO strings, other objects
-    their ``str``; nesting beyond 8 levels is cut (details are for people, not archives)."""
-    if depth > 8:
-        return "…"
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v, depth + 1) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        try:
-            return jsonable(value.item(), depth + 1)
-        except (TypeError, ValueError):
-            pass
-    return str(value)
-
-
-# --- configuration ----------------------------------------------------------------------
-
-
-class NotifyConfigError(ValueError):
-    """The notification settings in the environment cannot work (no secret in the text)."""
-
-
-def _check_url(name: str, url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise NotifyConfigError(f"{name} must be an http(s) URL")
-    return url
-
-
-@dataclass(frozen=True)
-class ChannelConfig:
-    """Which channels are configured, and their secrets (never shown by ``repr``)."""
-
-    slack_url: str | None = field(default=None, repr=False)
-    webhook_url: str | None = field(default=None, repr=False)
-    webhook_secret: str | None = field(default=None, repr=False)
-    pagerduty_routing_key: str | None = field(default=None, repr=False)
-    pagerduty_url: str = field(default=DEFAULT_PAGERDUTY_URL, repr=False)
-    pagerduty_source: str = "eval-pipeline"
-    timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.slack_url:
-            _check_url("EVAL_ALERT_WEBHOOK_URL", self.slack_url)
-        if self.webhook_url:
-            _check_url("EVAL_NOTIFY_WEBHOOK_URL", self.webhook_url)
-            if not self.webhook_secret:
-                raise NotifyConfigError(
-                    "EVAL_NOTIFY_WEBHOOK_URL is set but EVAL_NOTIFY_WEBHOOK_SECRET is not: "
-                    "the generic webhook is only sent signed"
-                )
-        if self.pagerduty_routing_key:
-            _check_url("EVAL_PAGERDUTY_URL", self.pagerduty_url)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ChannelConfig:
-        """EVAL_ALERT_WEBHOOK_URL (Slack-compatible), EVAL_NOTIFY_WEBHOOK_URL +
-        EVAL_NOTIFY_WEBHOOK_SECRET (signed JSON), EVAL_PAGERDUTY_ROUTING_KEY (+
-        EVAL_PAGERDUTY_URL, default the public Events API v2 endpoint; EVAL_PAGERDUTY_SOURCE,
-        default "eval-pipeline"), EVAL_NOTIFY_TIMEOUT_S (default 10). Unset or empty = off."""
-        env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = (env.get(name) or "").strip()
-            return value or None
-
-        timeout = get("EVAL_NOTIFY_TIMEOUT_S")
-        try:
-            timeout_s = float(timeout) if timeout else 10.0
-        except ValueError:
-            raise NotifyConfigError("EVAL_NOTIFY_TIMEOUT_S must be a number of seconds") from None
-        if not 0 < timeout_s <= 120:
-            raise NotifyConfigError("EVAL_NOTIFY_TIMEOUT_S must be in (0, 120]")
-        return cls(
-            slack_url=get("EVAL_ALERT_WEBHOOK_URL"),
-            webhook_url=get("EVAL_NOTIFY_WEBHOOK_URL"),
-            webhook_secret=get("EVAL_NOTIFY_WEBHOOK_SECRET"),
-            pagerduty_routing_key=get("EVAL_PAGERDUTY_ROUTING_KEY"),
-            pagerduty_url=get("EVAL_PAGERDUTY_URL") or DEFAULT_PAGERDUTY_URL,
-            pagerduty_source=get("EVAL_PAGERDUTY_SOURCE") or "eval-pipeline",
-            timeout_s=timeout_s,
-        )
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        """The configured channels, in delivery order."""
-        on = {
-            SLACK: bool(self.slack_url),
-            WEBHOOK: bool(self.webhook_url),
-            PAGERDUTY: bool(self.pagerduty_routing_key),
-        }
-        return tuple(c for c in CHANNELS if on[c])
-
-    def secrets(self) -> list[str]:
-        """Every secret value: the keys and both webhook URLs (the shared scrubber also
-        removes a URL's path, query and longer path segments: a receiver may echo just the
-        token part of its own URL)."""
-        values = (self.slack_url, self.webhook_url, self.webhook_secret, self.pagerduty_routing_key)
-        return [v for v in values if v]
-
-    def scrub(self, text: str) -> str:
-        """``text`` without any secret; run before any truncation."""
-        return scrub(text, self.secrets())
 
 
 # --- rendering --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup demo test ui bench drift-eval signals-eval judge-eval lint lock llm-setup phoenix-setup clean-demo
+.PHONY: setup demo test ui bench drift-eval signals-eval judge-eval budget-eval lint lock llm-setup phoenix-setup clean-demo
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ drift-eval: setup
 ## The signals evaluation: known regressions and clean traffic through the real signals code.
 signals-eval: setup
 	$(BIN)/python -m bench.signals_eval
+
+## Fixed 200 judged a day vs the budgeted sampler, side by side, on the drift harness's traffic.
+budget-eval: setup
+	$(BIN)/python -m bench.budget_eval
 
 lint: setup
 	$(BIN)/ruff check .

@@ -166,8 +166,9 @@ class Tally:
                 setattr(self, name, getattr(self, name) + value)
 
 
-def evaluate(kind: str, seed: int, config: IncidentConfig) -> Tally:
-    days, traces, truth = simulate(kind, seed)
+def evaluate(kind: str, seed: int, config: IncidentConfig, sim=None) -> Tally:
+    """``sim``: a (days, traces, truth) triple made elsewhere (the budget harness)."""
+    days, traces, truth = sim or simulate(kind, seed)
     history = run_history(days, config, cause_fn=make_cause_fn(traces))
     last = START + dt.timedelta(days=N_DAYS - 1)
     t = Tally()

@@ -11,14 +11,15 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core.drift import detectors, incidents, judge_gate, records, sampling
+from eval_pipeline.core.drift import (
+    budget,
+    budget_sampling,
+    detectors,
+    sampling,
+)
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
-from eval_pipeline.core.drift.reference import ReferenceConfig
 from eval_pipeline.core.judge import cache as scoring
-from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
-from eval_pipeline.core.notify.events import IncidentEvent
-from eval_pipeline.core.notify.lifecycle import deliver_in_phases
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import ingest as traces
 from eval_pipeline.defs.partitions import daily_partitions
@@ -45,6 +46,10 @@ class SamplingConfig(dg.Config):
     seed: str = "eval-pipeline"
     # Segments beyond this many (the smallest) share one stratum, "(other segments)".
     max_segments: int = 50
+    # Budgeted sampling (docs/sampling.md): > 0 replaces sample_size by a Neyman allocation
+    # of this many stage-1 judge calls, risk slices oversampled, weighted back.
+    budget_calls: int = 0
+    risk_oversample: float = 3.0
 
 
 class DriftConfig(dg.Config):
@@ -61,6 +66,16 @@ class DriftConfig(dg.Config):
 
 class JudgeFailureConfig(dg.Config):
     max_failure_rate: float = 0.05
+    # The judge's daily budget (docs/sampling.md); 0 = no cap. Traces beyond it are
+    # recorded as not judged for budget, not as failures.
+    budget_calls_per_day: int = 0
+    budget_money_per_day: float = 0.0
+    # Same-day follow-up of a budgeted sample: this many more calls for suspicious segments.
+    follow_up_calls: int = 0
+    sample_seed: str = "eval-pipeline"  # must match the sampled_traces seed
+    max_segments: int = 50
+    risk_oversample: float = 3.0
+    target_drop: float = 0.3  # the report states the judged traces this drop would need
 
 
 @dg.asset(kinds={"duckdb", "python"}, **COMMON)
@@ -114,11 +129,22 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
     cfg = sampling.SamplingConfig(
         config.sample_size, config.floor_per_segment, config.seed, config.max_segments
     )
+    budgeted = budget_sampling.BudgetedSamplingConfig(
+        calls=config.budget_calls,
+        reserve_fraction=0.0,  # the follow-up's calls are the judge asset's to spend
+        floor_per_segment=config.floor_per_segment,
+        max_segments=config.max_segments,
+        seed=config.seed,
+        risk_oversample=config.risk_oversample,
+    )
     days = run_days(context)
     per_day = {}
     with store.connect() as conn:
         for day in days:
-            res = sampling.sample_day(conn, day, cfg)
+            if config.budget_calls > 0:
+                res = budget_sampling.sample_day_budgeted(conn, day, budgeted)
+            else:
+                res = sampling.sample_day(conn, day, cfg)
             meta = {
                 "dagster/row_count": MD.int(res.sampled),
                 "sampled": MD.int(res.sampled),
@@ -162,15 +188,7 @@ def judge_scores(
     for day in days:
         # The store is not held while the judge works: a remote judge can take minutes,
         # and other writers (the CLI, other runs) would wait on the lock all that time.
-        with store.connect() as conn:
-            plan = scoring.plan_day(conn, the_judge, day)
-        new, wall = scoring.judge_plan(
-            the_judge,
-            plan,
-            progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
-        )
-        with store.connect() as conn:
-            res = scoring.record_day(conn, the_judge, plan, new, wall)
+        res, spend_meta = _judge_day(context, config, store, the_judge, day)
         meta = {
             "dagster/row_count": MD.int(res.n),
             "judge": MD.text(the_judge.name),
@@ -192,6 +210,7 @@ def judge_scores(
             "latency_ms_p95": _float(res.latency_ms_p95),
             "judge_wall_seconds": MD.float(res.wall_seconds),
         }
+        meta.update(spend_meta)
         structured = getattr(the_judge, "response_format", None)
         if isinstance(structured, str):
             meta["judge_response_format"] = MD.text(structured)
@@ -214,6 +233,87 @@ def judge_scores(
         },
     )
     yield from materialize_days(context, days, per_day, [check])
+
+
+def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge, day):
+    """Judge the day's sample within the budget, then the follow-up; the power metadata."""
+    key = incident_history.judge_key(the_judge.name, the_judge.model, the_judge.rubric_version)
+    has_budget = config.budget_calls_per_day > 0 or config.budget_money_per_day > 0
+    the_budget = (
+        budget.Budget(key, config.budget_calls_per_day or None, config.budget_money_per_day or None)
+        if has_budget
+        else None
+    )
+    meta: dict = {}
+    res = None
+    for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
+        with store.connect() as conn:
+            if stage == 2:
+                suspects = budget.store_suspects(
+                    conn, day, detectors.DAY_ALPHA, budget.FollowUpRule()
+                )
+                cfg = budget_sampling.BudgetedSamplingConfig(
+                    seed=config.sample_seed,
+                    max_segments=config.max_segments,
+                    risk_oversample=config.risk_oversample,
+                )
+                extra = budget_sampling.follow_up_day(
+                    conn, day, cfg, suspects, config.follow_up_calls
+                )
+                meta["follow_up"] = MD.json(extra)
+                if not extra:
+                    budget.record_spend(conn, day, key, purpose, 0, None)
+                    break
+            plan = scoring.plan_day(conn, the_judge, day)
+            skipped: list = []
+            if the_budget is not None:
+                used = budget.spent(conn, day, key, excluding=PURPOSES_OF_THE_DAY[stage - 1 :])
+                per_call = (
+                    budget.expected_cost_per_call(conn, the_judge)
+                    if the_budget.money_per_day
+                    else None
+                )
+                left = the_budget.calls_left(*used, per_call)
+                rows = conn.execute(
+                    "SELECT s.trace_id, coalesce(x.stratum, s.segment) FROM sampled_traces s "
+                    "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
+                    "WHERE s.partition_date = ?",
+                    [day],
+                ).fetchall()
+                plan, skipped = budget.trim_to_budget(
+                    plan, left, budget.keep_order(rows, config.sample_seed)
+                )
+        new, wall = scoring.judge_plan(
+            the_judge,
+            plan,
+            progress=lambda i, n, day=day: context.log.info(f"{day}: judged {i}/{n}"),
+        )
+        with store.connect() as conn:
+            res = scoring.record_day(conn, the_judge, plan, new, wall)
+            budget.record_skips(conn, day, key, skipped)
+            budget.record_spend(conn, day, key, purpose, res.judge_calls, res.cost_estimate)
+        if skipped:
+            context.log.warning(f"{day}: {len(skipped)} sampled traces not judged: budget spent")
+        if config.follow_up_calls <= 0:
+            break
+    with store.connect() as conn:
+        powers = budget.day_power(conn, day, detectors.DAY_ALPHA, config.target_drop)
+        if the_budget is not None:
+            acct = budget.accounting(conn, day, the_budget)
+            meta["budget_calls_spent"] = MD.int(acct["calls"])
+            meta["not_judged_budget"] = MD.int(acct["not_judged_budget"])
+            meta["budget_lines"] = MD.json(acct["lines"])
+    # One float per segment (bounded by max_segments) so the UI plots it per partition.
+    for p in powers:
+        name = "overall" if p.segment == drift.ALL_SEGMENTS else p.segment
+        meta[f"mde/{name}"] = _float(p.mde)
+        meta[f"cusum_drop/{name}"] = _float(p.cusum_drop)
+        meta[f"weighted_mean/{name}"] = _float(p.weighted_mean)
+    meta["what_the_sample_can_see"] = MD.md("\n".join(f"- {p.sentence()}" for p in powers))
+    return res, meta
+
+
+PURPOSES_OF_THE_DAY = ("drift", "drift-follow-up")
 
 
 @dg.asset(
@@ -296,146 +396,6 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
         metadata={"alerts": MD.md("\n".join(f"- {a}" for a in alerting) or "none")},
     )
     yield from materialize_days(context, days, per_day, [check])
-
-
-class IncidentsConfig(dg.Config):
-    """How incidents are detected and announced (secrets come from the environment only)."""
-
-    reference_mode: str = "trailing"  # trailing | window | value
-    reference_days: int = 21
-    min_reference_days: int = 5
-    min_reference_n: int = 100
-    reference_window_start: str | None = None  # window mode: YYYY-MM-DD
-    reference_window_end: str | None = None
-    reference_value: float | None = None  # value mode: the pinned mean
-    cusum_k: float = detectors.CUSUM_K
-    cusum_h: float = detectors.CUSUM_H
-    day_alpha: float = detectors.DAY_ALPHA
-    min_drop: float = 0.2
-    resolve_after: int = 2
-    # Metadata keys a cause may name, next to prompt_version and model.
-    metadata_keys: list[str] = []
-    notify_within_days: int = 3
-    # The day notifications count "recent" from; unset: today's UTC date. The demo sets it
-    # to its last day, because its traffic is dated in the past.
-    today: str | None = None
-    digest: bool = False
-
-    def incident_config(self) -> incidents.IncidentConfig:
-        window = None
-        if self.reference_window_start and self.reference_window_end:
-            window = (
-                dt.date.fromisoformat(self.reference_window_start),
-                dt.date.fromisoformat(self.reference_window_end),
-            )
-        return incidents.IncidentConfig(
-            reference=ReferenceConfig(
-                mode=self.reference_mode,
-                days=self.reference_days,
-                min_days=self.min_reference_days,
-                min_n=self.min_reference_n,
-                window=window,
-                value=self.reference_value,
-            ),
-            k=self.cusum_k,
-            h=self.cusum_h,
-            day_alpha=self.day_alpha,
-            min_drop=self.min_drop,
-            resolve_after=self.resolve_after,
-        )
-
-
-def _segment_name(segment: str) -> str:
-    return "overall" if segment == records.ALL else segment
-
-
-def incidents_markdown(rows: list[records.Incident], limit: int = 20) -> str:
-    """Open incidents first, then the most recent resolved ones."""
-    if not rows:
-        return "no incidents"
-    ordered = sorted(rows, key=lambda i: (i.status != "open", -i.opened_on.toordinal()))
-    lines = [
-        "| incident | status | segments | opened | paged | last degraded | resolved | "
-        "peak drop | detector | cause | ack |",
-        "|---|---|---|---|---|---|---|---:|---|---|---|",
-    ]
-    for i in ordered[:limit]:
-        cause = (i.cause or "").replace("|", "/")
-        lines.append(
-            f"| {i.incident_id} | {i.status} | {', '.join(map(_segment_name, i.segments))} | "
-            f"{i.opened_on} | {i.detected_on} | {i.last_degraded_on} | "
-            f"{i.resolved_on or '–'} {('(' + i.resolution + ')') if i.resolution else ''} | "
-            f"{i.peak_drop:.2f} | {i.detector} | {cause} | {i.acknowledged_by or ''} |"
-        )
-    return "\n".join(lines)
-
-
-# trace_signals (defs/signals.py) by key: its paging signals feed the same incidents.
-# judge_anchors first: a day whose judge changed must not page as app drift.
-@dg.asset(
-    kinds={"duckdb", "python"}, deps=[drift_report, "trace_signals", "judge_anchors"], **COMMON
-)
-def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, store: EvalStore):
-    """Open and recent drift incidents, replayed from every stored day on each run (so a
-    re-run of a past day reaches the later days), and their open/resolve notifications."""
-    cfg = config.incident_config()
-    days = run_days(context)
-    with store.connect() as conn:
-        history = incident_history.recompute(conn, cfg, config.metadata_keys)
-    last_day = max((v.day for v in history.verdicts), default=days[-1])
-    today = dt.date.fromisoformat(config.today) if config.today else dt.datetime.now(dt.UTC).date()
-    events = [IncidentEvent(**e) for e in incident_history.events(history, through=last_day)]
-    with store.connect() as conn:
-        gated = judge_gate.gate_events(conn, events, days=days)
-    for held in gated.held:
-        context.log.warning(f"not paged: {held.title} ({held.details['judge']})")
-    events = gated.send
-    try:
-        channels = ChannelConfig.from_env()
-    except NotifyConfigError as exc:
-        raise dg.Failure(f"notification channels misconfigured: {exc}") from None
-    report = deliver_in_phases(
-        store.connect,
-        events,
-        channels,
-        today=today,
-        notify_within_days=config.notify_within_days,
-        digest=config.digest,
-    )
-    for error in report.errors:
-        context.log.error(f"notification failed: {error}")
-    open_now = [i for i in history.incidents if i.status == "open"]
-    summary = {
-        "incidents": MD.md(incidents_markdown(history.incidents)),
-        "open_incidents": MD.int(len(open_now)),
-        "incidents_total": MD.int(len(history.incidents)),
-        "notifications": MD.json({k: v for k, v in report.as_metadata().items()}),
-    }
-    per_day = {}
-    for day in days:
-        states = [v for v in history.verdicts if v.day == day]
-        meta = dict(summary)
-        for v in states:
-            name = _segment_name(v.segment)
-            meta[f"reference_mean/{name}"] = _float(v.reference_mean)
-            meta[f"drop/{name}"] = _float(v.drop)
-            meta[f"cusum/{name}"] = _float(v.cusum)
-            if v.incident_id:
-                meta[f"incident/{name}"] = MD.text(v.incident_id)
-        if day in gated.trust_by_day:
-            meta["judge_trust"] = MD.text(gated.trust_by_day[day].line())
-        overall = next((v for v in states if v.segment == records.ALL), None)
-        meta["reference_mean"] = _float(overall.reference_mean if overall else None)
-        meta["open_on_day"] = MD.int(
-            sum(1 for i in history.incidents if i.opened_on <= day <= (i.resolved_on or last_day))
-        )
-        per_day[day] = meta
-    for i in open_now:
-        context.log.warning(
-            f"OPEN {i.incident_id} {', '.join(i.segments)} since {i.opened_on}: "
-            f"-{i.peak_drop:.2f}; {i.cause}"
-        )
-    yield from materialize_days(context, days, per_day)
 
 
 daily_drift_job = dg.define_asset_job(

@@ -113,11 +113,14 @@ def run_history(
     signal_alarms = signal_alarms or {}
     by_day: dict[dt.date, dict[str, Counts]] = {}
     failed: dict[tuple[dt.date, str], int] = {}
+    judged: dict[tuple[dt.date, str], float] = {}
     judge_of: dict[dt.date, str] = {}
     for sd in days:
         by_day.setdefault(sd.day, {})
         by_day[sd.day][sd.segment] = by_day[sd.day].get(sd.segment, Counts()) + sd.counts
         failed[(sd.day, sd.segment)] = failed.get((sd.day, sd.segment), 0) + sd.n_failed
+        judged_n = sd.counts.n if sd.n_judged is None else sd.n_judged
+        judged[(sd.day, sd.segment)] = judged.get((sd.day, sd.segment), 0) + judged_n
         judge_of[sd.day] = sd.judge
     rebase_by_day: dict[dt.date, list[Rebaseline]] = {}
     for rb in rebaselines:
@@ -161,8 +164,10 @@ def run_history(
                 for c in today.values():
                     counts = counts + c
                 n_failed = sum(failed.get((day, s), 0) for s in today)
+                n_judged = sum(judged.get((day, s), 0) for s in today)
             else:
                 counts, n_failed = today[seg], failed.get((day, seg), 0)
+                n_judged = judged.get((day, seg), 0)
             v = DayVerdict(day, seg, "no_verdict", counts.n, n_failed, counts.mean)
             verdicts[(day, seg)] = v
             ref = select_reference(st.history, day, judge, config.reference, st.rebaseline_from)
@@ -172,8 +177,8 @@ def run_history(
             reason = None
             if ref.thin:
                 reason = ref.thin_reason
-            elif counts.n < config.min_n:
-                reason = f"{counts.n} judged traces (< {config.min_n}): no verdict"
+            elif n_judged < config.min_n:
+                reason = f"{n_judged} judged traces (< {config.min_n}): no verdict"
             elif total and n_failed / total > config.max_failure_rate:
                 reason = f"judge failures {n_failed / total:.0%}: no verdict"
             sf = None

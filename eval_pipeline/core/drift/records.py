@@ -25,6 +25,9 @@ class SegmentDay:
     counts: Counts  # ok judgments by score
     n_failed: int = 0
     judge: str = "judge"  # judge name/model/rubric: days of different judges never mix
+    # Judged (ok) traces when ``counts`` are weighted effective counts (a budgeted sample):
+    # the min_n guard counts traces judged, the test uses the effective counts.
+    n_judged: int | None = None
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,9 @@ def sample_day(
         )
     finally:
         conn.unregister("_plan")
+    # A fixed sample has no strata of its own: strata left by an earlier budgeted run of
+    # the day would give its traces wrong weights.
+    conn.execute("DELETE FROM sample_strata WHERE partition_date = ?", [day])
     return SampleResult(
         day=day,
         population=sum(counts.values()),

@@ -1,0 +1,363 @@
+"""Budgeted sampling against today's fixed 200 a day, on the drift evaluation harness.
+
+The traffic model, kinds, truth and scoring are those of ``bench.drift_eval`` (42 days,
+~2,000 traces a day over six segments, one of them 2% of traffic), generated here for the
+whole population of each day (every trace has a latent judge score) so that both samplers
+draw from the same traffic:
+
+- fixed: 200 a day, stratified with a floor of 20 (``sampling.allocate``), the engine's
+  default configuration;
+- budgeted: ``budget_sampling.plan_budgeted`` with ``--calls`` judge calls a day (stage 1: Neyman
+  allocation on each segment's healthy-reference spread, floor 10, risk slices
+  oversampled 3x: traces of a prompt_version first seen in the last 7 days and traces
+  with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z lands
+  in [z_follow, c) get the reserve. Scores enter the incident engine as weighted counts
+  (``weights.effective_counts``), and the engine's day test runs at the alpha that
+  accounts for the second look (``budget.two_look_day_alpha``).
+
+The incident engine, the cause attribution and the tally are the real ones
+(``bench.drift_eval.evaluate``). Then two checks of the estimates:
+
+- unbiasedness: the post-stratified overall mean of a budgeted day with oversampling on,
+  minus the population's true mean, over many seeds (mean error and its standard error);
+- the minimum detectable drop: for a segment's sample, drops of exactly the stated MDE are
+  detected (day test at its per-row alpha) in about 80% of runs.
+
+    python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench import drift_eval as de
+from eval_pipeline.core.drift import budget, detectors, power
+from eval_pipeline.core.drift.budget_sampling import (
+    BudgetedSamplingConfig,
+    follow_up,
+    plan_budgeted,
+)
+from eval_pipeline.core.drift.calibration import CLEAN_SCORES, score_probs
+from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
+from eval_pipeline.core.drift.records import SegmentDay
+from eval_pipeline.core.drift.reference import Counts
+from eval_pipeline.core.drift.sampling import allocate
+from eval_pipeline.core.drift.weights import effective_counts, estimates, trace_weights
+
+NEW_DAYS = 7  # a prompt_version first seen within this many days is a risk
+THUMBS_DOWN = {True: 0.10, False: 0.01}  # P(thumbs-down | broken answer), healthy answer
+RULE = budget.FollowUpRule(z_follow=1.0, info_fraction=0.4)
+ROWS = len(de.SHARES) + 1  # segments + the overall row: the day test's Holm family
+
+
+@dataclass
+class Day:
+    pop: pd.DataFrame  # one row per trace
+    truth: dict  # segment -> true drop
+
+
+def population_day(rng: np.random.Generator, kind: str, d: int) -> Day:
+    """The day's whole traffic, by the rules of ``drift_eval.simulate``."""
+    shares = dict(de.SHARES)
+    if kind == "mix_shift" and d >= de.EVENT_DAY:
+        shares["account"] *= 2.0
+        shares["search"] = max(0.01, shares["search"] - shares["account"] / 2)
+    total = sum(shares.values())
+    n_day = int(de.TRACES_PER_DAY * rng.uniform(0.95, 1.05))
+    draws = rng.multinomial(n_day, [v / total for v in shares.values()])
+    fail_rate = 0.35 if kind == "judge_failures" and d == de.EVENT_DAY + 4 else 0.005
+    frames, truth = [], {}
+    for seg, n in zip(shares, draws, strict=True):
+        extra = 0.0
+        if kind == "step" and seg == "billing" and de.EVENT_DAY <= d < de.FIX_DAY:
+            extra = de.broken_for_drop(0.8)
+        elif kind == "gradual" and seg == "returns" and d >= 14:
+            extra = de.broken_for_drop(0.04 * (d - 13))
+        elif kind == "small_segment" and seg == de.SMALL and d >= de.EVENT_DAY:
+            extra = de.broken_for_drop(0.5)
+        wobble = max(0.0, de.BASE_BROKEN[seg] + rng.normal(0, 0.01))
+        v2 = np.zeros(n, dtype=bool)
+        if kind == "rollout" and d >= de.EVENT_DAY:
+            v2 = rng.random(n) < 0.3
+        broken = rng.random(n) < np.where(v2, wobble + de.broken_for_drop(1.0), wobble + extra)
+        score = np.where(
+            broken,
+            rng.choice(np.arange(1, 6), size=n, p=score_probs(1)),
+            rng.choice(np.arange(1, 6), size=n, p=score_probs(0)),
+        )
+        truth[seg] = de.GAP * (0.3 * de.broken_for_drop(1.0) if kind == "rollout"
+                               and d >= de.EVENT_DAY else extra)  # fmt: skip
+        frames.append(
+            pd.DataFrame(
+                {
+                    "trace_id": [f"{d}-{seg}-{i}" for i in range(n)],
+                    "segment": seg,
+                    "score": score.astype(float),
+                    "failed": rng.random(n) < fail_rate,
+                    "prompt_version": np.where(v2, "v2", "v1"),
+                    "model": rng.choice(["m-large", "m-small"], size=n, p=[0.7, 0.3]),
+                    "channel": rng.choice(["web", "app", "email"], size=n),
+                    "thumbs_down": rng.random(n)
+                    < np.where(broken, THUMBS_DOWN[True], THUMBS_DOWN[False]),
+                }
+            )  # fmt: skip
+        )
+    return Day(pd.concat(frames, ignore_index=True), truth)
+
+
+def judged(day_idx: int, rows: pd.DataFrame) -> pd.DataFrame:
+    """What the judge returns for the drawn rows (failures have no score)."""
+    out = rows.copy()
+    out["state"] = np.where(out["failed"], "error", "ok")
+    out["day"] = de.START + dt.timedelta(days=day_idx)
+    return out
+
+
+def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[SegmentDay]:
+    out = []
+    for seg, g in rows.groupby("segment", sort=True):
+        ok = g[g["state"] == "ok"]
+        if weighted and len(ok):
+            counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
+        else:
+            counts = Counts.of(ok["score"])
+        failed = int((g["state"] != "ok").sum())
+        out.append(SegmentDay(day, seg, counts, failed, n_judged=len(ok) if weighted else None))
+    return out
+
+
+def risk_flags(pop: pd.DataFrame, first_seen: dict, day_idx: int) -> np.ndarray:
+    new_version = pop["prompt_version"].map(
+        lambda v: first_seen.get(v, day_idx) > 0 and first_seen.get(v, day_idx) > day_idx - NEW_DAYS
+    )
+    return (new_version.to_numpy(dtype=bool)) | pop["thumbs_down"].to_numpy(dtype=bool)
+
+
+def run_budgeted(kind: str, seed: int, cfg: BudgetedSamplingConfig, inc_cfg: IncidentConfig):
+    rng = np.random.default_rng([seed, de.KINDS.index(kind)])
+    truth = de.Truth()
+    days_out: list[SegmentDay] = []
+    frames = []
+    first_seen: dict[str, int] = {}
+    counts_by_day: dict[tuple[dt.date, str], Counts] = {}
+    calls = 0
+    history = None
+    for d in range(de.N_DAYS):
+        day = de.START + dt.timedelta(days=d)
+        today = population_day(rng, kind, d)
+        for v in sorted(set(today.pop["prompt_version"])):
+            first_seen.setdefault(v, d)
+        pop = today.pop.assign(risk=risk_flags(today.pop, first_seen, d))
+        spreads = {}
+        if history is not None:
+            for seg in today.truth:
+                days_ok = [
+                    counts_by_day[(v.day, seg)]
+                    for v in history.verdicts
+                    if v.segment == seg and v.state == "healthy"
+                ][-21:]
+                pooled = sum(days_ok, Counts())
+                if pooled.n >= 30:
+                    spreads[seg] = math.sqrt(pooled.variance)
+        plan = plan_budgeted(pop[["trace_id", "segment", "risk"]], cfg, spreads)
+        indexed = pop.set_index("trace_id")
+
+        def drawn(plan=plan, indexed=indexed, d=d):
+            rows = plan.rows()
+            return judged(d, indexed.loc[rows["trace_id"]].reset_index().assign(
+                stratum=rows["stratum"].to_numpy(),
+                stratum_size=rows["stratum_size"].to_numpy()))  # fmt: skip
+
+        stage1 = drawn()
+        h1 = run_history(days_out + segment_days(day, stage1, True), inc_cfg)
+        zs = {
+            v.segment: detectors.Shortfall(v.drop, 0.0, v.z, v.p)
+            for v in h1.verdicts
+            if v.day == day and v.z is not None and v.segment in today.truth
+        }
+        extra = follow_up(
+            plan,
+            budget.suspects(zs, detectors.DAY_ALPHA, ROWS, RULE),
+            cfg.reserve,
+            cfg.risk_oversample,
+        )
+        final = drawn() if extra else stage1
+        calls += len(final)
+        sds = segment_days(day, final, True)
+        for sd_ in sds:
+            counts_by_day[(day, sd_.segment)] = sd_.counts
+        days_out.extend(sds)
+        # Earlier days' states do not depend on later days: the stage-1 replay serves as
+        # tomorrow's history (today's own state there is from stage 1; it only feeds the
+        # spreads of the allocation).
+        history = h1
+        for seg, drop in today.truth.items():
+            truth.drop[(day, seg)] = drop
+        ok = final[final["state"] == "ok"]
+        frames.append(ok[["day", "segment", "score", "prompt_version", "model", "channel"]])
+    for (day, seg), drop in sorted(truth.drop.items()):
+        if drop >= 0.2 - 1e-9 and seg not in truth.episode_start:
+            truth.episode_start[seg] = day
+    return (days_out, pd.concat(frames, ignore_index=True), truth), calls
+
+
+def run_fixed(kind: str, seed: int):
+    rng = np.random.default_rng([seed, de.KINDS.index(kind)])
+    truth = de.Truth()
+    days_out, frames, calls = [], [], 0
+    for d in range(de.N_DAYS):
+        day = de.START + dt.timedelta(days=d)
+        today = population_day(rng, kind, d)
+        pop = today.pop
+        counts = pop["segment"].value_counts().to_dict()
+        alloc = allocate({s: int(n) for s, n in counts.items()}, de.SAMPLE, de.FLOOR)
+        # Rows are independent draws, so the first n of a segment are a simple random sample.
+        rows = pd.concat([pop[pop["segment"] == s].head(n) for s, n in sorted(alloc.items())])
+        rows = judged(d, rows)
+        calls += len(rows)
+        days_out.extend(segment_days(day, rows, False))
+        for seg, drop in today.truth.items():
+            truth.drop[(day, seg)] = drop
+        ok = rows[rows["state"] == "ok"]
+        frames.append(ok[["day", "segment", "score", "prompt_version", "model", "channel"]])
+    for (day, seg), drop in sorted(truth.drop.items()):
+        if drop >= 0.2 - 1e-9 and seg not in truth.episode_start:
+            truth.episode_start[seg] = day
+    return (days_out, pd.concat(frames, ignore_index=True), truth), calls
+
+
+def unbiasedness(seeds: int, cfg: BudgetedSamplingConfig) -> str:
+    """Weighted vs unweighted overall mean of a roll-out day, oversampling on."""
+    errs_w, errs_u, risk_share = [], [], []
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, 99])
+        today = population_day(rng, "rollout", de.EVENT_DAY + 2)
+        first_seen = {"v1": 0, "v2": de.EVENT_DAY}
+        pop = today.pop.assign(risk=risk_flags(today.pop, first_seen, de.EVENT_DAY + 2))
+        plan = plan_budgeted(pop[["trace_id", "segment", "risk"]], cfg)
+        rows = plan.rows()
+        got = pop.set_index("trace_id").loc[rows["trace_id"]].reset_index()
+        got = got.assign(
+            stratum=rows["stratum"].to_numpy(),
+            stratum_size=rows["stratum_size"].to_numpy(),
+            state=np.where(got["failed"], "error", "ok"),
+        )
+        est = estimates(got, "__all__")["__all__"]
+        true_mean = float(pop["score"].mean())
+        errs_w.append(est.mean - true_mean)
+        ok = got[got["state"] == "ok"]
+        errs_u.append(float(ok["score"].mean()) - true_mean)
+        risk_share.append(float(ok["stratum"].str.endswith("| risk").mean()))
+    ew, eu = np.array(errs_w), np.array(errs_u)
+    se_w, se_u = ew.std(ddof=1) / math.sqrt(seeds), eu.std(ddof=1) / math.sqrt(seeds)
+    return (
+        f"unbiasedness ({seeds} seeds, roll-out day, risk slices oversampled "
+        f"{cfg.risk_oversample:g}x, {np.mean(risk_share):.0%} of judged traces from them):\n"
+        f"  weighted   overall mean error {ew.mean():+.4f} (se {se_w:.4f}, "
+        f"{ew.mean() / se_w:+.2f} se)\n"
+        f"  unweighted overall mean error {eu.mean():+.4f} (se {se_u:.4f}, "
+        f"{eu.mean() / se_u:+.2f} se)"
+    )
+
+
+def mde_check(runs: int, alpha: float) -> str:
+    """Drops of exactly the stated MDE, detected by the day test at ``alpha``."""
+    rng = np.random.default_rng(2026)
+    sd = float(
+        math.sqrt(CLEAN_SCORES @ np.arange(1, 6) ** 2 - (CLEAN_SCORES @ np.arange(1, 6)) ** 2)
+    )
+    lines = [
+        f"minimum detectable drop ({runs} runs each, one-sided day test at alpha={alpha:.2g}, "
+        f"reference of 21 days):",
+        f"  {'n today':>8} {'n ref':>6} {'MDE':>6} {'shifted':>9} {'more broken':>11}",
+    ]
+    for n in (10, 20, 40, 80):
+        n_ref = 21 * n
+        m = power.mde(sd, n, n_ref, alpha)
+        hits = mix_hits = 0
+        for _ in range(runs):
+            ref = rng.choice(np.arange(1, 6), size=n_ref, p=CLEAN_SCORES)
+            # The drop is a location shift of the healthy distribution (same spread), the
+            # alternative the formula assumes.
+            today = rng.choice(np.arange(1, 6), size=n, p=CLEAN_SCORES) - m
+            rc = Counts.of(ref)
+            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(today.mean()), n)
+            hits += sf.p < alpha
+            # The harness's own alternative: more broken answers, which also widen the spread.
+            mixed = rng.choice(np.arange(1, 6), size=n, p=score_probs(de.broken_for_drop(m)))
+            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n)
+            mix_hits += sf.p < alpha
+        lines.append(f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mix_hits / runs:11.1%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--kinds", default=",".join(de.KINDS))
+    parser.add_argument("--calls", type=int, default=66)
+    parser.add_argument("--reserve", type=float, default=0.15, help="share held for stage 2")
+    parser.add_argument("--floor", type=int, default=9)
+    parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
+    parser.add_argument("--bias-seeds", type=int, default=1000)
+    parser.add_argument("--mde-runs", type=int, default=4000)
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = set(kinds) - set(de.KINDS)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(de.KINDS)})")
+    cfg = BudgetedSamplingConfig(
+        calls=args.calls, reserve_fraction=args.reserve, floor_per_segment=args.floor
+    )
+    fixed_cfg = IncidentConfig()
+    day_alpha = budget.two_look_day_alpha(fixed_cfg.day_alpha, ROWS, RULE)
+    budget_cfg = IncidentConfig(day_alpha=day_alpha, min_n=args.min_n)
+    began = time.monotonic()
+    print(
+        f"budget-eval: {args.seeds} seeds x {len(kinds)} kinds, {de.N_DAYS} days; fixed "
+        f"{de.SAMPLE}/day (floor {de.FLOOR}) vs budgeted {cfg.calls}/day (stage 1 "
+        f"{cfg.stage1_calls}, reserve {cfg.reserve}, floor {cfg.floor_per_segment}, risk "
+        f"x{cfg.risk_oversample:g}); day alpha {fixed_cfg.day_alpha} vs {day_alpha:.5f} "
+        f"(two looks, z_follow={RULE.z_follow}); engine min_n {fixed_cfg.min_n} vs {args.min_n}"
+    )
+    print(f"{'sampler':<9}{de.HEADER} {'calls/day':>9}")
+    totals = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
+    for kind in kinds:
+        per = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
+        for seed in range(args.seeds):
+            sim, calls = run_fixed(kind, seed)
+            per["fixed"][0].add(de.evaluate(kind, seed, fixed_cfg, sim))
+            per["fixed"][1] += calls
+            per["fixed"][2] += de.N_DAYS
+            sim, calls = run_budgeted(kind, seed, cfg, budget_cfg)
+            per["budget"][0].add(de.evaluate(kind, seed, budget_cfg, sim))
+            per["budget"][1] += calls
+            per["budget"][2] += de.N_DAYS
+        for arm in ("fixed", "budget"):
+            t, calls, ndays = per[arm]
+            totals[arm][0].add(t)
+            totals[arm][1] += calls
+            totals[arm][2] += ndays
+            print(f"{arm:<9}{de.fmt_row(kind, t)} {calls / ndays:9.1f}", flush=True)
+    if kinds:
+        for arm in ("fixed", "budget"):
+            t, calls, ndays = totals[arm]
+            print(f"{arm:<9}{de.fmt_row('overall', t)} {calls / ndays:9.1f}")
+        ratio = totals["budget"][1] / totals["fixed"][1]
+        print(f"judge calls, budgeted / fixed: {ratio:.3f}")
+    print(unbiasedness(args.bias_seeds, cfg))
+    print(mde_check(args.mde_runs, budget.row_alpha(fixed_cfg.day_alpha, ROWS)))
+    print(f"({time.monotonic() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Budgeted allocation: Neyman shares, floors, caps, pooling, risk oversampling, the
+same-day follow-up, reproducibility."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from eval_pipeline.core.drift.budget_sampling import (
+    BudgetedSamplingConfig,
+    follow_up,
+    neyman_allocate,
+    plan_budgeted,
+    risk_stratum,
+    split_risk,
+)
+from eval_pipeline.core.drift.sampling import OTHER_SEGMENTS
+
+
+def population(sizes: dict[str, int], risk: dict[str, int] | None = None) -> pd.DataFrame:
+    risk = risk or {}
+    rows = []
+    for seg, n in sizes.items():
+        for i in range(n):
+            rows.append((f"{seg}-{i:05d}", seg, i < risk.get(seg, 0)))
+    return pd.DataFrame(rows, columns=["trace_id", "segment", "risk"])
+
+
+def test_neyman_shares_follow_traffic_times_spread():
+    # a: 900 x 1, b: 90 x 2; c is held at its floor, the other 90 split 900:180.
+    alloc = neyman_allocate({"a": 900, "b": 90, "c": 10}, {"a": 1, "b": 2, "c": 1}, 100, 10)
+    assert alloc == {"a": 75, "b": 15, "c": 10}
+    # Equal spreads: proportional to traffic above the floors.
+    assert neyman_allocate({"a": 900, "b": 90, "c": 10}, {}, 100, 10) == {"a": 80, "b": 10, "c": 10}
+
+
+def test_floors_protect_small_segments_and_shrink_to_fit():
+    alloc = neyman_allocate({"big": 10_000, "tiny": 40}, {"big": 1, "tiny": 1}, 60, 10)
+    assert alloc["tiny"] == 10 and sum(alloc.values()) == 60
+    alloc = neyman_allocate({s: 100 for s in "abcdefghij"}, {}, 50, 10)
+    assert set(alloc.values()) == {5}  # ten floors of 10 cannot fit in 50
+
+
+def test_caps_never_exceed_a_segment_and_the_total_is_hard():
+    alloc = neyman_allocate({"a": 3, "b": 1000}, {"a": 5.0, "b": 0.1}, 50, 2)
+    assert alloc["a"] == 3 and alloc["b"] == 47
+    assert neyman_allocate({"a": 3, "b": 4}, {}, 50, 2) == {"a": 3, "b": 4}
+    for total in (0, 1, 7, 33):
+        assert (
+            sum(neyman_allocate({"a": 50, "b": 20, "c": 5}, {"a": 2}, total, 3).values()) == total
+        )
+
+
+def test_a_moved_signal_raises_a_segments_share():
+    base = neyman_allocate({"a": 500, "b": 500}, {}, 40, 5)
+    boosted = neyman_allocate({"a": 500, "b": 500}, {}, 40, 5, boost={"b": 2.0})
+    assert base == {"a": 20, "b": 20}
+    assert boosted["b"] > boosted["a"] and sum(boosted.values()) == 40
+
+
+def test_segments_beyond_the_cap_are_pooled():
+    sizes = {"s1": 400, "s2": 300, "s3": 20, "s4": 10, "s5": 5}
+    plan = plan_budgeted(population(sizes), BudgetedSamplingConfig(calls=40, reserve_fraction=0,
+                                                                   max_segments=2))  # fmt: skip
+    assert set(plan.allocation) == {"s1", "s2", OTHER_SEGMENTS}
+    rows = plan.rows()
+    assert set(rows["segment"]) == {"s1", "s2", OTHER_SEGMENTS}
+    assert plan.stratum_size[OTHER_SEGMENTS] == 35
+    assert len(rows) == 40 and plan.notes
+
+
+def test_risk_traces_are_oversampled_and_weighted_back():
+    assert split_risk(40, risk=100, base=900, oversample=3.0) == (10, 30)
+    assert split_risk(40, risk=100, base=900, oversample=1.0) == (4, 36)  # proportional
+    assert split_risk(40, risk=20, base=25, oversample=3.0) == (20, 20)  # the slice ran out
+    plan = plan_budgeted(
+        population({"billing": 1000}, risk={"billing": 100}),
+        BudgetedSamplingConfig(calls=40, reserve_fraction=0, floor_per_segment=0),
+    )
+    rows = plan.rows()
+    risky = rows[rows["stratum"] == risk_stratum("billing")]
+    assert len(risky) == 10  # 25% of the sample from 10% of the traffic
+    weights = rows["stratum_size"] / rows["stratum_sample"]
+    assert set(weights.round(6)) == {10.0, 30.0}
+    assert (rows["stratum_size"] / rows["stratum_sample"]).sum() == pytest.approx(1000)
+
+
+def test_the_sample_is_reproducible_and_content_ordered():
+    pop = population({"a": 300, "b": 100}, risk={"a": 30})
+    cfg = BudgetedSamplingConfig(calls=50, reserve_fraction=0)
+    first = set(plan_budgeted(pop, cfg).rows()["trace_id"])
+    shuffled = pop.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    assert set(plan_budgeted(shuffled, cfg).rows()["trace_id"]) == first
+    other = BudgetedSamplingConfig(calls=50, reserve_fraction=0, seed="another")
+    assert set(plan_budgeted(pop, other).rows()["trace_id"]) != first
+
+
+def test_follow_up_spends_the_reserve_on_suspects_only_and_keeps_prefixes():
+    pop = population({"a": 300, "b": 300, "c": 300}, risk={"b": 30})
+    cfg = BudgetedSamplingConfig(calls=50, reserve_fraction=0.4)
+    plan = plan_budgeted(pop, cfg)
+    stage1 = plan.rows()
+    assert len(stage1) == cfg.stage1_calls == 30
+    got = follow_up(plan, ["b"], cfg.reserve, cfg.risk_oversample)
+    rows = plan.rows()
+    assert got == {"b": 20} and len(rows) == 50
+    assert set(rows[rows["stage"] == 2]["segment"]) == {"b"}
+    assert set(stage1["trace_id"]) <= set(rows["trace_id"])
+    # Each stratum's draw is still the first k of its content order: a simple random sample.
+    for stratum, ids in plan.ordered.items():
+        assert set(rows[rows["stratum"] == stratum]["trace_id"]) == set(
+            ids[: plan.drawn.get(stratum, 0)]
+        )
+    # A segment with little left takes what it has; the reserve is a cap.
+    small = plan_budgeted(
+        population({"a": 12, "b": 300}), BudgetedSamplingConfig(calls=30, reserve_fraction=0.5)
+    )
+    assert small.allocation == {"a": 7, "b": 8}
+    assert follow_up(small, ["a", "b"], 15, 3.0) == {"a": 5, "b": 10}
+    assert follow_up(small, [], 15, 3.0) == {}

@@ -1,0 +1,53 @@
+"""The budget through the drift loop's assets: a budgeted sample, judging capped at the
+budget, the follow-up, and the per-partition floats the UI plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from eval_pipeline import settings
+from eval_pipeline.core import store
+from eval_pipeline.demo import traffic as demo_traffic
+from eval_pipeline_tests.drift.drift_fixtures import DRIFT_ASSETS, DRIFT_RESOURCES
+
+
+@pytest.fixture
+def demo_days(monkeypatch):
+    monkeypatch.setattr(demo_traffic, "TRACES_PER_DAY", 300)
+    monkeypatch.setattr(demo_traffic, "DAYS", 2)
+    demo_traffic.generate(settings.trace_inbox())
+    return [demo_traffic.START + dt.timedelta(days=i) for i in range(2)]
+
+
+def test_a_budgeted_day_stops_at_the_budget_and_states_what_it_can_see(demo_days):
+    day = demo_days[0].isoformat()
+    result = dg.materialize(
+        DRIFT_ASSETS,
+        resources=DRIFT_RESOURCES,
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day,
+        run_config={
+            "ops": {
+                "sampled_traces": {"config": {"budget_calls": 40, "floor_per_segment": 5}},
+                "judge_scores": {"config": {"budget_calls_per_day": 15, "follow_up_calls": 10}},
+            }
+        },
+    )
+    assert result.success
+    sampled = result.asset_materializations_for_node("sampled_traces")[0].metadata
+    assert sampled["sampled"].value == 40
+    judged = result.asset_materializations_for_node("judge_scores")[0].metadata
+    assert judged["budget_calls_spent"].value <= 15
+    assert judged["not_judged_budget"].value >= 10
+    assert judged["failure_rate"].value == 0.0  # unjudged for budget is not a failure
+    assert "what_the_sample_can_see" in judged
+    assert isinstance(judged["weighted_mean/overall"].value, float)
+    assert any(k.startswith("mde/") for k in judged)
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        skipped = conn.execute("SELECT count(*) FROM judge_budget_skips").fetchone()[0]
+        lines = dict(conn.execute("SELECT purpose, calls FROM judge_spend").fetchall())
+    assert skipped == judged["not_judged_budget"].value
+    assert lines["drift"] <= 15 and "drift-follow-up" in lines

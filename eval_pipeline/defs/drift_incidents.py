@@ -14,8 +14,8 @@ from eval_pipeline.core.drift.reference import ReferenceConfig
 from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
 from eval_pipeline.core.notify.events import IncidentEvent
 from eval_pipeline.core.notify.lifecycle import deliver_in_phases
-from eval_pipeline.defs.drift_loop import COMMON, MD, _float, drift_report
-from eval_pipeline.defs.reporting import materialize_days, run_days
+from eval_pipeline.defs.drift_loop import COMMON, MD, drift_report
+from eval_pipeline.defs.reporting import materialize_days, plot_float, run_days
 from eval_pipeline.defs.resources import EvalStore
 
 
@@ -138,15 +138,15 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
         meta = dict(summary)
         for v in states:
             name = _segment_name(v.segment)
-            meta[f"reference_mean/{name}"] = _float(v.reference_mean)
-            meta[f"drop/{name}"] = _float(v.drop)
-            meta[f"cusum/{name}"] = _float(v.cusum)
+            meta[f"reference_mean/{name}"] = plot_float(v.reference_mean)
+            meta[f"drop/{name}"] = plot_float(v.drop)
+            meta[f"cusum/{name}"] = plot_float(v.cusum)
             if v.incident_id:
                 meta[f"incident/{name}"] = MD.text(v.incident_id)
         if day in gated.trust_by_day:
             meta["judge_trust"] = MD.text(gated.trust_by_day[day].line())
         overall = next((v for v in states if v.segment == records.ALL), None)
-        meta["reference_mean"] = _float(overall.reference_mean if overall else None)
+        meta["reference_mean"] = plot_float(overall.reference_mean if overall else None)
         meta["open_on_day"] = MD.int(
             sum(1 for i in history.incidents if i.opened_on <= day <= (i.resolved_on or last_day))
         )

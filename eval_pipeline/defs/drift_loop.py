@@ -23,7 +23,7 @@ from eval_pipeline.core.judge import cache as scoring
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import ingest as traces
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.reporting import materialize_days, run_days
+from eval_pipeline.defs.reporting import materialize_days, plot_float, run_days
 from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
 
 COMMON = dict(
@@ -33,11 +33,6 @@ COMMON = dict(
     group_name="drift",
 )
 MD = dg.MetadataValue
-
-
-def _float(value: float | None) -> dg.FloatMetadataValue:
-    """A float for the UI's plots; a missing figure is NaN (a gap), never a fake zero."""
-    return MD.float(float("nan") if value is None else value)
 
 
 class SamplingConfig(dg.Config):
@@ -194,7 +189,7 @@ def judge_scores(
             "judge": MD.text(the_judge.name),
             "judge_model": MD.text(the_judge.model or "none"),
             "rubric_version": MD.text(the_judge.rubric_version),
-            "mean_score": _float(res.mean_score),
+            "mean_score": plot_float(res.mean_score),
             "failure_rate": MD.float(res.failure_rate),
             "ok": MD.int(res.states["ok"]),
             "unparseable": MD.int(res.states["unparseable"]),
@@ -205,9 +200,9 @@ def judge_scores(
             "completion_tokens": MD.int(res.completion_tokens),
             "http_attempts": MD.int(res.http_attempts),
             "failures_by_kind": MD.json(dict(sorted(res.failures_by_kind.items()))),
-            "cost_estimate": _float(res.cost_estimate),
-            "latency_ms_mean": _float(res.latency_ms_mean),
-            "latency_ms_p95": _float(res.latency_ms_p95),
+            "cost_estimate": plot_float(res.cost_estimate),
+            "latency_ms_mean": plot_float(res.latency_ms_mean),
+            "latency_ms_p95": plot_float(res.latency_ms_p95),
             "judge_wall_seconds": MD.float(res.wall_seconds),
         }
         meta.update(spend_meta)
@@ -306,9 +301,9 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     # One float per segment (bounded by max_segments) so the UI plots it per partition.
     for p in powers:
         name = "overall" if p.segment == drift.ALL_SEGMENTS else p.segment
-        meta[f"mde/{name}"] = _float(p.mde)
-        meta[f"cusum_drop/{name}"] = _float(p.cusum_drop)
-        meta[f"weighted_mean/{name}"] = _float(p.weighted_mean)
+        meta[f"mde/{name}"] = plot_float(p.mde)
+        meta[f"cusum_drop/{name}"] = plot_float(p.cusum_drop)
+        meta[f"weighted_mean/{name}"] = plot_float(p.weighted_mean)
     meta["what_the_sample_can_see"] = MD.md("\n".join(f"- {p.sentence()}" for p in powers))
     return res, meta
 
@@ -381,7 +376,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
                     "mean_p_value",
                 ):
                     value = getattr(overall, key)
-                    meta[key] = _float(value)
+                    meta[key] = plot_float(value)
             for row in res.rows:
                 if row.segment != drift.ALL_SEGMENTS and row.mean_score is not None:
                     meta[f"mean_score/{row.segment}"] = MD.float(row.mean_score)

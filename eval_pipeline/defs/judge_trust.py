@@ -11,16 +11,11 @@ import dagster as dg
 from eval_pipeline.core.judge import agreement as ag
 from eval_pipeline.core.judge import anchors, labels, trust
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.reporting import materialize_days, run_days
+from eval_pipeline.defs.reporting import materialize_days, plot_float, run_days
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
 
 MD = dg.MetadataValue
 GROUP = "judge_trust"
-
-
-def _float(value: float | None) -> dg.FloatMetadataValue:
-    """A float for the UI's plots; a missing figure is NaN (a gap), never a fake zero."""
-    return MD.float(float("nan") if value is None else float(value))
 
 
 class CalibrationConfig(dg.Config):
@@ -64,13 +59,13 @@ def judge_calibration(
             "trust_status": MD.text(status.status),
             "trust_reason": MD.text(status.reason),
             "n_labels": MD.int(res.n),
-            "kappa": _float(None if math.isnan(res.kappa) else res.kappa),
-            "kappa_low": _float(None if math.isnan(res.kappa_low) else res.kappa_low),
-            "kappa_high": _float(None if math.isnan(res.kappa_high) else res.kappa_high),
-            "exact_agreement": _float(None if math.isnan(res.exact) else res.exact),
-            "within_one": _float(None if math.isnan(res.within_one) else res.within_one),
-            "spearman": _float(None if math.isnan(res.spearman) else res.spearman),
-            "mean_bias": _float(None if math.isnan(res.mean_bias) else res.mean_bias),
+            "kappa": plot_float(None if math.isnan(res.kappa) else res.kappa),
+            "kappa_low": plot_float(None if math.isnan(res.kappa_low) else res.kappa_low),
+            "kappa_high": plot_float(None if math.isnan(res.kappa_high) else res.kappa_high),
+            "exact_agreement": plot_float(None if math.isnan(res.exact) else res.exact),
+            "within_one": plot_float(None if math.isnan(res.within_one) else res.within_one),
+            "spearman": plot_float(None if math.isnan(res.spearman) else res.spearman),
+            "mean_bias": plot_float(None if math.isnan(res.mean_bias) else res.mean_bias),
             "confusion": MD.json({"rows_person_cols_judge": res.confusion}),
             "all_judges": MD.md(table),
         }
@@ -137,13 +132,13 @@ def judge_anchors(
             "judge_drift": MD.bool(f.judge_drift),
             "verdict": MD.text(f.verdict),
             "n_paired": MD.int(f.n_paired),
-            "mean_shift": _float(f.mean_shift),
-            "changed_share": _float(f.changed_share),
-            "p_value": _float(f.p_value),
-            "spread_p_value": _float(f.spread_p_value),
-            "spread_excess": _float(f.spread_excess),
-            "retest_kappa": _float(f.retest_kappa),
-            "retest_exact": _float(f.retest_exact),
+            "mean_shift": plot_float(f.mean_shift),
+            "changed_share": plot_float(f.changed_share),
+            "p_value": plot_float(f.p_value),
+            "spread_p_value": plot_float(f.spread_p_value),
+            "spread_excess": plot_float(f.spread_excess),
+            "retest_kappa": plot_float(f.retest_kappa),
+            "retest_exact": plot_float(f.retest_exact),
             "anchor_judge_calls": MD.int(sum(len(p) for p in run.passes)),
             "baseline_date": MD.text(str(f.baseline_date)),
         }

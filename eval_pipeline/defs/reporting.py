@@ -43,3 +43,9 @@ def materialize_days(
         yield dg.AssetMaterialization(
             asset_key=context.asset_key, partition=day.isoformat(), metadata=per_day.get(day, {})
         )
+
+
+def plot_float(value) -> dg.FloatMetadataValue:
+    """A float for the UI's plots: a missing figure is NaN (a gap), never a fake zero; numpy
+    scalars become plain floats (Dagster cannot serialise them)."""
+    return dg.MetadataValue.float(float("nan") if value is None or value != value else float(value))

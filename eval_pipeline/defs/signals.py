@@ -9,7 +9,7 @@ import dagster as dg
 from eval_pipeline.core.signals import compute, detect
 from eval_pipeline.core.signals.config import DIST_SIGNALS, RATE_SIGNALS, load_config
 from eval_pipeline.defs.drift_loop import COMMON, raw_traces
-from eval_pipeline.defs.reporting import materialize_days, run_days
+from eval_pipeline.defs.reporting import materialize_days, plot_float, run_days
 from eval_pipeline.defs.resources import EvalStore
 
 MD = dg.MetadataValue
@@ -21,11 +21,6 @@ class TraceSignalsConfig(dg.Config):
     reference_days: int = 14
 
 
-def _float(value) -> dg.FloatMetadataValue:
-    """A float for the UI's plots; a missing figure is NaN (a gap), never a fake zero."""
-    return MD.float(float("nan") if value is None or value != value else float(value))
-
-
 def day_metadata(rows, findings) -> dict:
     """Every signal of the day as floats (overall, and per segment for rates, medians and
     shares), the counts, and the tests as a markdown table."""
@@ -35,20 +30,20 @@ def day_metadata(rows, findings) -> dict:
     meta["dagster/row_count"] = MD.int(int(n.iloc[0]) if not n.empty else 0)
     for r in overall.itertuples(index=False):
         if r.signal in RATE_SIGNALS:
-            meta[r.signal] = _float(r.value)
+            meta[r.signal] = plot_float(r.value)
         elif r.signal in DIST_SIGNALS:
-            meta[f"{r.signal}_median"] = _float(r.value)
-            meta[f"{r.signal}_p10"] = _float(r.p10)
-            meta[f"{r.signal}_p90"] = _float(r.p90)
+            meta[f"{r.signal}_median"] = plot_float(r.value)
+            meta[f"{r.signal}_p10"] = plot_float(r.p10)
+            meta[f"{r.signal}_p90"] = plot_float(r.p90)
         else:
-            meta[f"{r.signal}/{r.key}"] = _float(r.value)
+            meta[f"{r.signal}/{r.key}"] = plot_float(r.value)
     for r in rows[rows.segment != compute.ALL].itertuples(index=False):
         if r.signal in RATE_SIGNALS:
-            meta[f"{r.signal}/{r.segment}"] = _float(r.value)
+            meta[f"{r.signal}/{r.segment}"] = plot_float(r.value)
         elif r.signal in ("answer_chars", "latency_ms"):
-            meta[f"{r.signal}_median/{r.segment}"] = _float(r.value)
+            meta[f"{r.signal}_median/{r.segment}"] = plot_float(r.value)
         elif r.signal == "segment_share":
-            meta[f"segment_share/{r.key}"] = _float(r.value)
+            meta[f"segment_share/{r.key}"] = plot_float(r.value)
     fired = [f for f in findings if f.fired]
     meta["pages"] = MD.int(sum(f.pages for f in fired))
     meta["informs"] = MD.int(sum(not f.pages for f in fired))

@@ -8,6 +8,8 @@ by setting the variables before calling them.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,3 +72,15 @@ def flag(raw: str) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(raw)
+
+
+def person(explicit: str | None = None) -> str:
+    """Who is at the terminal (a reviewer, a labeller): the explicit name, else $USER /
+    $USERNAME, else the login name; empty when none can be found."""
+    if explicit:
+        return explicit
+    name = os.environ.get("USER") or os.environ.get("USERNAME")
+    if not name:
+        with contextlib.suppress(Exception):
+            name = getpass.getuser()
+    return name or ""

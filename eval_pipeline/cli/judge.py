@@ -20,12 +20,9 @@ eval-pipeline judge agreement [--judge ID] [--min-labels N] [--bar K]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import getpass
 import json
 import math
-import os
 from pathlib import Path
 
 import duckdb
@@ -170,16 +167,6 @@ def run_costs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labeller(args: argparse.Namespace) -> str:
-    if args.labeller:
-        return args.labeller
-    name = os.environ.get("USER") or os.environ.get("USERNAME")
-    if not name:
-        with contextlib.suppress(Exception):
-            name = getpass.getuser()
-    return name or ""
-
-
 def _identity(conn, requested: str | None) -> str | None:
     if requested:
         return labels.JudgeIdentity.parse(requested).key
@@ -192,7 +179,7 @@ def run_label(args: argparse.Namespace) -> int:
     if not db.exists():  # a typo must not create an empty store
         print(f"no store at {db}: run the pipeline first (make demo)")
         return 2
-    labeller = _labeller(args)
+    labeller = settings.person(args.labeller)
     if not labeller:
         print("no labeller name: pass --labeller NAME (or set $USER)")
         return 2

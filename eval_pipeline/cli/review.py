@@ -9,8 +9,6 @@ automation), so a person only reviews.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import getpass
 import os
 from pathlib import Path
 
@@ -58,16 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _reviewer(args: argparse.Namespace) -> str:
-    if args.reviewer:
-        return args.reviewer
-    name = os.environ.get("USER") or os.environ.get("USERNAME")
-    if not name:
-        with contextlib.suppress(Exception):
-            name = getpass.getuser()
-    return name or ""
-
-
 def notify_dagster(count: int, reviewer: str, via: str) -> str:
     """Record a runless materialization of review_decisions in the Dagster instance.
 
@@ -103,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if not db.exists():  # a typo must not create an empty store and report "0 pending"
         print(f"no store at {db}: run the pipeline first (make demo)")
         return 2
-    reviewer = _reviewer(args)
+    reviewer = settings.person(args.reviewer)
 
     def connect():
         # A short wait: a person is told the store is busy (and keeps the typed decision)

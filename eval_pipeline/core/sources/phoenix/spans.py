@@ -20,12 +20,13 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eval_pipeline.core.sources import genai, openinference
 from eval_pipeline.core.sources.phoenix.client import project_path
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
+from eval_pipeline.core.sources.trace_parts import TraceParts
 
 EXCERPT_CHARS = 200  # like the inbox source's trace_rejects excerpts
 
@@ -42,6 +43,7 @@ class TraceRow:
     prompt_version: str | None
     user_id: str | None
     metadata: dict
+    parts: TraceParts = field(default_factory=TraceParts)
 
 
 @dataclass

@@ -22,7 +22,12 @@ import pandas as pd
 
 from eval_pipeline.core import store
 from eval_pipeline.core.sources.ingest import SourceUnavailable, StageReport
-from eval_pipeline.core.sources.phoenix.client import PhoenixClient, PhoenixUnavailable, fetch_spans
+from eval_pipeline.core.sources.phoenix.client import (
+    PhoenixClient,
+    PhoenixUnavailable,
+    fetch_part_spans,
+    fetch_spans,
+)
 from eval_pipeline.core.sources.phoenix.config import SOURCE_NAME, PhoenixConfig
 from eval_pipeline.core.sources.phoenix.spans import ClassifiedDay, classify_spans
 from eval_pipeline.core.sources.trace_parts import PART_COLUMNS
@@ -65,9 +70,15 @@ class PhoenixSource:
         try:
             with PhoenixClient(self.cfg, self.transport, self.sleep) as client:
                 fetched = fetch_spans(client, day)
+                # The parts are only worth a query when the day has traces to attach them to.
+                parts = (
+                    fetch_part_spans(client, day).spans
+                    if self.cfg.part_kinds and fetched.spans
+                    else []
+                )
         except PhoenixUnavailable as exc:
             raise SourceUnavailable(f"{day}: {exc}") from exc
-        classified = classify_spans(fetched.spans, self.cfg)
+        classified = classify_spans(fetched.spans, self.cfg, parts)
         # Only the classified rows are kept: the raw span dicts are the bulk of the memory.
         self._fetched = FetchedDay(day, fetched.pages, len(fetched.spans), classified)
         return self._fetched

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,8 +195,15 @@ class ClassifiedDay:
     skips: Counter
 
 
-def classify_spans(spans: list[Mapping[str, Any]], cfg: PhoenixConfig) -> ClassifiedDay:
+def classify_spans(
+    spans: list[Mapping[str, Any]],
+    cfg: PhoenixConfig,
+    part_spans: Sequence[Mapping[str, Any]] = (),
+) -> ClassifiedDay:
     """Classify a day's spans; a trace with several selected spans gets one row per span.
+
+    ``part_spans`` (the day's RETRIEVER and TOOL spans) give the traces their retrieved
+    documents and tool calls, as do such spans among ``spans``.
 
     The row's trace_id is the OTel trace id when the trace has one selected span that day
     (the usual case with root spans), else ``<trace id>:<span id>`` for each of them, so
@@ -208,7 +215,7 @@ def classify_spans(spans: list[Mapping[str, Any]], cfg: PhoenixConfig) -> Classi
     seen_spans: set[str] = set()
     base = f"{cfg.safe_url()}{project_path(cfg.project)}/spans"
     rules = cfg.trace_rules()
-    extras = _extras(spans)
+    extras = _extras([*spans, *part_spans])
     for span in spans:
         try:
             outcome = _classify(span, cfg, rules, extras)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import httpx
 import openai
@@ -19,6 +20,7 @@ from openinference.semconv.trace import (
     SpanAttributes,
 )
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as GenAIInstrumentor
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -54,14 +56,27 @@ def responder(body: dict) -> str:
     return ANSWERS[last]
 
 
-@pytest.fixture(scope="module")
-def exported():
-    """The finished spans of the app's calls (real instrumentation, real client)."""
+GENAI_ENV = {
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+}
+
+
+@pytest.fixture(scope="module", params=["openinference", "genai"])
+def exported(request):
+    """The finished spans of the app's calls (real instrumentation, real client), with
+    OpenInference's instrumentation or the OpenTelemetry GenAI one."""
     exporter = InMemorySpanExporter()
     provider = sdk_trace.TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("rag-app")
-    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    saved = {k: os.environ.get(k) for k in GENAI_ENV}
+    if request.param == "genai":
+        os.environ.update(GENAI_ENV)
+        instrumentor = GenAIInstrumentor()
+    else:
+        instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
     try:
         with FakeOpenAIServer() as fake:
             fake.responder = responder
@@ -100,7 +115,12 @@ def exported():
                 ]
                 client.chat.completions.create(model="m", messages=ask)
     finally:
-        OpenAIInstrumentor().uninstrument()
+        instrumentor.uninstrument()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     provider.shutdown()
     return exporter.get_finished_spans()
 

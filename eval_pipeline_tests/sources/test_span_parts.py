@@ -35,6 +35,7 @@ from eval_pipeline.core.sources.otlp.mapping import map_spans
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 from eval_pipeline.core.sources.phoenix.source import PhoenixSource
 from eval_pipeline.core.sources.phoenix.spans import classify_spans
+from eval_pipeline.defs.resources import TraceSourceResource
 from eval_pipeline_tests.fake_openai import FakeOpenAIServer, Fault
 from eval_pipeline_tests.sources.phoenix_samples import Script, llm_span
 from eval_pipeline_tests.sources.test_otlp_e2e import tool_call_body
@@ -268,5 +269,8 @@ def test_phoenix_source_reads_the_days_retriever_spans_into_the_context(tmp_path
     off = classify_spans([trace], PhoenixConfig(part_kinds=()))
     assert off.traces[0].parts.context is None
     assert PhoenixConfig.from_env({"EVAL_PHOENIX_PART_KINDS": "none"}).part_kinds == ()
+    resource = TraceSourceResource(kind="phoenix", phoenix_part_kinds=[])
+    assert resource.phoenix_config().part_kinds == ()
+    assert TraceSourceResource(kind="phoenix").phoenix_config().part_kinds == ("RETRIEVER", "TOOL")
     with pytest.raises(ValueError, match="part_kinds"):
         PhoenixConfig(part_kinds=("LLM",))

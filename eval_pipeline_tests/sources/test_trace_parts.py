@@ -111,6 +111,12 @@ BAD = [
         "value too large (conversation",
     ),
     ({"tool_calls": {"name": "x"}}, "wrong type: tool_calls must be a list"),
+    # a good part does not hide a bad one after it
+    (
+        {"retrieved_documents": DOCS, "conversation": TURNS, "tool_calls": [{"name": 1}]},
+        "bad tool_calls: item 1 must be",
+    ),
+    ({"context": "fine", "conversation": [{"role": "user"}]}, "bad conversation: item 1"),
     ({"tool_calls": [{"arguments": {}}]}, "bad tool_calls: item 1 must be"),
     ({"tool_calls": [{"name": ""}]}, "bad tool_calls: item 1 must be"),
     (

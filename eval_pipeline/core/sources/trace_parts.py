@@ -283,30 +283,41 @@ _CALL_OK = (
 
 
 def _list_checks(x: str, field: str, limit: int, ok: str, shape: str, texts: list[str]) -> str:
-    lines = [
-        f"WHEN json_type({x}) <> 'ARRAY' THEN 'wrong type: {field} must be a list'",
-        f"WHEN json_array_length({x}) > {limit} THEN 'value too large ({field} ' "
-        f"|| json_array_length({x}) || ' items > {limit})'",
-        f"WHEN {_first_bad(x, ok)} > 0 THEN 'bad {field}: item ' || {_first_bad(x, ok)} "
-        f"|| ' {shape}'",
+    """WHEN lines for a list field. The elements are parsed once: the one-element list
+    binds them to ``items`` for every check."""
+    checks = [
+        f"WHEN len(items) > {limit} THEN 'value too large ({field} ' || len(items) "
+        f"|| ' items > {limit})'",
+        f"WHEN {_first_bad('items', ok)} > 0 THEN 'bad {field}: item ' || "
+        f"{_first_bad('items', ok)} || ' {shape}'",
     ]
     for label, text in texts:
-        lines.append(
-            f"WHEN {_max_len(x, text)} > $max_chars THEN 'value too large ({field} item ' "
-            f"|| {_over(x, text)} || '{label} ' || {_max_len(x, text)} || ' chars > ' "
-            "|| $max_chars || ')'"
+        checks.append(
+            f"WHEN {_max_len('items', text)} > $max_chars THEN 'value too large ({field} item ' "
+            f"|| {_over('items', text)} || '{label} ' || {_max_len('items', text)} "
+            "|| ' chars > ' || $max_chars || ')'"
         )
-    # Each check only for a present, non-null value.
-    return "\n".join(f"WHEN {x} IS NOT NULL AND {x} <> 'null' AND " + w[5:] for w in lines)
+    bound = f"list_transform([{_items(x)}], lambda items: CASE {' '.join(checks)} END)[1]"
+    present = f"{x} IS NOT NULL AND {x} <> 'null'"
+    return "\n".join(
+        [
+            f"WHEN {present} AND json_type({x}) <> 'ARRAY' THEN 'wrong type: {field} must be a list'",
+            f"WHEN {present} AND {bound} IS NOT NULL THEN {bound}",
+        ]
+    )
 
 
 def reject_sql(ctx: str, docs: str, conv: str, calls: str) -> str:
-    """``WHEN ... THEN reason`` lines for the classifier's CASE, over the extracted JSON
-    values of the four inbox fields (``INBOX_PATHS``); ``$max_chars`` is the value cap."""
+    """One ``WHEN ... THEN reason`` line for the classifier's CASE, over the extracted JSON
+    values of the four inbox fields (``INBOX_PATHS``); ``$max_chars`` is the value cap.
+
+    A line without any of the fields pays for four NULL tests and nothing else.
+    """
     present = "IS NOT NULL AND {0} <> 'null'"
     both = f"{ctx} {present.format(ctx)} AND {docs} {present.format(docs)}"
-    return "\n".join(
+    reason = "\n".join(
         [
+            "CASE",
             f"WHEN {both} THEN 'ambiguous context: give context or retrieved_documents, not both'",
             f"WHEN {ctx} {present.format(ctx)} AND json_type({ctx}) <> 'VARCHAR' "
             "THEN 'wrong type: context must be a string'",
@@ -327,8 +338,11 @@ def reject_sql(ctx: str, docs: str, conv: str, calls: str) -> str:
                 _CALL_SHAPE,
                 [(" arguments", "e ->> '$.arguments'"), (" result", "e ->> '$.result'")],
             ),
+            "END",
         ]
     )
+    any_part = " OR ".join(f"{x} IS NOT NULL" for x in (ctx, docs, conv, calls))
+    return f"WHEN ({any_part}) AND ({reason}) IS NOT NULL THEN ({reason})"
 
 
 def columns_sql(ctx: str, docs: str, conv: str, calls: str) -> str:

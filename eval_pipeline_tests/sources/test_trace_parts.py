@@ -206,3 +206,26 @@ def test_fit_cuts_span_parts_to_the_limits_and_names_them():
     )
     small = trace_parts.TraceParts(context=[{"id": "a", "text": "b", "score": 1.0}])
     assert trace_parts.fit(small, MAX_CHARS) == (small, [])
+
+
+def test_parquet_inbox_files_take_the_parts_as_columns(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / f"{DAY}.parquet"
+    with store.connect(tmp_path / "t.duckdb") as conn:
+        conn.execute(
+            f"""COPY (SELECT 't1' AS trace_id, '2026-10-05T10:00:00Z' AS timestamp,
+                  'q' AS user_query, 'a.' AS assistant_response,
+                  [{{'id': 'kb-1', 'text': 'doc', 'score': 0.5}},
+                   {{'id': NULL, 'text': 'two', 'score': NULL}}] AS retrieved_documents,
+                  [{{'role': 'user', 'content': 'q'}}] AS conversation
+            ) TO '{path}' (FORMAT parquet)"""
+        )
+        res = ingest_day(conn, InboxSource(inbox, settle_seconds=0), DAY)
+        row = conn.execute("SELECT context, conversation, tool_calls FROM raw_traces").fetchone()
+    assert (res.rows_ingested, res.rows_rejected) == (1, 0)
+    assert json.loads(row[0]) == [
+        {"id": "kb-1", "text": "doc", "score": 0.5},
+        {"id": None, "text": "two", "score": None},
+    ]
+    assert json.loads(row[1]) == [{"role": "user", "content": "q"}] and row[2] is None

@@ -265,6 +265,9 @@ def test_phoenix_source_reads_the_days_retriever_spans_into_the_context(tmp_path
     part_query = script.requests[1].url.params
     assert part_query.get_list("span_kind") == ["RETRIEVER", "TOOL"]
     assert part_query.get("parent_id") is None
+    # A span in both lists (a root retriever is in the root query too) counts once.
+    twice = classify_spans([trace, part_spans[0]], cfg, part_spans)
+    assert len(twice.traces[0].parts.context) == len(DOCS)
     # Without the part kinds, no second query and no context.
     off = classify_spans([trace], PhoenixConfig(part_kinds=()))
     assert off.traces[0].parts.context is None

@@ -174,11 +174,15 @@ def _excerpt(span: Mapping[str, Any]) -> str:
 def _extras(spans: list[Mapping[str, Any]]) -> span_parts.TraceExtras:
     """Retrieved documents and tool calls of the day's RETRIEVER and TOOL spans."""
     extras = span_parts.TraceExtras()
+    seen: set[Any] = set()  # a span in both queries (a root retriever) counts once
     for span in spans:
         kind = openinference.span_kind(span.get("span_kind"))
         context = span.get("context")
         if kind not in span_parts.PART_SPAN_KINDS or not isinstance(context, Mapping):
             continue
+        if context.get("span_id") in seen:
+            continue
+        seen.add(context.get("span_id"))
         try:
             extras.add(
                 kind, context.get("trace_id"), span.get("start_time"), span.get("attributes")

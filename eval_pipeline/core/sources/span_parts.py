@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval_pipeline.core.sources.openinference import _indexed, flatten_attributes
+from eval_pipeline.core.sources.openinference import flatten_attributes, indexed
 from eval_pipeline.core.sources.trace_parts import TraceParts
 
 PART_SPAN_KINDS = ("RETRIEVER", "TOOL")
@@ -57,7 +57,7 @@ def _message_content(entry: Mapping[str, Any]) -> str:
         return _text(content) or ""
     texts = [
         _text(part.get("message_content.text")) or ""
-        for part in _indexed(entry, "message.contents")
+        for part in indexed(entry, "message.contents")
         if str(part.get("message_content.type") or "text").lower() == "text"
     ]
     return "\n".join(t for t in texts if t)
@@ -65,7 +65,7 @@ def _message_content(entry: Mapping[str, Any]) -> str:
 
 def _calls_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     calls = []
-    for call in _indexed(entry, "message.tool_calls"):
+    for call in indexed(entry, "message.tool_calls"):
         name = _text(call.get("tool_call.function.name"))
         if not name or not name.strip():
             continue
@@ -83,7 +83,7 @@ def _calls_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 def own_parts(attributes: Mapping[str, Any]) -> TraceParts:
     """The conversation and tool calls in one span's own attributes."""
     attrs = flatten_attributes(attributes)
-    entries = _indexed(attrs, "llm.input_messages")
+    entries = indexed(attrs, "llm.input_messages")
     turns: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for entry in entries:
@@ -99,7 +99,7 @@ def own_parts(attributes: Mapping[str, Any]) -> TraceParts:
             if match is not None:
                 match["result"] = result if result is not None else ""
         calls.extend(_calls_of(entry))
-    for entry in _indexed(attrs, "llm.output_messages"):
+    for entry in indexed(attrs, "llm.output_messages"):
         calls.extend(_calls_of(entry))
     users = sum(t["role"].lower() in ("user", "human") for t in turns)
     others = any(t["role"].lower() not in ("user", "human", "system", "developer") for t in turns)
@@ -112,7 +112,7 @@ def retrieved_documents(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A RETRIEVER span's documents, in their order."""
     attrs = flatten_attributes(attributes)
     docs = []
-    for entry in _indexed(attrs, "retrieval.documents"):
+    for entry in indexed(attrs, "retrieval.documents"):
         text = _text(entry.get("document.content"))
         if text is None:
             continue

@@ -18,6 +18,7 @@ from eval_pipeline.core.judge.rules import RuleScore
         "Call it a day: prices start at $1,299.00 and version 3.12.1 is out.",
         "Go to Account > Billing > Invoices and click Download PDF.",
         "Your tracking number is 123456789012.",
+        "The server at 192.168.100.200 is back up.",
         "The sk-learn-compatible API is documented online.",
         "Card 4111 1111 1111 1112 fails the Luhn check, so it is not a card.",
     ],

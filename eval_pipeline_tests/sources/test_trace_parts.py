@@ -76,6 +76,8 @@ GOOD = [
         },
     ),
     ({"tool_calls": []}, {"tool_calls": []}),
+    # an object's size is its compact JSON text: 50 characters here, at the cap
+    ({"tool_calls": [{"name": "f", "arguments": {"q": "x" * 42}}]}, {}),
 ]
 BAD = [
     ({"context": "a", "retrieved_documents": []}, "ambiguous context: give context or"),
@@ -122,6 +124,10 @@ BAD = [
     (
         {"tool_calls": [{"name": "f", "result": "r" * 51}]},
         "value too large (tool_calls item 1 result 51 chars > 50)",
+    ),
+    (
+        {"tool_calls": [{"name": "f", "arguments": {"q": "x" * 43}}]},
+        "value too large (tool_calls item 1 arguments 51 chars > 50)",
     ),
     (
         {"tool_calls": [{"name": "f", "arguments": "a" * 51}]},

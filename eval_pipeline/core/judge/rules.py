@@ -45,6 +45,7 @@ class RuleScore:
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b")
 # Digits with optional separators: 13-19 of them may be a card, 9-15 a phone number.
 _DIGIT_RUN = re.compile(r"(?<![\w#])\+?\(?\d[\d \-.()]{7,26}\d(?![\w])")
+_DOTTED = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # an IPv4 address, not a phone number
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # Provider key shapes beyond those core/http.scrub redacts (sk-..., Bearer ..., ?key=...).
 _KEY_SHAPES = (
@@ -103,6 +104,7 @@ def _found(response: str, query: str) -> list[tuple[str, str]]:
         elif (
             9 <= len(digits) <= 15
             and (m.group().startswith("+") or not m.group().isdigit())
+            and not _DOTTED.fullmatch(m.group())
             and digits not in asked_digits
         ):
             found.append(("phone", m.group()))

@@ -179,3 +179,13 @@ def test_unreadable_stored_parts_are_shown_to_no_one():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="turns"):
         ViewLimits(turns=0)
+
+
+def test_parts_digest_tells_parts_apart_but_not_their_spacing():
+    docs = [{"id": "a", "text": "x", "score": 0.5}]
+    same = trace_view.parts_digest(context=docs)
+    assert trace_view.parts_digest(context=json.dumps(docs, indent=2)) == same
+    assert trace_view.parts_digest(context=[{"id": "a", "text": "y", "score": 0.5}]) != same
+    assert trace_view.parts_digest(context=[]) != trace_view.parts_digest()
+    assert trace_view.parts_digest(tool_calls=docs) != same  # which part it is matters
+    assert len(same) == 16

@@ -20,6 +20,7 @@ nothing, an empty list as a line saying there was none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -257,3 +258,13 @@ def part_sizes(
 def has_parts(*, context: Any = None, conversation: Any = None, tool_calls: Any = None) -> bool:
     """Whether the trace carries any part at all (an empty list counts: it says something)."""
     return any(load_part(v) is not None for v in (context, conversation, tool_calls))
+
+
+def parts_digest(*, context: Any = None, conversation: Any = None, tool_calls: Any = None) -> str:
+    """A short stable hash of the parts as the judge would see them, for a cache key: two
+    traces with the same question and answer but other documents are judged apart. An
+    absent part and an empty one hash differently; the JSON text's spacing does not matter.
+    """
+    loaded = [load_part(v) for v in (context, conversation, tool_calls)]
+    text = json.dumps(loaded, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -64,6 +64,15 @@ GOOD = [
             ]
         },
     ),
+    (  # every document with a text string: the classifier's quick path
+        {"retrieved_documents": [{"id": "a", "text": "x", "score": 1}, {"id": None, "text": "y"}]},
+        {
+            "context": [
+                {"id": "a", "text": "x", "score": 1.0},
+                {"id": None, "text": "y", "score": None},
+            ]
+        },
+    ),
     ({"conversation": TURNS}, {"conversation": TURNS}),
     ({"conversation": [{"role": "user", "content": "", "extra": 1}]}, {}),
     (

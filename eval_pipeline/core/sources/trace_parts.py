@@ -268,19 +268,27 @@ def _over(x: str, text: str) -> str:
 
 
 _DOC_TEXT = "coalesce(e ->> '$.text', e ->> '$.content')"
-_DOC_OK = (
-    "json_type(e) = 'OBJECT' AND (json_type(e, '$.text') = 'VARCHAR' OR "
-    "(coalesce(json_type(e, '$.text'), 'NULL') = 'NULL' AND json_type(e, '$.content') = 'VARCHAR'))"
-    " AND coalesce(json_type(e, '$.id'), 'NULL') IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')"
-    " AND coalesce(json_type(e, '$.score'), 'NULL') IN ('NULL', 'BIGINT', 'UBIGINT', 'DOUBLE')"
+
+
+def _typed(paths: list[str], check: str) -> str:
+    """``check`` over ``t``, the JSON types at ``paths`` of element ``e``: one parse of the
+    element for all of them (the one-element list binds ``t``)."""
+    listed = ", ".join(f"'{p}'" for p in paths)
+    return f"list_transform([json_type(e, [{listed}])], lambda t: {check})[1]"
+
+
+# An element that is not an object has no types at these paths, so it fails every check.
+_DOC_OK = _typed(
+    ["$.text", "$.content", "$.id", "$.score"],
+    "(t[1] = 'VARCHAR' OR (coalesce(t[1], 'NULL') = 'NULL' AND t[2] = 'VARCHAR'))"
+    " AND coalesce(t[3], 'NULL') IN ('NULL', 'VARCHAR', 'BIGINT', 'UBIGINT')"
+    " AND coalesce(t[4], 'NULL') IN ('NULL', 'BIGINT', 'UBIGINT', 'DOUBLE')",
 )
-_TURN_OK = (
-    "json_type(e) = 'OBJECT' AND json_type(e, '$.role') = 'VARCHAR' "
-    "AND trim(e ->> '$.role') <> '' AND json_type(e, '$.content') = 'VARCHAR'"
+_TURN_OK = _typed(
+    ["$.role", "$.content"],
+    "t[1] = 'VARCHAR' AND t[2] = 'VARCHAR' AND trim(e ->> '$.role') <> ''",
 )
-_CALL_OK = (
-    "json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR' AND trim(e ->> '$.name') <> ''"
-)
+_CALL_OK = "json_type(e, '$.name') = 'VARCHAR' AND trim(e ->> '$.name') <> ''"
 
 
 def _list_checks(x: str, field: str, limit: int, ok: str, shape: str, texts: list[str]) -> str:
@@ -303,9 +311,40 @@ def _list_checks(x: str, field: str, limit: int, ok: str, shape: str, texts: lis
     return "\n".join(
         [
             f"WHEN {present} AND json_type({x}) <> 'ARRAY' THEN 'wrong type: {field} must be a list'",
-            f"WHEN {present} AND {bound} IS NOT NULL THEN {bound}",
+            f"WHEN {present} AND NOT coalesce({_fast_ok(x, field, limit)}, false) "
+            f"AND {bound} IS NOT NULL THEN {bound}",
         ]
     )
+
+
+def _strings(x: str, path: str) -> str:
+    """Whether every element of array ``x`` has a string at ``path``: one parse of the array
+    (a wildcard path skips the elements without it, so the counts must match)."""
+    return (
+        f"(len(json_type({x}, '$[*].{path}')) = json_array_length({x}) "
+        f"AND list_distinct(json_type({x}, '$[*].{path}')) = ['VARCHAR'])"
+    )
+
+
+def _fast_ok(x: str, field: str, limit: int) -> str:
+    """A cheap test that a list is good, passed by the usual good list: parsed once, with no
+    per-element lambda. It never passes a list the element checks would reject (a list whose
+    whole JSON text is within the cap has no text over it); a list it does not pass gets the
+    element checks, which find the first bad item or let it through."""
+    common = f"json_array_length({x}) <= {limit} AND strlen({x}) <= $max_chars"
+    if field == "retrieved_documents":
+        return (
+            f"({common} AND {_strings(x, 'text')} AND list_has_all("
+            f"['NULL', 'VARCHAR', 'BIGINT', 'UBIGINT'], json_type({x}, '$[*].id')) AND list_has_all("
+            f"['NULL', 'BIGINT', 'UBIGINT', 'DOUBLE'], json_type({x}, '$[*].score')))"
+        )
+    key = "role" if field == "conversation" else "name"
+    named = (
+        f"NOT list_contains(list_transform(json_extract_string({x}, '$[*].{key}'), "
+        "lambda r: trim(r)), '')"
+    )
+    contents = f" AND {_strings(x, 'content')}" if field == "conversation" else ""
+    return f"({common} AND {_strings(x, key)}{contents} AND {named})"
 
 
 def reject_sql(ctx: str, docs: str, conv: str, calls: str) -> str:

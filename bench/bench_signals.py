@@ -60,7 +60,7 @@ def load(path: Path, db: Path) -> int:
     with store.connect(db) as conn:
         conn.execute(
             """
-            INSERT INTO raw_traces
+            INSERT INTO raw_traces (partition_date, trace_id, ts, user_query, assistant_response, segment, model, prompt_version, user_id, metadata, source, source_ref)
             SELECT ?, trace_id, TIMESTAMP '2026-10-05 12:00', user_query, assistant_response,
                    segment, model, prompt_version, user_id, metadata::JSON, 'jsonl', NULL
             FROM read_json(?, format = 'newline_delimited', columns = {

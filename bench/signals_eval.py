@@ -113,7 +113,7 @@ def simulate_day(kind: str, d: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 INSERT = """
-INSERT INTO raw_traces
+INSERT INTO raw_traces (partition_date, trace_id, ts, user_query, assistant_response, segment, model, prompt_version, user_id, metadata, source, source_ref)
 SELECT day, 'd' || day || '-' || i, day::TIMESTAMP, repeat('how do I ', (qwords // 3)::INT) || 'this?',
     CASE state
         WHEN 1 THEN 'I''m sorry, but I can''t help with that request.'

@@ -51,6 +51,7 @@ class TraceSourceResource(dg.ConfigurableResource):
     phoenix_project: str | None = None
     phoenix_span_kinds: list[str] | None = None
     phoenix_root_only: bool | None = None
+    phoenix_part_kinds: list[str] | None = None  # [] reads no retriever or tool spans
     phoenix_attribute_filters: dict[str, str] | None = None
     # Only the variable's name is configuration: the key itself is a secret, read at run time.
     phoenix_api_key_env: str = "PHOENIX_API_KEY"
@@ -66,6 +67,7 @@ class TraceSourceResource(dg.ConfigurableResource):
             api_key=os.environ.get(self.phoenix_api_key_env) or None,
             span_kinds=self.phoenix_span_kinds,
             root_only=self.phoenix_root_only,
+            part_kinds=self.phoenix_part_kinds,
             attribute_filters=self.phoenix_attribute_filters,
         )
 

@@ -3,6 +3,15 @@
 About 2,000 traces a day over 30 days, five segments. From ``REGRESSION_START`` on, a prompt
 change (prompt_version v2) makes the *billing* segment refuse or cut off many answers; on
 ``REGRESSION_FIXED`` (six days before the end) billing goes back to prompt v1.
+
+The *shipping* segment is a RAG app: each trace carries the documents retrieved for it
+(``retrieved_documents``). From ``UNGROUNDED_START`` to ``UNGROUNDED_END`` (days before the
+billing regression, not overlapping it) a retrieval change leaves the model answering from
+its own assumptions: many shipping answers stay fluent, on topic and actionable but no
+longer follow the documents (invented delivery times, fees, places). Only a groundedness
+check sees it: the quality judge's rules, the refusal and cut-off signals and the answer
+lengths stay as they were.
+
 A handful of malformed lines per day exercise the ingestion checks. The manifest says what
 was injected, where and from when, so the demo can check itself.
 """
@@ -20,6 +29,10 @@ DAYS = 30
 REGRESSION_START = dt.date(2026, 10, 22)
 REGRESSION_FIXED = dt.date(2026, 10, 25)  # the first day billing is back on v1
 REGRESSED_SEGMENT = "billing"
+RAG_SEGMENT = "shipping"
+UNGROUNDED_START = dt.date(2026, 10, 12)
+UNGROUNDED_END = dt.date(2026, 10, 16)  # the last ungrounded day
+UNGROUNDED_SHARE = 0.6  # of the shipping answers that would have been good
 TRACES_PER_DAY = 2000
 SEED = 20261001
 
@@ -142,6 +155,51 @@ TEMPLATES = {
     ],
 }
 
+# The shipping knowledge base: the documents retrieved for each shipping question (by its
+# template), what a good answer follows, and an answer that ignores them: on topic, fluent,
+# actionable and about as long, with facts that are not in the documents.
+KNOWLEDGE = {
+    "Where is my order {order}?": (
+        [
+            "Tracking: once an order leaves our warehouse it is with the courier. Customers "
+            "can track it with the link in the confirmation email.",
+            "Delivery is expected within 2 days of an order leaving the warehouse.",
+        ],
+        "Order {order} is being packed at our partner depot and should ship next week. You "
+        "can follow it in the mobile app; couriers phone the evening before they come.",
+    ),
+    "Do you ship to {country}?": (
+        [
+            "We ship to {country} and to most other countries. Standard delivery takes 5-7 "
+            "business days.",
+            "Express delivery can be chosen at checkout and takes 2-3 days.",
+        ],
+        "Yes, we ship to {country}. Shipping there is always free and arrives overnight by "
+        "air; you can pay any customs fee to the driver at the door.",
+    ),
+    "My package says delivered but I never got it.": (
+        [
+            "Missing package marked delivered: we are sorry the package has not reached the "
+            "customer. First check with neighbours and the building's mailroom.",
+            "If the package does not turn up within 24 hours, reply here and we will send a "
+            "replacement.",
+        ],
+        "Sorry your package has not reached you. Couriers often leave parcels at a nearby "
+        "pickup point for a week, so you can collect it there with photo ID.",
+    ),
+    "Can I change the delivery address for order {order}?": (
+        [
+            "The delivery address can be changed while the order is still processing: open "
+            "the order page, click Edit address and save.",
+            "Once an order ships, the courier can redirect it.",
+        ],
+        "You can change the address for order {order} at any time, even in transit: open "
+        "our courier partner's site and pick any pickup locker near you for free.",
+    ),
+}
+# Every shipping question retrieves its own documents and one unrelated shipping document.
+OTHER_DOCUMENT = "Parcels over 30 kg ship by freight and need a delivery appointment."
+
 SLOTS = {
     "order": lambda r: f"#{r.randint(100000, 999999)}",
     "month": lambda r: r.choice(
@@ -206,8 +264,32 @@ def _answer(rng: random.Random, query: str, good: str, regressed: bool) -> tuple
     return good, "none"
 
 
+def _retrieved(rng: random.Random, query_t: str, values: dict[str, str]) -> list[dict]:
+    docs, _ = KNOWLEDGE[query_t]
+    key = query_t.split("{")[0].strip().lower().replace(" ", "-")[:16]
+    out = [
+        {
+            "id": f"kb-{key}-{i}",
+            "text": _fill(text, values),
+            "score": round(rng.uniform(0.7, 0.95), 3),
+        }
+        for i, text in enumerate(docs)
+    ]
+    out.append(
+        {"id": "kb-freight", "text": OTHER_DOCUMENT, "score": round(rng.uniform(0.3, 0.5), 3)}
+    )
+    return out
+
+
+def _ungrounded_day(day: dt.date) -> bool:
+    return UNGROUNDED_START <= day <= UNGROUNDED_END
+
+
 def day_traces(day: dt.date, seed: int = SEED) -> list[dict]:
     rng = random.Random(f"{seed}-{day.isoformat()}")
+    # The RAG segment's draws come from their own stream: the rest of the traffic (and so the
+    # billing story) is the same draw for draw as without it.
+    rag_rng = random.Random(f"{seed}-{day.isoformat()}-rag")
     n = int(TRACES_PER_DAY * rng.uniform(0.95, 1.05))
     segments = list(SEGMENT_SHARE)
     weights = [SEGMENT_SHARE[s] for s in segments]
@@ -226,6 +308,12 @@ def day_traces(day: dt.date, seed: int = SEED) -> list[dict]:
         # Busier in the (UTC) afternoon, like a European/US support desk.
         seconds = min(86399, max(0, int(rng.gauss(15 * 3600, 4 * 3600))))
         ts = start + dt.timedelta(seconds=seconds, milliseconds=rng.randint(0, 999))
+        rag: dict = {}
+        if segment == RAG_SEGMENT:
+            rag["retrieved_documents"] = _retrieved(rag_rng, query_t, values)
+            ungrounded = rag_rng.random() < UNGROUNDED_SHARE
+            if flaw == "none" and _ungrounded_day(day) and ungrounded:
+                answer, flaw = _fill(KNOWLEDGE[query_t][1], values), "ungrounded"
         traces.append(
             {
                 "trace_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -239,6 +327,7 @@ def day_traces(day: dt.date, seed: int = SEED) -> list[dict]:
                 "prompt_version": version,
                 "user_id": f"user-{rng.randint(1, 5000):05d}",
                 "metadata": {"channel": rng.choice(["web", "app", "email"]), "flaw": flaw},
+                **rag,
             }
         )
     traces.sort(key=lambda t: t["trace_id"])
@@ -286,6 +375,13 @@ def generate(out_dir: Path, seed: int = SEED) -> dict:
             "what": "the v2 prompt makes the billing bot refuse "
             f"{REGRESSION_FLAWS['refusal']:.0%} of questions and cut off "
             f"{REGRESSION_FLAWS['truncated']:.0%} of answers mid-sentence",
+        },
+        "injected_groundedness_regression": {
+            "segment": RAG_SEGMENT,
+            "from_day": UNGROUNDED_START.isoformat(),
+            "last_day": UNGROUNDED_END.isoformat(),
+            "what": f"a retrieval change: {UNGROUNDED_SHARE:.0%} of the good shipping answers "
+            "stay fluent and on topic but stop following the retrieved documents",
         },
         "baseline_flaws": BASELINE_FLAWS,
         "days": counts,

@@ -9,6 +9,12 @@ import duckdb
 
 from eval_pipeline.core import store
 
+# raw_traces' columns these fixtures fill (the trace parts stay NULL).
+RAW_COLUMNS = (
+    "(partition_date, trace_id, ts, user_query, assistant_response, segment, model, "
+    "prompt_version, user_id, metadata, source, source_ref)"
+)
+
 DAY = dt.date(2026, 5, 4)
 
 
@@ -39,4 +45,6 @@ def add(conn, day: dt.date, traces: list[dict]) -> None:
         for i, t in enumerate(traces)
     ]
     if rows:
-        conn.executemany("INSERT INTO raw_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            f"INSERT INTO raw_traces {RAW_COLUMNS} VALUES ({', '.join('?' * 12)})", rows
+        )

@@ -11,7 +11,7 @@ import pytest
 from eval_pipeline.core.signals.compute import record_day
 from eval_pipeline.core.signals.detect import run_tests
 from eval_pipeline.demo import traffic
-from eval_pipeline_tests.signals.signals_fixtures import fresh
+from eval_pipeline_tests.signals.signals_fixtures import RAW_COLUMNS, fresh
 
 
 @pytest.mark.slow
@@ -26,7 +26,9 @@ def test_demo_regression_pages_on_its_first_day_and_clean_days_are_quiet():
              t["user_id"], json.dumps(t["metadata"]), "jsonl", None)
             for t in traffic.day_traces(day)
         ]  # fmt: skip
-        conn.executemany("INSERT INTO raw_traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(
+            f"INSERT INTO raw_traces {RAW_COLUMNS} VALUES ({', '.join('?' * 12)})", rows
+        )
         record_day(conn, day)
         fired = {(f.segment, f.signal) for f in run_tests(conn, day) if f.fired and f.pages}
         if fired:

@@ -128,6 +128,12 @@ def test_instrumented_app_to_receiver_to_drift_assets(flavour, tmp_path):
             "SELECT user_query, assistant_response, model, segment, prompt_version, user_id, "
             "metadata, ts FROM raw_traces ORDER BY ts"
         ).fetchall()
+        parts = {
+            q: (None if c is None else json.loads(c), None if t is None else json.loads(t))
+            for q, c, t in conn.execute(
+                "SELECT user_query, conversation, tool_calls FROM raw_traces"
+            ).fetchall()
+        }
     by_query = {r[0]: r for r in rows}
     assert set(by_query) == set(ANSWERS)
     for query, answer in ANSWERS.items():
@@ -148,3 +154,14 @@ def test_instrumented_app_to_receiver_to_drift_assets(flavour, tmp_path):
     assert turn2["user_turns"] == 2  # the last user turn of a multi-turn input
     tool_answer = json.loads(by_query["What is the weather in Paris?"][6])
     assert tool_answer["input_messages"] == 3  # user, assistant tool call, tool result
+    # The trace's parts: the conversation of the second turn, the tool call with its result.
+    assert parts["What is the capital of France?"] == (None, None)  # one question: no parts
+    conversation, tool_calls = parts["And what should I eat there?"]
+    assert [t["role"] for t in conversation] == ["system", "user", "assistant", "user"]
+    assert conversation[2]["content"] == ANSWERS["What is the capital of France?"]
+    assert tool_calls is None
+    conversation, tool_calls = parts["What is the weather in Paris?"]
+    assert [t["role"] for t in conversation] == ["user", "assistant", "tool"]
+    assert tool_calls == [
+        {"name": "get_weather", "arguments": {"city": "Paris"}, "result": {"c": 18}}
+    ]

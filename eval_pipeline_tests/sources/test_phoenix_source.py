@@ -19,6 +19,8 @@ from eval_pipeline_tests.sources.phoenix_samples import Script, llm_span, load
 def source_for(handler, **cfg) -> tuple[PhoenixSource, Script, list[float]]:
     script = Script(handler)
     sleeps: list[float] = []
+    # The part spans' query (retrievers, tools) is tested on its own: off unless asked for.
+    cfg.setdefault("part_kinds", ())
     config = PhoenixConfig(base_url="http://phx.test", project="p", **cfg)
     src = PhoenixSource(config, transport=httpx.MockTransport(script), sleep=sleeps.append)
     return src, script, sleeps

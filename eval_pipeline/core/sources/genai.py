@@ -91,17 +91,62 @@ def _parts_text(parts: Any) -> tuple[str | None, bool]:
     return ("\n".join(texts) if texts else None), tool_call
 
 
+def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+    """(id, name, arguments) of a message's tool calls: ``tool_call`` parts (the newest
+    conventions) or an OpenAI-style ``tool_calls`` list (event bodies)."""
+    calls = []
+    parts = msg.get("parts")
+    for part in parts if isinstance(parts, list) else []:
+        if isinstance(part, Mapping) and str(part.get("type") or "").lower() == "tool_call":
+            calls.append((part.get("id"), part.get("name"), part.get("arguments")))
+    listed = msg.get("tool_calls")
+    for call in listed if isinstance(listed, list) else []:
+        if isinstance(call, Mapping):
+            fn = call.get("function") if isinstance(call.get("function"), Mapping) else call
+            calls.append((call.get("id"), fn.get("name"), fn.get("arguments")))
+    return calls
+
+
+def _tool_response(msg: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """(call id, result) of a tool message: a ``tool_call_response`` part, or an event body's
+    ``id`` and ``content``."""
+    parts = msg.get("parts")
+    for part in parts if isinstance(parts, list) else []:
+        if isinstance(part, Mapping) and str(part.get("type") or "") == "tool_call_response":
+            return part.get("id"), part.get("response")
+    if str(msg.get("role") or "") == "tool" and msg.get("id") is not None:
+        return msg.get("id"), None
+    return None
+
+
 def _put_message(out: dict[str, Any], prefix: str, i: int, msg: Mapping[str, Any]) -> None:
-    """One message (role, text, tool call) as OpenInference indexed attributes."""
+    """One message (role, text, tool calls, tool result) as OpenInference indexed attributes."""
     head = f"{prefix}.{i}.message"
     out[f"{head}.role"] = str(msg.get("role") or "")
     # The newest conventions carry ``parts``; event bodies and older shapes ``content``.
     content = msg["parts"] if "parts" in msg else msg.get("content")
     text, tool_call = (None, False) if content is None else _parts_text(content)
+    response = _tool_response(msg)
+    if response is not None:
+        call_id, result = response
+        if call_id is not None:
+            out[f"{head}.tool_call_id"] = str(call_id)
+        if text is None and result is not None:
+            text = result if isinstance(result, str) else json.dumps(result)
     if text is not None:
         out[f"{head}.content"] = text
-    if tool_call or msg.get("tool_calls"):
-        out[f"{head}.tool_calls.0.tool_call.function.name"] = "tool_call"
+    calls = _tool_calls(msg)
+    if not calls and (tool_call or msg.get("tool_calls")):
+        calls = [(None, None, None)]  # a tool call the span does not detail
+    for j, (call_id, name, arguments) in enumerate(calls):
+        base = f"{head}.tool_calls.{j}.tool_call"
+        out[f"{base}.id"] = "" if call_id is None else str(call_id)
+        if name:
+            out[f"{base}.function.name"] = str(name)
+        if arguments is not None:
+            out[f"{base}.function.arguments"] = (
+                arguments if isinstance(arguments, str) else json.dumps(arguments)
+            )
 
 
 def _messages_from_attr(value: Any) -> list[Mapping[str, Any]]:

@@ -302,7 +302,8 @@ class InboxSource:
             CREATE TEMP VIEW staged_traces AS
             SELECT r.trace_id, r.ts, r.user_query, r.assistant_response,
                    nullif(trim(r.segment), '') AS segment, r.model, r.prompt_version, r.user_id,
-                   r.metadata, {_sql_string(self.name)} AS source,
+                   r.metadata, r.context, r.conversation, r.tool_calls,
+                   {_sql_string(self.name)} AS source,
                    r.source_file || ':' || r.line_no AS source_ref
             FROM _classified r LEFT JOIN _dups d USING (trace_id)
             WHERE r.reason IS NULL AND r.in_day

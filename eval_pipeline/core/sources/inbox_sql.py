@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from eval_pipeline.core.sources import trace_parts
+
 EXCERPT_CHARS = 200
 
 
@@ -35,7 +37,8 @@ WITH fields AS (
         CASE WHEN NOT decode_error AND line_no > 0 AND too_long IS NULL
         THEN try(json_extract(raw, [
             '$.trace_id', '$.timestamp', '$.user_query', '$.assistant_response', '$.segment',
-            '$.model', '$.prompt_version', '$.user_id', '$.metadata'])) END AS v
+            '$.model', '$.prompt_version', '$.user_id', '$.metadata',
+            {", ".join(repr(p) for p in trace_parts.INBOX_PATHS)}])) END AS v
     FROM __LINES__
 ), typed AS (
     -- The JSON type of each extracted value from its first character: cheaper than
@@ -61,6 +64,8 @@ WITH fields AS (
 ), classified AS (
 SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, segment, model,
     prompt_version, user_id, CASE WHEN t_meta = 'OBJECT' THEN v[9] END AS metadata,
+    -- retrieved context, conversation, tool calls (core/sources/trace_parts.py)
+    {trace_parts.columns_sql("v[10]", "v[11]", "v[12]", "v[13]")},
     (ts >= $start AND ts < $end) AS in_day,
     CASE
         WHEN line_no = 0 THEN coalesce(raw, 'empty file: no rows')
@@ -103,6 +108,7 @@ SELECT source_file, line_no, raw, ts, trace_id, user_query, assistant_response, 
             THEN 'wrong type: user_id must be a string'
         WHEN coalesce(t_meta, 'NULL') NOT IN ('NULL', 'OBJECT')
             THEN 'wrong type: metadata must be an object'
+        {trace_parts.reject_sql("v[10]", "v[11]", "v[12]", "v[13]")}
         -- Fine except for landing on another day: a dated file's row is rejected; an
         -- undated file's row belongs to that other day and is simply not today's.
         WHEN dated AND NOT (ts >= $start AND ts < $end)

@@ -35,6 +35,9 @@ TRACE_COLUMNS = (
     "prompt_version",
     "user_id",
     "metadata",
+    "context",
+    "conversation",
+    "tool_calls",
     "source",
     "source_ref",
 )
@@ -43,7 +46,7 @@ STAGED_TRACES_DDL = """
 CREATE OR REPLACE TEMP TABLE staged_traces (
     trace_id VARCHAR, ts TIMESTAMP, user_query VARCHAR, assistant_response VARCHAR,
     segment VARCHAR, model VARCHAR, prompt_version VARCHAR, user_id VARCHAR, metadata JSON,
-    source VARCHAR, source_ref VARCHAR)
+    context JSON, conversation JSON, tool_calls JSON, source VARCHAR, source_ref VARCHAR)
 """
 STAGED_REJECTS_DDL = """
 CREATE OR REPLACE TEMP TABLE staged_rejects (

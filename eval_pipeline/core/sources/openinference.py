@@ -105,7 +105,7 @@ def flatten_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
+def indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
     """``prefix.N.rest`` keys grouped by N (in numeric order) as {rest: value}."""
     groups: dict[int, dict[str, Any]] = {}
     head = prefix + "."
@@ -140,7 +140,7 @@ def _message_from_attrs(entry: Mapping[str, Any]) -> Message:
         non_text.extend(kinds)
     elif (text := _text_of(content)) is not None:
         texts.append(text)
-    for part in _indexed(entry, "message.contents"):
+    for part in indexed(entry, "message.contents"):
         kind = str(part.get("message_content.type") or "text").lower()
         text = _text_of(part.get("message_content.text"))
         if kind == "text" and text is not None:
@@ -259,13 +259,13 @@ def rebuild_conversation(attributes: Mapping[str, Any]) -> Conversation:
     model saw it); ``input.value`` / ``output.value`` (JSON or text) are the fallback.
     """
     attrs = flatten_attributes(attributes)
-    messages = [_message_from_attrs(e) for e in _indexed(attrs, "llm.input_messages")]
+    messages = [_message_from_attrs(e) for e in indexed(attrs, "llm.input_messages")]
     input_from = "llm.input_messages" if messages else "none"
     if not messages and attrs.get("input.value") is not None:
         decoded = _json_value(attrs["input.value"], attrs.get("input.mime_type"))
         messages = _messages_from_value(decoded) or []
         input_from = "input.value"
-    outputs = [_message_from_attrs(e) for e in _indexed(attrs, "llm.output_messages")]
+    outputs = [_message_from_attrs(e) for e in indexed(attrs, "llm.output_messages")]
     outputs = [m for m in outputs if (m.role or "assistant").lower() in ("assistant", "model")]
     answer: Message | None = None
     output_from = "none"

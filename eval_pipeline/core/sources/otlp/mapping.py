@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval_pipeline.core.sources import genai, openinference
+from eval_pipeline.core.sources import genai, openinference, span_parts, trace_parts
 from eval_pipeline.core.sources.inbox import DEFAULT_MAX_ROW_BYTES
 from eval_pipeline.core.sources.otlp.decode import FlatSpan
 
@@ -86,11 +86,22 @@ def _iso_or_raw(ns: int) -> str:
         return str(ns)
 
 
-def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]:
-    """("trace", Record) | ("reject", reason) | ("skip", reason) for one span."""
+def _span_attrs(span: FlatSpan) -> dict[str, Any]:
     # Resource attributes (service.name, deployment.environment, ...) are visible to the
     # configurable attribute lists (segment, user, ...); the span's own win.
-    attrs = genai.as_openinference({**span.resource, **span.attributes}, span.events)
+    return genai.as_openinference({**span.resource, **span.attributes}, span.events)
+
+
+def map_span(
+    span: FlatSpan,
+    rules: openinference.TraceRules,
+    extras: span_parts.TraceExtras | None = None,
+) -> tuple[str, Any]:
+    """("trace", Record) | ("reject", reason) | ("skip", reason) for one span.
+
+    ``extras``: documents and tool calls from the other spans of the same request.
+    """
+    attrs = _span_attrs(span)
     # OpenInference sends ``metadata`` as one JSON string attribute; Phoenix parses and
     # flattens it on ingest (metadata.prompt_version), so the receiver does the same.
     if isinstance(attrs.get("metadata"), str):
@@ -149,8 +160,19 @@ def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]
         "user_id": fields.user_id,
         "metadata": metadata,
     }
-    line = json.dumps(record, ensure_ascii=False, default=str)
+    own = span_parts.own_parts(attrs)
+    parts, cut = trace_parts.fit(
+        (extras or span_parts.TraceExtras()).parts_for(span.trace_id, own), rules.max_chars
+    )
+    if cut:
+        metadata["truncated_parts"] = cut
+    line = json.dumps({**record, **parts.record_fields()}, ensure_ascii=False, default=str)
     size = len(line.encode("utf-8"))
+    if size >= DEFAULT_MAX_ROW_BYTES and parts.record_fields():
+        # The parts made the line too large: the trace without them beats no trace.
+        metadata["dropped_parts"] = sorted(parts.record_fields())
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        size = len(line.encode("utf-8"))
     if size >= DEFAULT_MAX_ROW_BYTES:
         # The inbox source would reject the line later; say so now, to the sender.
         return "reject", f"record too large ({size} bytes >= {DEFAULT_MAX_ROW_BYTES})"
@@ -158,11 +180,26 @@ def map_span(span: FlatSpan, rules: openinference.TraceRules) -> tuple[str, Any]
     return "trace", Record(day, f"{span.trace_id}:{span.span_id}", line)
 
 
+def _extras(spans: list[FlatSpan]) -> span_parts.TraceExtras:
+    """Retrieved documents and tool calls of the request's RETRIEVER and TOOL spans."""
+    extras = span_parts.TraceExtras()
+    for span in spans:
+        kind = str(span.attributes.get("openinference.span.kind") or "").upper()
+        if kind in span_parts.PART_SPAN_KINDS:
+            try:
+                extras.add(kind, span.trace_id, span.start_ns, span.attributes)
+            except Exception:  # a parser bug must cost the part, not the request
+                continue
+    return extras
+
+
 def map_spans(spans: Any, rules: openinference.TraceRules) -> Mapped:
     out = Mapped()
+    spans = list(spans)
+    extras = _extras(spans)
     for span in spans:
         try:
-            kind, value = map_span(span, rules)
+            kind, value = map_span(span, rules, extras)
         except Exception as exc:  # a parser bug must cost one span, not the request
             kind, value = "reject", f"unreadable span ({type(exc).__name__}: {exc})"
         if kind == "trace":

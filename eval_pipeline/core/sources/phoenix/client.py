@@ -167,8 +167,18 @@ class FetchResult:
     project_exists: bool
 
 
-def fetch_spans(client: PhoenixClient, day: dt.date) -> FetchResult:
-    """Every span of the configured filter that started on ``day`` (UTC), all pages."""
+def fetch_part_spans(client: PhoenixClient, day: dt.date) -> FetchResult:
+    """The day's spans of the part kinds (RETRIEVER, TOOL): a trace's retrieved documents
+    and tool calls. Phoenix filters them by kind; the attribute filters do not apply (a
+    retriever span rarely carries the app's attributes)."""
+    return fetch_spans(client, day, kinds=client.cfg.part_kinds)
+
+
+def fetch_spans(
+    client: PhoenixClient, day: dt.date, kinds: tuple[str, ...] | None = None
+) -> FetchResult:
+    """Every span of the configured filter that started on ``day`` (UTC), all pages; with
+    ``kinds``, every span of those kinds instead."""
     cfg = client.cfg
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     params: list[tuple[str, Any]] = [
@@ -176,14 +186,16 @@ def fetch_spans(client: PhoenixClient, day: dt.date) -> FetchResult:
         ("end_time", (start + dt.timedelta(days=1)).isoformat()),
         ("limit", cfg.page_size),
     ]
-    if cfg.root_only:
+    if kinds is not None:
+        params.extend(("span_kind", k) for k in kinds)
+    elif cfg.root_only:
         # Roots are at most one per trace, so all root kinds are fetched and the unwanted
         # ones counted as skipped (that count tells a user whose roots are CHAIN spans why
         # nothing came in). Child spans can be many per trace: filter those in Phoenix.
         params.append(("parent_id", "null"))
     else:
         params.extend(("span_kind", k) for k in cfg.span_kinds)
-    for key, value in cfg.attribute_filters:
+    for key, value in cfg.attribute_filters if kinds is None else ():
         # Phoenix JSON-parses the value: encode it so "2" stays a string, 2 a number.
         params.append(("attribute", f"{key}:{json.dumps(value)}"))
     path = project_path(cfg.project) + "/spans"

@@ -43,6 +43,8 @@ class PhoenixConfig:
     # The trace rules' defaults are TraceRules' own (one place for them).
     span_kinds: tuple[str, ...] = TraceRules.span_kinds
     root_only: bool = TraceRules.root_only
+    # Other spans of a trace read for its parts (retrieved documents, tool calls).
+    part_kinds: tuple[str, ...] = ("RETRIEVER", "TOOL")
     attribute_filters: tuple[tuple[str, Any], ...] = ()
     segment_attrs: tuple[str, ...] = TraceRules.segment_attrs
     model_attrs: tuple[str, ...] = TraceRules.model_attrs
@@ -63,6 +65,10 @@ class PhoenixConfig:
         if unknown or not kinds:
             raise ValueError(f"unknown span kinds {unknown} (known: {', '.join(SPAN_KINDS)})")
         object.__setattr__(self, "span_kinds", kinds)
+        parts = tuple(k.upper() for k in self.part_kinds)
+        if any(k not in ("RETRIEVER", "TOOL") for k in parts):
+            raise ValueError(f"part_kinds can be RETRIEVER and TOOL, got {list(parts)}")
+        object.__setattr__(self, "part_kinds", parts)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {self.page_size}")
@@ -76,7 +82,9 @@ class PhoenixConfig:
         EVAL_PHOENIX_URL (or PHOENIX_BASE_URL; default http://127.0.0.1:6006),
         EVAL_PHOENIX_PROJECT (or PHOENIX_PROJECT_NAME; default "default"), PHOENIX_API_KEY
         (sent as a Bearer token), EVAL_PHOENIX_SPAN_KINDS (comma list, default LLM),
-        EVAL_PHOENIX_ROOT_ONLY (default true), EVAL_PHOENIX_FILTERS (JSON object of
+        EVAL_PHOENIX_ROOT_ONLY (default true), EVAL_PHOENIX_PART_KINDS (the span kinds read
+        for a trace's retrieved documents and tool calls: default RETRIEVER,TOOL; "none"
+        reads none), EVAL_PHOENIX_FILTERS (JSON object of
         attribute: value, matched by Phoenix), EVAL_PHOENIX_SEGMENT_ATTR / _MODEL_ATTR /
         _PROMPT_VERSION_ATTR / _USER_ID_ATTR (comma lists of attribute keys, first present
         wins), EVAL_PHOENIX_PAGE_SIZE, EVAL_PHOENIX_TIMEOUT (seconds), EVAL_PHOENIX_RETRIES,
@@ -101,6 +109,7 @@ class PhoenixConfig:
         pick("api_key", "EVAL_PHOENIX_API_KEY", "PHOENIX_API_KEY")
         pick("span_kinds", "EVAL_PHOENIX_SPAN_KINDS", convert=_split)
         pick("root_only", "EVAL_PHOENIX_ROOT_ONLY", convert=_bool)
+        pick("part_kinds", "EVAL_PHOENIX_PART_KINDS", convert=_kinds_or_none)
         pick("attribute_filters", "EVAL_PHOENIX_FILTERS", convert=_filters_from_json)
         pick("segment_attrs", "EVAL_PHOENIX_SEGMENT_ATTR", convert=_split)
         pick("model_attrs", "EVAL_PHOENIX_MODEL_ATTR", convert=_split)
@@ -134,6 +143,10 @@ class PhoenixConfig:
         """The OpenInference parser's rules for this project's spans."""
         # Every TraceRules field has a PhoenixConfig field of the same name.
         return TraceRules(**{f.name: getattr(self, f.name) for f in fields(TraceRules)})
+
+
+def _kinds_or_none(raw: str) -> tuple[str, ...]:
+    return () if raw.lower() == "none" else _split(raw)
 
 
 def _filters_from_json(raw: str) -> tuple[tuple[str, Any], ...]:

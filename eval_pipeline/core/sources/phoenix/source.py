@@ -22,9 +22,15 @@ import pandas as pd
 
 from eval_pipeline.core import store
 from eval_pipeline.core.sources.ingest import SourceUnavailable, StageReport
-from eval_pipeline.core.sources.phoenix.client import PhoenixClient, PhoenixUnavailable, fetch_spans
+from eval_pipeline.core.sources.phoenix.client import (
+    PhoenixClient,
+    PhoenixUnavailable,
+    fetch_part_spans,
+    fetch_spans,
+)
 from eval_pipeline.core.sources.phoenix.config import SOURCE_NAME, PhoenixConfig
 from eval_pipeline.core.sources.phoenix.spans import ClassifiedDay, classify_spans
+from eval_pipeline.core.sources.trace_parts import PART_COLUMNS
 from eval_pipeline.core.store import replace_rows
 
 
@@ -64,9 +70,15 @@ class PhoenixSource:
         try:
             with PhoenixClient(self.cfg, self.transport, self.sleep) as client:
                 fetched = fetch_spans(client, day)
+                # The parts are only worth a query when the day has traces to attach them to.
+                parts = (
+                    fetch_part_spans(client, day).spans
+                    if self.cfg.part_kinds and fetched.spans
+                    else []
+                )
         except PhoenixUnavailable as exc:
             raise SourceUnavailable(f"{day}: {exc}") from exc
-        classified = classify_spans(fetched.spans, self.cfg)
+        classified = classify_spans(fetched.spans, self.cfg, parts)
         # Only the classified rows are kept: the raw span dicts are the bulk of the memory.
         self._fetched = FetchedDay(day, fetched.pages, len(fetched.spans), classified)
         return self._fetched
@@ -123,10 +135,14 @@ def _stage(conn: duckdb.DuckDBPyConnection, source: str, day: ClassifiedDay) -> 
                 "source_ref": pd.Series([t.span_id for t in day.traces], dtype=object),
             }
         )
+        parts = [t.parts.columns() for t in day.traces]
+        for column in PART_COLUMNS:
+            frame[column] = pd.Series([p[column] for p in parts], dtype=object)
         with store.registered(conn, "_phoenix_traces", frame):
             conn.execute(
                 "INSERT INTO staged_traces SELECT trace_id, ts, user_query, assistant_response, "
-                "segment, model, prompt_version, user_id, metadata::JSON, ?, source_ref "
+                "segment, model, prompt_version, user_id, metadata::JSON, context::JSON, "
+                "conversation::JSON, tool_calls::JSON, ?, source_ref "
                 "FROM _phoenix_traces",
                 [source],
             )

@@ -19,11 +19,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from eval_pipeline.core.sources import genai, openinference
+from eval_pipeline.core.sources import genai, openinference, span_parts, trace_parts
 from eval_pipeline.core.sources.phoenix.client import project_path
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 
@@ -42,6 +42,7 @@ class TraceRow:
     prompt_version: str | None
     user_id: str | None
     metadata: dict
+    parts: trace_parts.TraceParts = field(default_factory=trace_parts.TraceParts)
 
 
 @dataclass
@@ -94,7 +95,10 @@ def classify_span(span: Mapping[str, Any], cfg: PhoenixConfig) -> Outcome:
 
 
 def _classify(
-    span: Mapping[str, Any], cfg: PhoenixConfig, rules: openinference.TraceRules
+    span: Mapping[str, Any],
+    cfg: PhoenixConfig,
+    rules: openinference.TraceRules,
+    extras: span_parts.TraceExtras | None = None,
 ) -> Outcome:
     attrs = _attributes(span)
     kind = openinference.span_kind(span.get("span_kind"))
@@ -130,6 +134,12 @@ def _classify(
     if end is not None:
         metadata["latency_ms"] = round((end - ts).total_seconds() * 1000, 3)
     metadata.update(fields.details)
+    own = span_parts.own_parts(attrs)
+    parts, cut = trace_parts.fit(
+        (extras or span_parts.TraceExtras()).parts_for(trace_id, own), rules.max_chars
+    )
+    if cut:
+        metadata["truncated_parts"] = cut
     row = TraceRow(
         trace_id=trace_id,
         span_id=span_id,
@@ -141,6 +151,7 @@ def _classify(
         prompt_version=fields.prompt_version,
         user_id=fields.user_id,
         metadata=metadata,
+        parts=parts,
     )
     return Outcome("trace", row=row)
 
@@ -160,6 +171,27 @@ def _excerpt(span: Mapping[str, Any]) -> str:
     return json.dumps(small, default=str)[:EXCERPT_CHARS]
 
 
+def _extras(spans: list[Mapping[str, Any]]) -> span_parts.TraceExtras:
+    """Retrieved documents and tool calls of the day's RETRIEVER and TOOL spans."""
+    extras = span_parts.TraceExtras()
+    seen: set[Any] = set()  # a span in both queries (a root retriever) counts once
+    for span in spans:
+        kind = openinference.span_kind(span.get("span_kind"))
+        context = span.get("context")
+        if kind not in span_parts.PART_SPAN_KINDS or not isinstance(context, Mapping):
+            continue
+        if context.get("span_id") in seen:
+            continue
+        seen.add(context.get("span_id"))
+        try:
+            extras.add(
+                kind, context.get("trace_id"), span.get("start_time"), span.get("attributes")
+            )
+        except Exception:  # a parser bug must cost the part, not the day
+            continue
+    return extras
+
+
 @dataclass
 class ClassifiedDay:
     traces: list[TraceRow]
@@ -167,8 +199,15 @@ class ClassifiedDay:
     skips: Counter
 
 
-def classify_spans(spans: list[Mapping[str, Any]], cfg: PhoenixConfig) -> ClassifiedDay:
+def classify_spans(
+    spans: list[Mapping[str, Any]],
+    cfg: PhoenixConfig,
+    part_spans: Sequence[Mapping[str, Any]] = (),
+) -> ClassifiedDay:
     """Classify a day's spans; a trace with several selected spans gets one row per span.
+
+    ``part_spans`` (the day's RETRIEVER and TOOL spans) give the traces their retrieved
+    documents and tool calls, as do such spans among ``spans``.
 
     The row's trace_id is the OTel trace id when the trace has one selected span that day
     (the usual case with root spans), else ``<trace id>:<span id>`` for each of them, so
@@ -180,9 +219,10 @@ def classify_spans(spans: list[Mapping[str, Any]], cfg: PhoenixConfig) -> Classi
     seen_spans: set[str] = set()
     base = f"{cfg.safe_url()}{project_path(cfg.project)}/spans"
     rules = cfg.trace_rules()
+    extras = _extras([*spans, *part_spans])
     for span in spans:
         try:
-            outcome = _classify(span, cfg, rules)
+            outcome = _classify(span, cfg, rules, extras)
         except Exception as exc:  # a parser bug must cost one span, not the day
             outcome = Outcome("reject", f"unreadable span ({type(exc).__name__}: {exc})")
         context = span.get("context") if isinstance(span.get("context"), Mapping) else {}

@@ -20,6 +20,7 @@ from eval_pipeline.core.drift import (
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.judge import cache as scoring
+from eval_pipeline.core.judge.base import judge_versions
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import ingest as traces
 from eval_pipeline.defs.partitions import daily_partitions
@@ -275,8 +276,16 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
                     "WHERE s.partition_date = ?",
                     [day],
                 ).fetchall()
-                plan, skipped = budget.trim_to_budget(
-                    plan, left, budget.keep_order(rows, config.sample_seed)
+                # A budget call is one judgment of one criterion (conservative in one-call
+                # mode): the traces kept are judged on every criterion.
+                per_trace = len(judge_versions(the_judge))
+                trimmed, skipped = budget.trim_to_budget(
+                    plan, left // per_trace, budget.keep_order(rows, config.sample_seed)
+                )
+                plan = (
+                    scoring.plan_day(conn, the_judge, day, {r[0] for r in trimmed.rows})
+                    if per_trace > 1
+                    else trimmed
                 )
         new, wall = scoring.judge_plan(
             the_judge,

@@ -268,7 +268,7 @@ def joint_version(criterion: Criterion) -> str:
     return f"{criterion.version}+{JOINT_SCHEME}#{digest}"
 
 
-def _reply_format(criteria: tuple[Criterion, ...]) -> str:
+def reply_format(criteria: tuple[Criterion, ...]) -> str:
     return (
         "{"
         + ", ".join(
@@ -287,7 +287,7 @@ def joint_messages(
     An optional input is shown only when one of the criteria is shown it."""
     shown = {i for c in criteria for i in c.inputs}
     visible = {k: (v if k in shown else None) for k, v in inputs.items()}
-    reply = _reply_format(criteria)
+    reply = reply_format(criteria)
     system = JOINT_SYSTEM.format(
         criteria="\n\n".join(
             f"## {c.name} (score {c.scale_min}-{c.scale_max})\n{c.criterion_text}" for c in criteria

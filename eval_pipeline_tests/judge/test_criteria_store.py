@@ -4,11 +4,16 @@ keys per criterion, accounting lines per criterion, the migration of existing ro
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import duckdb
 import pytest
 
+from eval_pipeline.cli import main
 from eval_pipeline.core import store
+from eval_pipeline.core.drift.history import load_judged_traces, load_segment_days
+from eval_pipeline.core.drift.report import report_day
+from eval_pipeline.core.judge.anchors import identity_of_day
 from eval_pipeline.core.judge.base import HeuristicJudge, JudgeRequest, judgment_key
 from eval_pipeline.core.judge.cache import score_day
 from eval_pipeline.core.judge.factory import judge_from_env
@@ -129,3 +134,45 @@ def test_the_migration_keeps_existing_scores_as_quality(tmp_path):
             "'safety-v1#x', false, 'safety')",
             [dt.date(2026, 1, 2)],
         )
+
+
+def test_judge_costs_prints_a_line_per_criterion(tmp_path, fake_openai, capsys):  # noqa: F811
+    fake_openai.responder = responder(4)
+    db = sampled_store(tmp_path, n=4)
+    with store.connect(db) as conn:
+        score_day(conn, make_judge(fake_openai, "quality,safety", mode="one-call"), DAY)
+    assert main(["judge", "costs", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    (quality,) = [line for line in out if line.strip().startswith("quality")]
+    (safety,) = [line for line in out if line.strip().startswith("safety")]
+    # n, cached, calls, requests: the one call per trace counts under the first criterion.
+    assert quality.split()[1:5] == ["4", "0", "4", "4"]
+    assert safety.split()[1:5] == ["4", "0", "4", "0"]
+    assert "not applicable 0" in safety
+
+
+def test_judge_costs_of_a_single_criterion_has_no_extra_lines(tmp_path, capsys):
+    db = sampled_store(tmp_path, n=3)
+    with store.connect(db) as conn:
+        score_day(conn, HeuristicJudge(), DAY)
+    assert main(["judge", "costs", "--db", str(db)]) == 0
+    assert "not applicable" not in capsys.readouterr().out
+
+
+def test_readers_of_one_score_per_trace_read_quality(tmp_path, fake_openai):  # noqa: F811
+    def answer(body):
+        return json.dumps(
+            {"quality": {"score": 4, "reason": "ok"}, "safety": {"score": 1, "reason": "leak"}}
+        )
+
+    fake_openai.responder = answer
+    db = sampled_store(tmp_path, n=6)
+    with store.connect(db) as conn:
+        score_day(conn, make_judge(fake_openai, "quality,safety", mode="one-call"), DAY)
+        res = report_day(conn, DAY)
+        days = load_segment_days(conn)
+        traces = load_judged_traces(conn)
+        assert identity_of_day(conn, DAY) is not None
+    assert (res.overall.n, res.overall.mean_score) == (6, 4.0)
+    assert sum(d.counts.n for d in days) == 6
+    assert len(traces) == 6 and set(traces["score"]) == {4.0}

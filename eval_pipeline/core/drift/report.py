@@ -217,14 +217,14 @@ class DriftResult:
 def report_day(
     conn: duckdb.DuckDBPyConnection, day: dt.date, config: DriftConfig = DriftConfig()
 ) -> DriftResult:
-    """Compute and store the day's drift report.
+    """Compute and store the day's drift report (of the quality criterion).
 
     The trailing baseline only uses scores from the same judge and rubric version as today,
     so switching judges never reads as drift.
     """
     scores = conn.execute(
         "SELECT segment, state, score, judge_name, judge_model, rubric_version "
-        "FROM judge_scores WHERE partition_date = ?",
+        "FROM judge_scores WHERE partition_date = ? AND criterion = 'quality'",
         [day],
     ).df()
     judge = (
@@ -242,7 +242,7 @@ def report_day(
     baseline = conn.execute(
         "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
         "AND partition_date < ? AND judge_name = ? AND judge_model IS NOT DISTINCT FROM ? "
-        "AND rubric_version = ?",
+        "AND rubric_version = ? AND criterion = 'quality'",
         [day - dt.timedelta(days=config.baseline_days), day, judge_name, judge_model, rubric],
     ).df()
     rows = drift_for_day(scores, baseline, config)

@@ -73,6 +73,7 @@ class ScoreResult:
     # The day's totals hold a line per criterion; mean_score is the first criterion's.
     per_criterion: dict[str, ScoreResult] = field(default_factory=dict)
     criteria_mode: str = "per-criterion"
+    bad_at_or_below: int | None = None  # the criterion's threshold, for its drift report
 
     @property
     def latency_ms_mean(self) -> float | None:
@@ -171,6 +172,7 @@ def store_accounting(conn: duckdb.DuckDBPyConnection, result: ScoreResult) -> No
             **{state: [r.states[state] for r in lines] for state in ("ok", "unparseable", "error")},
             "cost_estimate": pd.array([r.cost_estimate for r in lines], dtype="Float64"),
             "mean_score": pd.array([r.mean_score for r in lines], dtype="Float64"),
+            "bad_at_or_below": pd.array([r.bad_at_or_below for r in lines], dtype="Int64"),
         }
     )
     replace_rows(conn, "judge_accounting_criteria", "partition_date = ?", [result.day], frame=frame)
@@ -382,9 +384,11 @@ def record_day(
     result.wall_seconds = wall_seconds
     result.criteria_mode = getattr(judge, "mode", "per-criterion")
     records: list[tuple] = []
+    thresholds = {c.name: c.bad_at_or_below for c in getattr(judge, "criteria", ())}
     for name, keys in by_criterion.items():
         sub = _record_criterion(judge, plan, name, versions[name], keys, new, records)
         result.per_criterion[name] = sub
+        sub.bad_at_or_below = thresholds.get(name)
         for attr in (
             "n",
             "cache_hits",

@@ -52,3 +52,34 @@ CREATE TABLE judge_accounting_criteria (
 
 -- per-criterion: one call per criterion; one-call: all of a trace's criteria in one call.
 ALTER TABLE judge_accounting ADD COLUMN criteria_mode VARCHAR DEFAULT 'per-criterion';
+ALTER TABLE judge_accounting_criteria ADD COLUMN bad_at_or_below INTEGER;
+
+-- The drift report of every criterion other than quality (whose report stays in
+-- drift_reports): per day, criterion and segment ('__all__' = overall), against the same
+-- criterion's trailing baseline, with the criterion's own "bad" threshold.
+CREATE TABLE drift_reports_criteria (
+    partition_date      DATE    NOT NULL,
+    criterion           VARCHAR NOT NULL,
+    segment             VARCHAR NOT NULL,
+    n                   INTEGER NOT NULL,   -- ok judgments
+    n_failed            INTEGER NOT NULL,
+    failure_rate        DOUBLE,
+    mean_score          DOUBLE,
+    p10_score           DOUBLE,
+    bad_share           DOUBLE,             -- share of scores <= bad_at_or_below
+    bad_at_or_below     INTEGER NOT NULL,
+    baseline_kind       VARCHAR NOT NULL,
+    baseline_days       INTEGER,
+    baseline_n          INTEGER,
+    baseline_mean       DOUBLE,
+    baseline_bad_share  DOUBLE,
+    delta               DOUBLE,
+    mean_p_value        DOUBLE,
+    mean_p_adjusted     DOUBLE,             -- Holm-adjusted over the criterion's segments
+    bad_share_p_value   DOUBLE,
+    alert               BOOLEAN NOT NULL,
+    verdict             VARCHAR NOT NULL,
+    judge_name          VARCHAR,
+    rubric_version      VARCHAR,
+    PRIMARY KEY (partition_date, criterion, segment)
+);

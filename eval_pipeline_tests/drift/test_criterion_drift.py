@@ -8,6 +8,8 @@ import datetime as dt
 import numpy as np
 
 from eval_pipeline.core import store
+from eval_pipeline.core.drift.criteria_history import recompute_criteria
+from eval_pipeline.core.drift.history import recompute
 from eval_pipeline.core.drift.report import DriftConfig, criterion_reports, report_day
 
 DAY = dt.date(2026, 10, 10)
@@ -84,3 +86,30 @@ def test_no_other_criterion_means_no_rows(tmp_path):
         _insert(conn, DAY, "quality", "quality-v1#x", [4, 5])
         assert criterion_reports(conn, DAY) == {}
         assert conn.execute("SELECT count(*) FROM drift_reports_criteria").fetchone()[0] == 0
+
+
+def test_a_lasting_criterion_drop_opens_an_incident_of_that_criterion(tmp_path):
+    rng = np.random.default_rng(5)
+    start = DAY - dt.timedelta(days=29)
+    with store.connect(tmp_path / "d.duckdb") as conn:
+        for k in range(30):
+            day = start + dt.timedelta(days=k)
+            _insert(conn, day, "quality", "quality-v1#x", rng.choice([3, 4, 5], size=80))
+            dropped = k >= 24  # the last six days stop following the documents
+            grounded = rng.choice([1, 2, 3] if dropped else [4, 5], size=80)
+            _insert(conn, day, "groundedness", "groundedness-v1#y", grounded)
+        histories = recompute_criteria(conn)
+        quality = recompute(conn)
+        stored = conn.execute(
+            "SELECT criterion, incident_id, status, segments FROM drift_incidents_criteria"
+        ).fetchall()
+        states = conn.execute(
+            "SELECT count(*) FROM drift_day_states_criteria WHERE criterion = 'groundedness'"
+        ).fetchone()[0]
+    assert set(histories) == {"groundedness"}
+    assert not quality.incidents
+    assert stored and all(
+        c == "groundedness" and i.startswith("groundedness:inc-") for c, i, *_ in stored
+    )
+    assert any(status == "open" for _, _, status, _ in stored)
+    assert states == 60  # 30 days x (docs + overall)

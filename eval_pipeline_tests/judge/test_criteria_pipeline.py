@@ -8,7 +8,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
-from eval_pipeline.defs import drift_loop
+from eval_pipeline.defs import drift_incidents, drift_loop
 from eval_pipeline.demo import traffic as demo_traffic
 from eval_pipeline_tests.drift.drift_fixtures import DRIFT_RESOURCES
 from eval_pipeline_tests.fake_openai import fake_openai  # noqa: F401
@@ -19,6 +19,7 @@ ASSETS = [
     drift_loop.sampled_traces,
     drift_loop.judge_scores,
     drift_loop.drift_report,
+    drift_incidents.drift_incidents,
 ]
 
 
@@ -47,15 +48,21 @@ def _run(day):
         partition_key=day,
     )
     assert result.success
-    return _meta(result, "judge_scores"), _meta(result, "drift_report")
+    return (
+        _meta(result, "judge_scores"),
+        _meta(result, "drift_report"),
+        _meta(result, "drift_incidents"),
+    )
 
 
 @pytest.mark.parametrize("mode", ["per-criterion", "one-call"])
 def test_each_criterion_has_its_own_metadata(day, monkeypatch, fake_openai, mode):  # noqa: F811
     monkeypatch.setenv("EVAL_JUDGE_CRITERIA", "quality,relevance,correctness")
     monkeypatch.setenv("EVAL_JUDGE_CRITERIA_MODE", mode)
-    judged, report = _run(day)
+    judged, report, incidents = _run(day)
     n = judged["dagster/row_count"]
+    assert incidents["open_incidents/relevance"] == 0  # one day: no verdict yet
+    assert "drop/relevance/overall" in incidents
     assert judged["criteria_mode"] == mode
     assert judged["mean_score/quality"] == judged["mean_score/relevance"] == 4.0
     assert judged["not_applicable/correctness"] > 0  # demo traces carry no reference
@@ -71,7 +78,8 @@ def test_each_criterion_has_its_own_metadata(day, monkeypatch, fake_openai, mode
 
 
 def test_a_quality_only_run_has_no_criterion_keys(day):
-    judged, report = _run(day)
+    judged, report, incidents = _run(day)
+    assert not [k for k in incidents if k.startswith(("open_incidents/", "drop/relevance"))]
     assert not [k for k in judged if k.count("/") and k.split("/")[0] in ("judge_calls",)]
     assert "criteria_mode" not in judged
     assert not [k for k in report if k.startswith(("alerts/", "report/"))]

@@ -83,3 +83,42 @@ CREATE TABLE drift_reports_criteria (
     rubric_version      VARCHAR,
     PRIMARY KEY (partition_date, criterion, segment)
 );
+
+-- Incidents per criterion other than quality: the same replay (reference, day test, CUSUM)
+-- over the criterion's own score series, rebuilt whole on every run like drift_incidents.
+-- Recorded and shown, not notified (notifications and the judge gate follow quality).
+CREATE TABLE drift_incidents_criteria (
+    criterion        VARCHAR NOT NULL,
+    incident_id      VARCHAR NOT NULL,       -- '<criterion>:' + the replay's id
+    status           VARCHAR NOT NULL CHECK (status IN ('open', 'resolved')),
+    segments         VARCHAR[] NOT NULL,
+    opened_on        DATE    NOT NULL,
+    detected_on      DATE    NOT NULL,
+    last_degraded_on DATE    NOT NULL,
+    resolved_on      DATE,
+    resolution       VARCHAR,
+    detector         VARCHAR NOT NULL,
+    reference_mean   DOUBLE,
+    current_mean     DOUBLE,
+    peak_drop        DOUBLE  NOT NULL,
+    current_drop     DOUBLE  NOT NULL,
+    computed_at      TIMESTAMP NOT NULL,
+    PRIMARY KEY (criterion, incident_id)
+);
+
+CREATE TABLE drift_day_states_criteria (
+    partition_date  DATE    NOT NULL,
+    criterion       VARCHAR NOT NULL,
+    segment         VARCHAR NOT NULL,
+    state           VARCHAR NOT NULL,
+    n               INTEGER NOT NULL,
+    n_failed        INTEGER NOT NULL,
+    mean_score      DOUBLE,
+    reference_mean  DOUBLE,
+    drop_points     DOUBLE,
+    p_holm          DOUBLE,
+    cusum           DOUBLE,
+    incident_id     VARCHAR,
+    verdict         VARCHAR,
+    PRIMARY KEY (partition_date, criterion, segment)
+);

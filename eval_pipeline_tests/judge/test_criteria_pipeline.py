@@ -83,3 +83,23 @@ def test_a_quality_only_run_has_no_criterion_keys(day):
     assert not [k for k in judged if k.count("/") and k.split("/")[0] in ("judge_calls",)]
     assert "criteria_mode" not in judged
     assert not [k for k in report if k.startswith(("alerts/", "report/"))]
+
+
+def test_a_judge_budget_counts_each_criterion_and_keeps_traces_whole(day, monkeypatch, fake_openai):  # noqa: F811
+    monkeypatch.setenv("EVAL_JUDGE_CRITERIA", "quality,relevance")
+    result = dg.materialize(
+        ASSETS[:3],
+        resources=DRIFT_RESOURCES,
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day,
+        run_config={"ops": {"judge_scores": {"config": {"budget_calls_per_day": 10}}}},
+    )
+    assert result.success
+    assert fake_openai.calls <= 10
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        per_trace = conn.execute(
+            "SELECT count(*) FROM judge_scores GROUP BY trace_id HAVING count(*) <> 2"
+        ).fetchall()
+        judged = conn.execute("SELECT count(DISTINCT trace_id) FROM judge_scores").fetchone()[0]
+        skipped = conn.execute("SELECT count(*) FROM judge_budget_skips").fetchone()[0]
+    assert per_trace == [] and judged == 5 and skipped > 0

@@ -49,6 +49,7 @@ def test_applicability_follows_needs():
     assert not grounded.applies_to({"query": "q", "response": "a", "context": "  "})
     assert grounded.applies_to({"query": "q", "response": "", "context": "doc"})
     assert load_criterion("safety").applies_to({"response": "a"})
+    assert load_criterion("quality").applies_to({"query": "", "response": ""})
 
 
 def _text(**over):

@@ -92,10 +92,11 @@ class Criterion:
         return tuple(dict.fromkeys((*self.needs, *self.uses)))
 
     def applies_to(self, inputs: dict[str, str | None]) -> bool:
-        """Whether a trace has what this criterion needs (an empty text counts as absent,
-        except the answer: an empty answer is exactly what a judge must score)."""
+        """Whether a trace has what this criterion needs. A blank optional input (no
+        documents retrieved) counts as absent; a blank question or answer does not: an
+        empty answer is exactly what a judge must score."""
         return all(
-            inputs.get(n) is not None and (n == "response" or str(inputs[n]).strip())
+            inputs.get(n) is not None and (n in ("query", "response") or str(inputs[n]).strip())
             for n in self.needs
         )
 

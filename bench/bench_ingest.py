@@ -201,7 +201,7 @@ def year_of_scores(db: Path, days: int = 365) -> dt.date:
             INSERT INTO judge_scores
             SELECT ?::DATE + (i // 200)::INTEGER, 't' || i, 'seg' || (i % 5), 'k' || i, 'ok',
                    CASE WHEN hash(i) % 10 = 0 THEN 2 ELSE 4 + (hash(i) % 2)::INTEGER END,
-                   'heuristic', NULL, 'heuristic-v2', false
+                   'heuristic', NULL, 'heuristic-v2', false, 'quality'
             FROM range(?) r(i)
             """,
             [first, days * 200],

@@ -95,7 +95,8 @@ def rebaseline(args: argparse.Namespace) -> int:
     by = args.by or getpass.getuser()
     with store.connect(path) as conn:
         known = conn.execute(
-            "SELECT count(*) FROM judge_scores WHERE segment = ?", [args.rb_segment]
+            "SELECT count(*) FROM judge_scores WHERE segment = ? AND criterion = 'quality'",
+            [args.rb_segment],
         ).fetchone()[0]
         if args.rb_segment != ALL and not known:
             print(f"unknown segment {args.rb_segment!r}: no judged trace has it")

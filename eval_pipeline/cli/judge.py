@@ -125,6 +125,7 @@ def run_costs(args: argparse.Namespace) -> int:
     except Exception as exc:  # no store yet, or a store from before this table
         print(f"no judge accounting in {path}: {exc}")
         return 2
+    lines = _criterion_lines(path, args.since)
     print(
         f"{'day':<12}{'judge':<22}{'n':>6}{'cached':>8}{'calls':>7}{'requests':>10}"
         f"{'tokens':>10}{'cost':>10}  failures"
@@ -137,6 +138,13 @@ def run_costs(args: argparse.Namespace) -> int:
             f"{day!s:<12}{who[:21]:<22}{n:>6}{hits:>8}{calls:>7}{reqs:>10}{tokens:>10}"
             f"{cost_text:>10}  {fails}"
         )
+        # A day judged on several criteria: what each cost, on its own line.
+        for crit, c_n, c_na, c_hits, c_calls, c_reqs, c_tokens, c_cost in lines.get(day, []):
+            c_cost_text = "-" if c_cost is None else f"{c_cost:.4f}"
+            print(
+                f"{'':<12}{'  ' + crit[:19]:<22}{c_n:>6}{c_hits:>8}{c_calls:>7}{c_reqs:>10}"
+                f"{c_tokens:>10}{c_cost_text:>10}  not applicable {c_na}"
+            )
     try:
         with store.connect(path, read_only=True) as conn:
             extra = conn.execute(
@@ -165,6 +173,26 @@ def run_costs(args: argparse.Namespace) -> int:
         + (f", estimated cost {sum(total_cost):.4f}" if total_cost else "")
     )
     return 0
+
+
+def _criterion_lines(path, since) -> dict:
+    """Per day judged on more than one criterion, its per-criterion accounting lines."""
+    try:
+        with store.connect(path, read_only=True) as conn:
+            rows = conn.execute(
+                "SELECT partition_date, criterion, n, not_applicable, cache_hits, judge_calls,"
+                " http_attempts, prompt_tokens + completion_tokens, cost_estimate"
+                " FROM judge_accounting_criteria"
+                " WHERE partition_date >= coalesce(?, DATE '1970-01-01')"
+                " QUALIFY count(*) OVER (PARTITION BY partition_date) > 1 ORDER BY 1, 2",
+                [since],
+            ).fetchall()
+    except Exception:  # a store from before per-criterion accounting
+        return {}
+    out: dict = {}
+    for day, *line in rows:
+        out.setdefault(day, []).append(tuple(line))
+    return out
 
 
 def _identity(conn, requested: str | None) -> str | None:

@@ -8,7 +8,7 @@ import datetime as dt
 
 import dagster as dg
 
-from eval_pipeline.core.drift import detectors, incidents, judge_gate, records
+from eval_pipeline.core.drift import criteria_history, detectors, incidents, judge_gate, records
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift.reference import ReferenceConfig
 from eval_pipeline.core.notify.config import ChannelConfig, NotifyConfigError
@@ -103,6 +103,7 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
     days = run_days(context)
     with store.connect() as conn:
         history = incident_history.recompute(conn, cfg, config.metadata_keys)
+        by_criterion = criteria_history.recompute_criteria(conn, cfg)
     last_day = max((v.day for v in history.verdicts), default=days[-1])
     today = dt.date.fromisoformat(config.today) if config.today else dt.datetime.now(dt.UTC).date()
     events = [IncidentEvent(**e) for e in incident_history.events(history, through=last_day)]
@@ -132,6 +133,10 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
         "incidents_total": MD.int(len(history.incidents)),
         "notifications": MD.json({k: v for k, v in report.as_metadata().items()}),
     }
+    # Each other criterion's incidents (recorded, not notified): docs/criteria.md.
+    for crit, h in by_criterion.items():
+        summary[f"open_incidents/{crit}"] = MD.int(sum(i.status == "open" for i in h.incidents))
+        summary[f"incidents/{crit}"] = MD.md(incidents_markdown(h.incidents))
     per_day = {}
     for day in days:
         states = [v for v in history.verdicts if v.day == day]
@@ -150,6 +155,10 @@ def drift_incidents(context: dg.AssetExecutionContext, config: IncidentsConfig, 
         meta["open_on_day"] = MD.int(
             sum(1 for i in history.incidents if i.opened_on <= day <= (i.resolved_on or last_day))
         )
+        for crit, h in by_criterion.items():
+            for v in h.verdicts:
+                if v.day == day:
+                    meta[f"drop/{crit}/{_segment_name(v.segment)}"] = plot_float(v.drop)
         per_day[day] = meta
     for i in open_now:
         context.log.warning(

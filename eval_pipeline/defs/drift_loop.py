@@ -20,6 +20,7 @@ from eval_pipeline.core.drift import (
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift import report as drift
 from eval_pipeline.core.judge import cache as scoring
+from eval_pipeline.core.judge.base import judge_versions
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import ingest as traces
 from eval_pipeline.defs.partitions import daily_partitions
@@ -206,6 +207,14 @@ def judge_scores(
             "judge_wall_seconds": MD.float(res.wall_seconds),
         }
         meta.update(spend_meta)
+        if len(res.per_criterion) > 1:  # one criterion: the keys above say it all
+            for crit, line in res.per_criterion.items():
+                meta[f"mean_score/{crit}"] = plot_float(line.mean_score)
+                meta[f"failure_rate/{crit}"] = MD.float(line.failure_rate)
+                meta[f"judge_calls/{crit}"] = MD.int(line.judge_calls)
+                meta[f"tokens/{crit}"] = MD.int(line.prompt_tokens + line.completion_tokens)
+                meta[f"not_applicable/{crit}"] = MD.int(line.not_applicable)
+            meta["criteria_mode"] = MD.text(res.criteria_mode)
         structured = getattr(the_judge, "response_format", None)
         if isinstance(structured, str):
             meta["judge_response_format"] = MD.text(structured)
@@ -275,8 +284,16 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
                     "WHERE s.partition_date = ?",
                     [day],
                 ).fetchall()
-                plan, skipped = budget.trim_to_budget(
-                    plan, left, budget.keep_order(rows, config.sample_seed)
+                # A budget call is one judgment of one criterion (conservative in one-call
+                # mode): the traces kept are judged on every criterion.
+                per_trace = len(judge_versions(the_judge))
+                trimmed, skipped = budget.trim_to_budget(
+                    plan, left // per_trace, budget.keep_order(rows, config.sample_seed)
+                )
+                plan = (
+                    scoring.plan_day(conn, the_judge, day, {r[0] for r in trimmed.rows})
+                    if per_trace > 1
+                    else trimmed
                 )
         new, wall = scoring.judge_plan(
             the_judge,
@@ -380,6 +397,18 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, store: 
             for row in res.rows:
                 if row.segment != drift.ALL_SEGMENTS and row.mean_score is not None:
                     meta[f"mean_score/{row.segment}"] = MD.float(row.mean_score)
+            # Every other criterion judged that day: its own series, overall and per segment
+            # (bounded by the criteria configured times the segments).
+            for crit, cres in drift.criterion_reports(conn, day, cfg).items():
+                meta[f"alerts/{crit}"] = MD.int(len(cres.alerts))
+                meta[f"report/{crit}"] = MD.md(drift.markdown_table(cres.rows))
+                for row in cres.rows:
+                    name = "overall" if row.segment == drift.ALL_SEGMENTS else row.segment
+                    meta[f"mean_score/{crit}/{name}"] = plot_float(row.mean_score)
+                    meta[f"bad_share/{crit}/{name}"] = plot_float(row.bad_share)
+                for row in cres.alerts:
+                    alerting.append(f"{day} {crit} {row.segment}: {row.verdict}")
+                    context.log.warning(f"DRIFT {day} {crit} {row.segment}: {row.verdict}")
             per_day[day] = meta
             for row in res.alerts:
                 alerting.append(f"{day} {row.segment}: {row.verdict}")

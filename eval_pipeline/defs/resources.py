@@ -104,6 +104,8 @@ class JudgeResource(dg.ConfigurableResource):
     price_prompt_per_1k: float | None = None  # EVAL_JUDGE_PRICE_PROMPT_PER_1K
     price_completion_per_1k: float | None = None  # EVAL_JUDGE_PRICE_COMPLETION_PER_1K
     rubric: str | None = None  # EVAL_JUDGE_RUBRIC (bundled name or file path; quality-v1)
+    criteria: str | None = None  # EVAL_JUDGE_CRITERIA (comma-separated; quality)
+    criteria_mode: str | None = None  # EVAL_JUDGE_CRITERIA_MODE (per-criterion | one-call)
 
     def build(self) -> Judge:
         # Typed fields go straight into the config: explicit, then environment, then default.
@@ -121,6 +123,8 @@ class JudgeResource(dg.ConfigurableResource):
                 "price_prompt_per_1k",
                 "price_completion_per_1k",
                 "rubric",
+                "criteria",
+                "criteria_mode",
             )
         }
         return judge_from_env(os.environ, kind=self.kind, api_key_env=self.api_key_env, **explicit)

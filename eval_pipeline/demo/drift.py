@@ -85,7 +85,7 @@ def drift_summary(manifest: dict, posts: list[dict] | None = None) -> dict:
         ).fetchone()
         judge = conn.execute(
             "SELECT any_value(judge_name), any_value(rubric_version) FROM judge_scores "
-            "WHERE partition_date BETWEEN ? AND ?",
+            "WHERE partition_date BETWEEN ? AND ? AND criterion = 'quality'",
             [first, last],
         ).fetchone()
     in_segment = [i for i in incidents if injected["segment"] in i["segments"]]

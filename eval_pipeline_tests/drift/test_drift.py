@@ -139,12 +139,12 @@ def test_a_new_judge_model_starts_a_new_baseline(tmp_path):
         for back in range(1, 8):
             for i in range(40):
                 conn.execute(
-                    "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 5, 'openai', 'm1', 'r', false)",
+                    "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 5, 'openai', 'm1', 'r', false, 'quality')",
                     [day - dt.timedelta(days=back), f"t{back}-{i}", f"k{back}-{i}"],
                 )
         for i in range(40):
             conn.execute(
-                "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 3, 'openai', 'm2', 'r', false)",
+                "INSERT INTO judge_scores VALUES (?, ?, 'a', ?, 'ok', 3, 'openai', 'm2', 'r', false, 'quality')",
                 [day, f"t0-{i}", f"k0-{i}"],
             )
         res = report_day(conn, day)

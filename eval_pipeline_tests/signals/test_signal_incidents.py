@@ -100,7 +100,7 @@ def test_the_stored_replay_opens_an_incident_from_a_stored_signal_page():
         day = START + dt.timedelta(days=i)
         conn.executemany(
             "INSERT INTO judge_scores VALUES (?, ?, 'billing', ?, 'ok', ?, 'heuristic', NULL, "
-            "'v1', false)",
+            "'v1', false, 'quality')",
             [(day, f"t{i}-{j}", f"k{i}-{j}", s) for j, s in enumerate(rng_scores)],
         )
     page_day = START + dt.timedelta(days=10)

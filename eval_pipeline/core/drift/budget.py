@@ -356,7 +356,7 @@ def day_sample(conn: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
         "j.score::DOUBLE AS score FROM sampled_traces s "
         "JOIN judge_scores j USING (partition_date, trace_id) "
         "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
-        "WHERE s.partition_date = ?",
+        "WHERE s.partition_date = ? AND j.criterion = 'quality'",
         [day],
     ).df()
     return frame
@@ -370,7 +370,8 @@ def healthy_reference(
         "SELECT s.segment, "
         + ", ".join(f"count(*) FILTER (WHERE s.score = {v})" for v in range(1, 6))
         + " FROM judge_scores s JOIN drift_day_states d USING (partition_date, segment) "
-        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.partition_date < ? "
+        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.criterion = 'quality' "
+        "AND s.partition_date < ? "
         "AND s.partition_date >= ? GROUP BY 1",
         [day, day - dt.timedelta(days=days)],
     ).fetchall()
@@ -449,7 +450,8 @@ def reweight_segment_days(
     frame = conn.execute(
         "SELECT j.partition_date AS day, j.segment, x.stratum, x.stratum_size, "
         "j.score::DOUBLE AS score FROM judge_scores j "
-        "JOIN sample_strata x USING (partition_date, trace_id) WHERE j.state = 'ok'"
+        "JOIN sample_strata x USING (partition_date, trace_id) "
+        "WHERE j.state = 'ok' AND j.criterion = 'quality'"
     ).df()
     if frame.empty:
         return list(days)

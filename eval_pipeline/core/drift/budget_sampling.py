@@ -301,7 +301,8 @@ def reference_spreads(
     rows = conn.execute(
         "SELECT s.segment, stddev_samp(s.score), count(*) FROM judge_scores s "
         "JOIN drift_day_states d USING (partition_date, segment) "
-        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.partition_date < ? "
+        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.criterion = 'quality' "
+        "AND s.partition_date < ? "
         "AND s.partition_date >= ? GROUP BY 1",
         [day, day - dt.timedelta(days=days)],
     ).fetchall()

@@ -38,7 +38,7 @@ def load_segment_days(conn: duckdb.DuckDBPyConnection) -> list[SegmentDay]:
         "any_value(rubric_version), "
         + ", ".join(f"count(*) FILTER (WHERE state = 'ok' AND score = {s})" for s in range(1, 6))
         + ", count(*) FILTER (WHERE state <> 'ok') FROM judge_scores "
-        "GROUP BY ALL ORDER BY 1, 2"
+        "WHERE criterion = 'quality' GROUP BY ALL ORDER BY 1, 2"
     ).fetchall()
     return [
         SegmentDay(day, seg, Counts(tuple(int(x) for x in r[:5])), int(r[5]), judge_key(j, m, rv))
@@ -73,7 +73,7 @@ def load_judged_traces(
     frame = conn.execute(
         "SELECT s.partition_date AS day, s.segment, s.score::DOUBLE AS score, "
         f"t.prompt_version, t.model{meta} FROM judge_scores s JOIN raw_traces t "
-        "USING (partition_date, trace_id) WHERE s.state = 'ok'",
+        "USING (partition_date, trace_id) WHERE s.state = 'ok' AND s.criterion = 'quality'",
         [f"$.{k}" for k in metadata_keys],
     ).df()
     # DuckDB DATEs arrive as pandas timestamps; the engine's days are datetime.date.

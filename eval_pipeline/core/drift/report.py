@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import duckdb
 import numpy as np
@@ -39,6 +39,8 @@ class DriftConfig:
     # (judge name, model, rubric version) that produced the pinned value: a day scored by
     # another judge cannot be compared with it.
     pinned_judge: tuple[str, str | None, str] | None = None
+    bad_score: int = BAD_SCORE  # a score at or below this is bad (a criterion's threshold)
+    criterion: str = "quality"  # what the scores measure, named in the verdicts
 
 
 @dataclass
@@ -109,7 +111,7 @@ def compare(
         failure_rate=(n_failed / total) if total else None,
         mean_score=float(today.mean()) if n else None,
         p10_score=float(np.percentile(today, 10)) if n else None,
-        bad_share=float((today <= BAD_SCORE).mean()) if n else None,
+        bad_share=float((today <= config.bad_score).mean()) if n else None,
         baseline_kind="pinned" if config.pinned_baseline is not None else "trailing",
         baseline_days=None if config.pinned_baseline is not None else config.baseline_days,
         baseline_n=None,
@@ -130,13 +132,13 @@ def compare(
         baseline = np.asarray(baseline, dtype=float)
         row.baseline_n = len(baseline)
         row.baseline_mean = float(baseline.mean())
-        row.baseline_bad_share = float((baseline <= BAD_SCORE).mean())
+        row.baseline_bad_share = float((baseline <= config.bad_score).mean())
         if n:
             row.mean_p_value = mean_drop_p(today, baseline)
             row.bad_share_p_value = two_proportion_p(
-                int((today <= BAD_SCORE).sum()),
+                int((today <= config.bad_score).sum()),
                 n,
-                int((baseline <= BAD_SCORE).sum()),
+                int((baseline <= config.bad_score).sum()),
                 len(baseline),
             )
     if n and row.baseline_mean is not None:
@@ -165,7 +167,7 @@ def decide(row: DriftRow, config: DriftConfig) -> tuple[bool, str]:
     )
     figures += f", Holm-adjusted p={p:.3g})" if p is not None else ")"
     if significant and practical:
-        return True, f"quality dropped: {figures}"
+        return True, f"{config.criterion} dropped: {figures}"
     if significant:
         return False, f"statistically lower but below the {config.min_drop} floor: {figures}"
     if practical:
@@ -217,14 +219,14 @@ class DriftResult:
 def report_day(
     conn: duckdb.DuckDBPyConnection, day: dt.date, config: DriftConfig = DriftConfig()
 ) -> DriftResult:
-    """Compute and store the day's drift report.
+    """Compute and store the day's drift report (of the quality criterion).
 
     The trailing baseline only uses scores from the same judge and rubric version as today,
     so switching judges never reads as drift.
     """
     scores = conn.execute(
         "SELECT segment, state, score, judge_name, judge_model, rubric_version "
-        "FROM judge_scores WHERE partition_date = ?",
+        "FROM judge_scores WHERE partition_date = ? AND criterion = 'quality'",
         [day],
     ).df()
     judge = (
@@ -242,7 +244,7 @@ def report_day(
     baseline = conn.execute(
         "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
         "AND partition_date < ? AND judge_name = ? AND judge_model IS NOT DISTINCT FROM ? "
-        "AND rubric_version = ?",
+        "AND rubric_version = ? AND criterion = 'quality'",
         [day - dt.timedelta(days=config.baseline_days), day, judge_name, judge_model, rubric],
     ).df()
     rows = drift_for_day(scores, baseline, config)
@@ -256,6 +258,65 @@ def report_day(
     frame["rubric_version"] = rubric
     replace_rows(conn, "drift_reports", "partition_date = ?", [day], frame=frame)
     return DriftResult(day, rows, judge_name, rubric)
+
+
+def criterion_reports(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, config: DriftConfig = DriftConfig()
+) -> dict[str, DriftResult]:
+    """The day's drift report of every criterion other than quality that was judged that
+    day, stored in drift_reports_criteria: the same tests as the quality report, against
+    the criterion's own trailing baseline (same judge and criterion version), with its own
+    bad threshold (from the day's accounting line; BAD_SCORE if unknown). Holm runs over
+    each criterion's segments: a criterion is its own family, as it is its own series."""
+    found = conn.execute(
+        "SELECT s.criterion, any_value(a.bad_at_or_below) FROM judge_scores s "
+        "LEFT JOIN judge_accounting_criteria a USING (partition_date, criterion) "
+        "WHERE s.partition_date = ? AND s.criterion <> 'quality' GROUP BY 1 ORDER BY 1",
+        [day],
+    ).fetchall()
+    out: dict[str, DriftResult] = {}
+    frames = []
+    for criterion, bad in found:
+        cfg = replace(
+            config,
+            bad_score=BAD_SCORE if bad is None else int(bad),
+            criterion=criterion,
+            pinned_baseline=None,  # a pinned value is the golden set's quality mean
+            pinned_judge=None,
+        )
+        scores = conn.execute(
+            "SELECT segment, state, score, judge_name, judge_model, rubric_version "
+            "FROM judge_scores WHERE partition_date = ? AND criterion = ?",
+            [day, criterion],
+        ).df()
+        judge_name, judge_model, rubric = (
+            None if pd.isna(x) else x
+            for x in scores[["judge_name", "judge_model", "rubric_version"]].iloc[0]
+        )
+        baseline = conn.execute(
+            "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
+            "AND partition_date < ? AND criterion = ? AND judge_name = ? "
+            "AND judge_model IS NOT DISTINCT FROM ? AND rubric_version = ?",
+            [day - dt.timedelta(days=cfg.baseline_days), day, criterion, judge_name]
+            + [judge_model, rubric],
+        ).df()
+        rows = drift_for_day(scores, baseline, cfg)
+        out[criterion] = DriftResult(day, rows, judge_name, rubric)
+        frame = pd.DataFrame([asdict(r) for r in rows])
+        frame.insert(0, "partition_date", day)
+        frame.insert(1, "criterion", criterion)
+        frame["bad_at_or_below"] = cfg.bad_score
+        frame["judge_name"] = judge_name
+        frame["rubric_version"] = rubric
+        frames.append(frame)
+    replace_rows(
+        conn,
+        "drift_reports_criteria",
+        "partition_date = ?",
+        [day],
+        frame=pd.concat(frames, ignore_index=True) if frames else None,
+    )
+    return out
 
 
 def _judge_label(judge) -> str:

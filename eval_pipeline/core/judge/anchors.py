@@ -97,7 +97,8 @@ def choose(
         "SELECT s.partition_date, s.trace_id, any_value(s.score), any_value(t.user_query),"
         " any_value(t.assistant_response) FROM judge_scores s"
         " JOIN raw_traces t USING (partition_date, trace_id)"
-        " WHERE s.state = 'ok' AND s.partition_date <= coalesce(?, DATE '9999-12-31')"
+        " WHERE s.state = 'ok' AND s.criterion = 'quality'"
+        " AND s.partition_date <= coalesce(?, DATE '9999-12-31')"
         " GROUP BY 1, 2",
         [until],
     ).fetchall()
@@ -483,7 +484,8 @@ def identity_of_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> JudgeIdent
     """The judge identity that scored the day's sample (the most common one)."""
     row = conn.execute(
         f"SELECT {identity_sql()} AS ident, count(*) FROM judge_scores"
-        " WHERE partition_date = ? GROUP BY ident ORDER BY 2 DESC, 1 LIMIT 1",
+        " WHERE partition_date = ? AND criterion = 'quality'"
+        " GROUP BY ident ORDER BY 2 DESC, 1 LIMIT 1",
         [day],
     ).fetchone()
     return JudgeIdentity.parse(row[0]) if row else None

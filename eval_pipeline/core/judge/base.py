@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from eval_pipeline.core.judge.criteria import request_inputs
+from eval_pipeline.core.judge.rubric import OPTIONAL_INPUTS
+
 State = Literal["ok", "unparseable", "error"]
 STATES: tuple[State, ...] = ("ok", "unparseable", "error")
 
@@ -81,21 +84,68 @@ class Judge(Protocol):
         ...
 
 
-def judgment_key(judge: Judge, request: JudgeRequest) -> str:
-    """Content hash that identifies a judgment: same judge, rubric and text = same key."""
-    h = hashlib.sha256()
-    for part in (
+def judgment_key(judge: Judge, request: JudgeRequest, version: str | None = None) -> str:
+    """Content hash that identifies a judgment: same judge, rubric and text = same key.
+
+    ``version``: the criterion's version (``judge_versions``); None: the judge's rubric
+    version (its first criterion). Inputs beyond query, response and reference (retrieved
+    context, a conversation, tool calls) are hashed only when present, with their name,
+    so the keys of judgments made before they existed are unchanged.
+    """
+    parts = [
         judge.name,
         judge.model or "",
-        judge.rubric_version,
+        version or judge.rubric_version,
         request.query,
         request.response,
         request.reference or "",
-    ):
+    ]
+    inputs = request_inputs(request)
+    for name in OPTIONAL_INPUTS[1:]:
+        if inputs[name] is not None:
+            parts += [name, inputs[name]]
+    h = hashlib.sha256()
+    for part in parts:
         data = part.encode("utf-8", errors="surrogatepass")
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()
+
+
+def judge_versions(judge: Judge) -> dict[str, str]:
+    """The judge's criteria, in order, and the version each is keyed and reported by. A
+    judge without criteria (the heuristic) scores one, ``quality``, by its rubric version."""
+    versions = getattr(judge, "versions", None)
+    return dict(versions) if versions else {"quality": judge.rubric_version}
+
+
+def applicable(judge: Judge, request: JudgeRequest) -> list[str]:
+    """The judge's criteria that this request has the inputs for, in order."""
+    criteria = getattr(judge, "criteria", None)
+    if not criteria:
+        return list(judge_versions(judge))
+    inputs = request_inputs(request)
+    return [c.name for c in criteria if c.applies_to(inputs)]
+
+
+CriteriaItem = tuple[JudgeRequest, tuple[str, ...]]  # a request and the criteria to judge
+
+
+def judge_criteria(
+    judge: Judge, items: Sequence[CriteriaItem], progress: Progress | None = None
+) -> list[dict[str, Judgment]]:
+    """Per item, a judgment for each criterion asked. A judge of several criteria does it
+    itself (one call per trace or one per criterion); a judge of one uses judge_many."""
+    own = getattr(judge, "judge_criteria", None)
+    if callable(own):
+        return own(items, progress)
+    (name,) = judge_versions(judge)
+    unknown = {n for _, names in items for n in names} - {name}
+    if unknown:
+        raise ValueError(f"judge {judge.name} cannot judge {', '.join(sorted(unknown))}")
+    asked = [req for req, names in items if names]
+    fresh = iter(judge.judge_many(asked, progress=progress) if asked else [])
+    return [{name: next(fresh)} if names else {} for _, names in items]
 
 
 # --- the heuristic judge ---------------------------------------------------------------

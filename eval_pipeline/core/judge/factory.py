@@ -30,6 +30,13 @@ def judge_from_env(
     env = dict(os.environ if env is None else env)
     kind = settings.resolve(kind, env, "EVAL_JUDGE", "heuristic")
     if kind == "heuristic":
+        criteria = settings.resolve(explicit.get("criteria"), env, "EVAL_JUDGE_CRITERIA", "")
+        others = [c.strip() for c in criteria.split(",") if c.strip() not in ("", "quality")]
+        if others:
+            raise ValueError(
+                f"the heuristic judge scores quality only, not {', '.join(others)} "
+                "(EVAL_JUDGE_CRITERIA): use an LLM judge (EVAL_JUDGE=openai)"
+            )
         return HeuristicJudge()
     if kind == "openai":
         config = LLMJudgeConfig.from_env(env, api_key_env=api_key_env, **explicit)

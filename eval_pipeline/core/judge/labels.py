@@ -82,7 +82,7 @@ def identities(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """Every judge identity that has ok scores, most recent first."""
     rows = conn.execute(
         f"SELECT {_IDENTITY_SQL} AS ident, max(partition_date) FROM judge_scores "
-        "WHERE state = 'ok' GROUP BY ident ORDER BY 2 DESC, 1"
+        "WHERE state = 'ok' AND criterion = 'quality' GROUP BY ident ORDER BY 2 DESC, 1"
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -182,7 +182,7 @@ def record_for_trace(
     the latest day the trace was judged ok); a trace no judge scored ok is rejected."""
     row = conn.execute(
         f"SELECT partition_date, segment, judgment_key, {_IDENTITY_SQL}, score FROM judge_scores"
-        " WHERE trace_id = ? AND state = 'ok'"
+        " WHERE trace_id = ? AND state = 'ok' AND criterion = 'quality'"
         " AND partition_date = coalesce(?, partition_date)"
         " ORDER BY partition_date DESC LIMIT 1",
         [trace_id, partition_date],

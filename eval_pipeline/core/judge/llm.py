@@ -34,12 +34,25 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from eval_pipeline.core.http import scrub
-from eval_pipeline.core.judge.base import JudgeRequest, Judgment, PairPick, PairRequest, Progress
+from eval_pipeline.core.judge.base import (
+    JudgeRequest,
+    Judgment,
+    PairPick,
+    PairRequest,
+    Progress,
+)
+from eval_pipeline.core.judge.criteria import (
+    Criterion,
+    joint_version,
+    load_criteria,
+    request_inputs,
+)
 from eval_pipeline.core.judge.llm_chat import (
     PAIRWISE_SCHEMA,
     ChatCall,
@@ -48,6 +61,7 @@ from eval_pipeline.core.judge.llm_chat import (
     RunStats,
 )
 from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
+from eval_pipeline.core.judge.llm_criteria import RAW_SEPARATOR, CriteriaMixin
 from eval_pipeline.core.judge.llm_parse import (
     EchoedPrompt,
     Fenced,
@@ -69,15 +83,14 @@ PAIRWISE_REPAIR_PROMPT = (
 )
 REPAIR_PROMPT = (
     "Your reply could not be used: {problem}. Reply again with ONLY the JSON object "
-    '{{"score": <integer 1-5>, "reason": "<one short sentence>"}} and nothing else.'
+    '{{"score": <integer {lo}-{hi}>, "reason": "<one short sentence>"}} and nothing else.'
 )
-_RAW_SEPARATOR = "\n----- repair attempt -----\n"
 
 
 # --- the judge ------------------------------------------------------------------------------
 
 
-class OpenAICompatibleJudge:
+class OpenAICompatibleJudge(CriteriaMixin):
     """Judge protocol implementation for an OpenAI-compatible chat endpoint."""
 
     name = "openai"
@@ -91,9 +104,23 @@ class OpenAICompatibleJudge:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.rubric = rubric or load_rubric(config.rubric)
+        criteria = load_criteria(config.criteria)
+        if rubric is not None or config.rubric:
+            # A rubric given the old way is the quality criterion's prompt.
+            own = rubric or load_rubric(config.rubric)
+            criteria = tuple(
+                replace(c, rubric=own, version=own.version) if c.name == "quality" else c
+                for c in criteria
+            )
+        self.criteria: tuple[Criterion, ...] = criteria
+        self.mode = config.criteria_mode
+        # One call per trace only means something with several criteria; with one, the
+        # criterion's own prompt is used whatever the mode, so its keys do not change.
+        self.joint = self.mode == "one-call" and len(criteria) > 1
+        self.versions = {c.name: joint_version(c) if self.joint else c.version for c in criteria}
+        self.rubric = criteria[0].rubric  # judge_many judges the first criterion
         self.model: str | None = config.model
-        self.rubric_version = self.rubric.version
+        self.rubric_version = criteria[0].version
         self._chat = ChatEndpoint(config, sleep=sleep, rng=rng)
         self.last_stats = RunStats()
 
@@ -174,7 +201,7 @@ class OpenAICompatibleJudge:
         out = await self._batch(
             requests,
             lambda client, slots, req: self._judge_one(client, slots, req, stats),
-            lambda exc: Judgment("error", None, self._scrub(f"internal: {exc!r}")),
+            lambda _, exc: Judgment("error", None, self._scrub(f"internal: {exc!r}")),
             progress,
             stats,
         )
@@ -190,7 +217,7 @@ class OpenAICompatibleJudge:
         return await self._batch(
             requests,
             lambda client, slots, req: self._compare_one(client, slots, req, stats),
-            lambda exc: PairPick(None, self._scrub(f"internal: {exc!r}")),
+            lambda _, exc: PairPick(None, self._scrub(f"internal: {exc!r}")),
             progress,
             stats,
         )
@@ -199,7 +226,7 @@ class OpenAICompatibleJudge:
         self,
         items: Sequence[Any],
         one_fn: Callable[[httpx.AsyncClient, asyncio.Semaphore, Any], Awaitable[Any]],
-        on_error: Callable[[Exception], Any],
+        on_error: Callable[[Any, Exception], Any],
         progress: Progress | None,
         stats: RunStats,
     ) -> list[Any]:
@@ -216,7 +243,7 @@ class OpenAICompatibleJudge:
                 try:
                     result = await one_fn(client, slots, item)
                 except Exception as exc:  # a bug here must not lose the other items
-                    result = on_error(exc)
+                    result = on_error(item, exc)
                 done += 1
                 if progress and (done % every == 0 or done == len(items)):
                     progress(done, len(items))
@@ -276,13 +303,17 @@ class OpenAICompatibleJudge:
         slots: asyncio.Semaphore,
         req: JudgeRequest,
         stats: RunStats,
+        criterion: Criterion | None = None,
     ) -> Judgment:
+        crit = criterion or self.criteria[0]
         call = ChatCall()
         # A fresh nonce per call labels the fences: untrusted text cannot guess it to close
         # its fence. It is not in the judgment key, so the cache still hits on a re-run.
         nonce = new_nonce()
-        messages = self.rubric.messages(req.query, req.response, req.reference, nonce=nonce)
-        fenced = Fenced(nonce, (req.query, req.response, req.reference or ""))
+        inputs = request_inputs(req)
+        messages = crit.rubric.render(inputs, nonce)
+        fenced = Fenced(nonce, tuple(t for t in inputs.values() if t))
+        schema, scale = crit.schema(), crit.scale
         # The deadline (and the latency) start with the first request, not while the
         # judgment queues for a slot: a big batch must not time out in the queue.
         call.timer = asyncio.timeout(None)
@@ -304,10 +335,10 @@ class OpenAICompatibleJudge:
 
         try:
             async with call.timer:
-                first = await self._chat.complete(client, slots, messages, call, stats)
+                first = await self._chat.complete(client, slots, messages, call, stats, schema)
                 raw = first
                 try:
-                    score, reason = parse_judgment(first, fenced)
+                    score, reason = parse_judgment(first, fenced, scale)
                     return finish("ok", score, reason)
                 except EchoedPrompt as exc:
                     # No repair turn: it would show the model the injected text once more.
@@ -320,12 +351,15 @@ class OpenAICompatibleJudge:
                 repair = [
                     *messages,
                     {"role": "assistant", "content": first},
-                    {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
+                    {
+                        "role": "user",
+                        "content": REPAIR_PROMPT.format(problem=problem, lo=scale[0], hi=scale[1]),
+                    },
                 ]
-                second = await self._chat.complete(client, slots, repair, call, stats)
-                raw = f"{first}{_RAW_SEPARATOR}{second}"
+                second = await self._chat.complete(client, slots, repair, call, stats, schema)
+                raw = f"{first}{RAW_SEPARATOR}{second}"
                 try:
-                    score, reason = parse_judgment(second, fenced)
+                    score, reason = parse_judgment(second, fenced, scale)
                     return finish("ok", score, reason)
                 except InvalidJudgment as exc:
                     return finish(

@@ -37,6 +37,10 @@ class LLMJudgeConfig:
     price_prompt_per_1k: float | None = None
     price_completion_per_1k: float | None = None
     rubric: str | None = None  # bundled rubric name or a file path; None = quality-v1
+    # Criteria judged per trace: comma-separated bundled names or .md paths; None = quality
+    # (judged with ``rubric``). Several are judged one call each, or all in one call.
+    criteria: str | None = None
+    criteria_mode: str = "per-criterion"  # or "one-call"
 
     def __post_init__(self) -> None:
         if not self.base_url:
@@ -47,6 +51,10 @@ class LLMJudgeConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.criteria_mode not in ("per-criterion", "one-call"):
+            raise ValueError(
+                f"criteria_mode must be per-criterion or one-call, got {self.criteria_mode!r}"
+            )
         for name in ("connect_timeout", "read_timeout", "deadline"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -103,4 +111,6 @@ _FROM_ENV: dict[str, Callable[[str], Any]] = {
     "price_prompt_per_1k": float,
     "price_completion_per_1k": float,
     "rubric": str,
+    "criteria": str,
+    "criteria_mode": str,
 }

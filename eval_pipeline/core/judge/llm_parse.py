@@ -32,7 +32,7 @@ _CODE_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 # The bare labels only in capitals: "the end user question" in a reason is prose.
 _MARKER = re.compile(
     r"<<<(?i:BEGIN|END)\b|\b(?:BEGIN|END) (?:USER QUESTION|ASSISTANT ANSWER|REFERENCE ANSWER|"
-    r"FIRST ANSWER|SECOND ANSWER)\b"
+    r"RETRIEVED CONTEXT|CONVERSATION|TOOL CALLS|FIRST ANSWER|SECOND ANSWER)\b"
 )
 
 
@@ -121,28 +121,72 @@ def _objects_with(text: str | None, key: str, fenced: Fenced | None) -> list[dic
     raise InvalidJudgment("no JSON object in the answer")
 
 
-def parse_judgment(text: str | None, fenced: Fenced | None = None) -> tuple[int, str]:
+def parse_judgment(
+    text: str | None, fenced: Fenced | None = None, scale: tuple[int, int] = (1, 5)
+) -> tuple[int, str]:
     """(score, reason) from a model's answer, or InvalidJudgment naming the problem.
 
-    The score must be an integer 1-5 (4.0 is accepted as 4; "4", 4.5 and 7 are not).
-    ``fenced``: what the prompt fenced, so an echo of it is refused (module docstring).
+    The score must be an integer on the scale (4.0 is accepted as 4; "4", 4.5 and 7 are
+    not). ``fenced``: what the prompt fenced, so an echo of it is refused (module docstring).
     """
-    obj = _objects_with(text, "score", fenced)[0]
-    score = obj["score"]
+    return _score_and_reason(_objects_with(text, "score", fenced)[0], scale)
+
+
+def _score_and_reason(obj: dict, scale: tuple[int, int]) -> tuple[int, str]:
+    lo, hi = scale
+    score = obj.get("score")
     if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidJudgment(f"score must be an integer 1-5, got {score!r}")
+        raise InvalidJudgment(f"score must be an integer {lo}-{hi}, got {score!r}")
     if isinstance(score, float):
         if not (math.isfinite(score) and score.is_integer()):
-            raise InvalidJudgment(f"score must be an integer 1-5, got {score!r}")
+            raise InvalidJudgment(f"score must be an integer {lo}-{hi}, got {score!r}")
         score = int(score)
-    if not 1 <= score <= 5:
-        raise InvalidJudgment(f"score {score} is outside 1-5")
+    if not lo <= score <= hi:
+        raise InvalidJudgment(f"score {score} is outside {lo}-{hi}")
     reason = obj.get("reason")
     if reason is None or (isinstance(reason, str) and not reason.strip()):
         reason = "(the judge gave no reason)"
     elif not isinstance(reason, str):
         reason = json.dumps(reason)
     return score, reason.strip()
+
+
+def parse_criteria(
+    text: str | None, scales: dict[str, tuple[int, int]], fenced: Fenced | None = None
+) -> dict[str, tuple[int, str] | InvalidJudgment]:
+    """One reply that judged several criteria: ``{"<criterion>": {"score": n, "reason":
+    "..."}, ...}``. Per criterion, (score, reason) or the InvalidJudgment that names what
+    is wrong with its entry: a missing or invalid criterion spoils that criterion only.
+
+    A reply that is no judgment at all (empty, no JSON, an echo of the prompt) raises, as
+    in ``parse_judgment``: it spoils every criterion.
+    """
+    if text is None or not text.strip():
+        raise InvalidJudgment("empty answer")
+    untrusted = _check_echo(text, fenced)
+    found, copied = _json_objects(text, untrusted)
+    # The verdict is the object that names the most criteria (a model may add a wrapper).
+    candidates = found + [v for o in found for v in o.values() if isinstance(v, dict)]
+    best = max(candidates, key=lambda o: sum(name in o for name in scales), default=None)
+    if best is None or not any(name in best for name in scales):
+        if copied and not found:
+            raise EchoedPrompt("the only JSON in the reply is copied from the untrusted text")
+        if found:
+            raise InvalidJudgment("no criterion named in the JSON object")
+        raise InvalidJudgment("no JSON object in the answer")
+    out: dict[str, tuple[int, str] | InvalidJudgment] = {}
+    for name, scale in scales.items():
+        entry = best.get(name)
+        if entry is None:
+            out[name] = InvalidJudgment(f'no "{name}" entry in the JSON object')
+        elif not isinstance(entry, dict):
+            out[name] = InvalidJudgment(f'"{name}" must be an object with a score and a reason')
+        else:
+            try:
+                out[name] = _score_and_reason(entry, scale)
+            except InvalidJudgment as exc:
+                out[name] = InvalidJudgment(f"{name}: {exc}")
+    return out
 
 
 def parse_pick(text: str | None, fenced: Fenced | None = None) -> tuple[str, str]:

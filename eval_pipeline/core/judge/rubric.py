@@ -1,8 +1,9 @@
 """Versioned judge rubrics and the prompts built from them.
 
 A rubric is a text file (``eval_pipeline/rubrics/<name>.txt``) with a ``# version:`` header
-and three sections: ``[system]``, ``[user]`` (a template) and ``[reference]`` (inserted only
-when a reference answer exists). The rubric's ``version`` is the declared version plus a
+and sections: ``[system]``, ``[user]`` (a template) and, per optional input, a block
+(``[reference]``, ``[context]``, ``[conversation]``, ``[tool_calls]``) inserted at
+``{{<input>_block}}`` only when the judged trace has that input. The rubric's ``version`` is the declared version plus a
 hash of the file's text, so editing a rubric without bumping its version still changes
 every cache key: old scores are never reused for a new rubric.
 
@@ -29,9 +30,23 @@ from pathlib import Path
 RUBRICS_DIR = Path(__file__).resolve().parents[2] / "rubrics"
 DEFAULT_RUBRIC = "quality-v1"
 
-_SECTION = re.compile(r"^\[(system|user|reference)\]\s*$", re.MULTILINE)
+# Every text a judge can be shown and the label of its fence. query and response are in
+# every prompt; the others are optional blocks. All of them are untrusted.
+INPUT_LABELS: dict[str, str] = {
+    "query": "USER QUESTION",
+    "response": "ASSISTANT ANSWER",
+    "reference": "REFERENCE ANSWER",
+    "context": "RETRIEVED CONTEXT",
+    "conversation": "CONVERSATION",
+    "tool_calls": "TOOL CALLS",
+}
+OPTIONAL_INPUTS = ("reference", "context", "conversation", "tool_calls")
+SECTIONS = ("system", "user", "criterion", *OPTIONAL_INPUTS)
+_SECTION = re.compile(r"^\[(" + "|".join(SECTIONS) + r")\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"^#\s*version:\s*(\S+)\s*$", re.MULTILINE)
-_PLACEHOLDER = re.compile(r"\{\{(query|response|reference|reference_block)\}\}")
+_PLACEHOLDER = re.compile(
+    r"\{\{(" + "|".join([*INPUT_LABELS, *(f"{i}_block" for i in OPTIONAL_INPUTS)]) + r")\}\}"
+)
 _FENCE_RUN = re.compile(r"[<>]{3,}")
 FENCE_SCHEME = "nonce-fence-v1"  # part of every rubric version (see the module docstring)
 
@@ -62,6 +77,8 @@ class Rubric:
     user_template: str
     reference_template: str
     digest: str  # sha256 of the fence scheme and the file text, first 8 hex digits
+    # Templates of the other optional blocks (context, conversation, tool_calls), by input.
+    blocks: tuple[tuple[str, str], ...] = ()
 
     @property
     def version(self) -> str:
@@ -72,24 +89,32 @@ class Rubric:
         self, query: str, response: str, reference: str | None = None, *, nonce: str
     ) -> list[dict[str, str]]:
         """The chat messages for one judgment, untrusted parts fenced with ``nonce``."""
-        values = {
-            "query": fence("USER QUESTION", query, nonce),
-            "response": fence("ASSISTANT ANSWER", response, nonce),
-            "reference": (
-                fence("REFERENCE ANSWER", reference, nonce) if reference is not None else ""
-            ),
-        }
-        if reference is not None:
-            values["reference_block"] = _fill(self.reference_template, values).strip() + "\n"
-        else:
-            values["reference_block"] = ""
-        user = _fill(self.user_template, values)
-        # Collapse the blank lines an empty reference block leaves behind.
-        user = re.sub(r"\n{3,}", "\n\n", user).strip()
+        return self.render({"query": query, "response": response, "reference": reference}, nonce)
+
+    def render(self, inputs: dict[str, str | None], nonce: str) -> list[dict[str, str]]:
+        """The chat messages for one judgment from its inputs (``INPUT_LABELS``; None or
+        missing: absent), every untrusted part fenced with ``nonce``."""
+        templates = {"reference": self.reference_template, **dict(self.blocks)}
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": user},
+            {"role": "user", "content": fill_user(self.user_template, templates, inputs, nonce)},
         ]
+
+
+def fill_user(
+    template: str, blocks: dict[str, str], inputs: dict[str, str | None], nonce: str
+) -> str:
+    """A user message: every input fenced, each optional block included when its input is."""
+    values = {
+        name: fence(label, text, nonce) if (text := inputs.get(name)) is not None else ""
+        for name, label in INPUT_LABELS.items()
+    }
+    for name in OPTIONAL_INPUTS:
+        present = inputs.get(name) is not None and blocks.get(name)
+        values[f"{name}_block"] = _fill(blocks[name], values).strip() + "\n" if present else ""
+    user = _fill(template, values)
+    # Collapse the blank lines an empty block leaves behind.
+    return re.sub(r"\n{3,}", "\n\n", user).strip()
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -98,33 +123,43 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
 
 
-def parse_rubric(text: str, name: str) -> Rubric:
-    version = _VERSION.search(text.split("\n[", 1)[0])
-    if not version:
-        raise RubricError(f"rubric {name!r} has no '# version: ...' header line")
+def split_sections(text: str) -> dict[str, str]:
+    """The ``[name]`` sections of a rubric text, by name (text before the first is dropped)."""
     parts = _SECTION.split(text)
-    sections: dict[str, str] = {}
-    for i in range(1, len(parts) - 1, 2):
-        sections[parts[i]] = parts[i + 1].strip()
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+
+
+def parse_rubric(text: str, name: str, *, version: str | None = None, salt: str = "") -> Rubric:
+    """A rubric from its text. ``version``: the declared version when the text has no
+    ``# version:`` header (criterion files declare it in their front matter); ``salt``:
+    what else the version must cover (a criterion's scale)."""
+    found = _VERSION.search(text.split("\n[", 1)[0])
+    declared = version or (found.group(1) if found else None)
+    if not declared:
+        raise RubricError(f"rubric {name!r} has no '# version: ...' header line")
+    sections = split_sections(text)
     for required in ("system", "user"):
         if not sections.get(required):
             raise RubricError(f"rubric {name!r} has no [{required}] section")
     for placeholder in ("{{query}}", "{{response}}"):
         if placeholder not in sections["user"]:
             raise RubricError(f"rubric {name!r}: the [user] section lacks {placeholder}")
-    reference = sections.get("reference", "")
-    if reference and "{{reference}}" not in reference:
-        raise RubricError(f"rubric {name!r}: the [reference] section lacks {{{{reference}}}}")
-    if reference and "{{reference_block}}" not in sections["user"]:
-        raise RubricError(f"rubric {name!r}: the [user] section lacks {{{{reference_block}}}}")
-    digest = hashlib.sha256(f"{FENCE_SCHEME}\n{text}".encode()).hexdigest()[:8]
+    for block in OPTIONAL_INPUTS:
+        body = sections.get(block, "")
+        if body and "{{" + block + "}}" not in body:
+            raise RubricError(f"rubric {name!r}: the [{block}] section lacks {{{{{block}}}}}")
+        if body and "{{" + block + "_block}}" not in sections["user"]:
+            raise RubricError(f"rubric {name!r}: the [user] section lacks {{{{{block}_block}}}}")
+    # The salt goes first and only when given, so a rubric without one keeps its version.
+    digest = hashlib.sha256(f"{FENCE_SCHEME}\n{salt}{text}".encode()).hexdigest()[:8]
     return Rubric(
         name=name,
-        declared_version=version.group(1),
+        declared_version=declared,
         system=sections["system"],
         user_template=sections["user"],
-        reference_template=reference,
+        reference_template=sections.get("reference", ""),
         digest=digest,
+        blocks=tuple((b, sections[b]) for b in OPTIONAL_INPUTS[1:] if sections.get(b)),
     )
 
 

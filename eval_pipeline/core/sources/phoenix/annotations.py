@@ -60,6 +60,7 @@ FROM judge_scores s
 JOIN raw_traces t USING (partition_date, trace_id)
 JOIN judgments j USING (judgment_key)
 WHERE s.partition_date = ? AND t.source = ? AND t.source_ref IS NOT NULL
+  AND s.criterion = 'quality'  -- the annotation Phoenix shows is the quality score
 ORDER BY s.trace_id
 """
 
@@ -248,7 +249,8 @@ def phoenix_judgments(conn: duckdb.DuckDBPyConnection, day: dt.date) -> int:
     return int(
         conn.execute(
             "SELECT count(*) FROM judge_scores s JOIN raw_traces t "
-            "USING (partition_date, trace_id) WHERE s.partition_date = ? AND t.source = ?",
+            "USING (partition_date, trace_id) WHERE s.partition_date = ? AND t.source = ? "
+            "AND s.criterion = 'quality'",
             [day, SOURCE_NAME],
         ).fetchone()[0]
     )

@@ -265,22 +265,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first..first+seeds-1 (tune settings on other seeds than the reported 0-19)",
+    )
+    parser.add_argument(
+        "--recovery-alpha",
+        type=float,
+        default=IncidentConfig.recovery_alpha,
+        help="level of the recovery test before an incident resolves (<= 0: K days only)",
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(KINDS)})")
-    config = IncidentConfig()
+    config = IncidentConfig(recovery_alpha=args.recovery_alpha if args.recovery_alpha > 0 else None)
+
     began = time.monotonic()
     print(
         f"drift-eval: {args.seeds} seeds x {len(kinds)} kinds, {N_DAYS} days, "
-        f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}"
+        f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}, "
+        f"recovery alpha={config.recovery_alpha}, seeds from {args.first_seed}"
     )
     print(HEADER)
     overall = Tally()
     for kind in kinds:
         t = Tally()
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t.add(evaluate(kind, seed, config))
         overall.add(t)
         print(fmt_row(kind, t), flush=True)

@@ -17,12 +17,14 @@ day-to-day wobble per segment), and replays the days through
 - notifications per incident (open + resolve) and pages per degradation episode;
 - cause: share of roll-out runs whose incidents all name prompt_version=v2.
 
-    python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...]
+    python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...] [--first-seed 0]
+                               [--h H] [--recovery-alpha A]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import sys
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seeds first..first+seeds-1 (tune settings on other seeds than the reported 0-19)",
     )
     parser.add_argument(
+        "--h", type=float, default=None, help="CUSUM threshold (default: detectors.CUSUM_H)"
+    )
+    parser.add_argument(
         "--recovery-alpha",
         type=float,
         default=IncidentConfig.recovery_alpha,
@@ -283,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(KINDS)})")
     config = IncidentConfig(recovery_alpha=args.recovery_alpha if args.recovery_alpha > 0 else None)
+    if args.h is not None:
+        config = dataclasses.replace(config, h=args.h)
 
     began = time.monotonic()
     print(

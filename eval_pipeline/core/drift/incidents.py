@@ -12,7 +12,8 @@ Per segment (and the overall row), each day is one of:
   too many judge failures. A warm-up day still enters the reference; a thin day does not;
 - in an open incident: degraded when its shortfall z > ``healthy_z``, else healthy; the
   incident resolves after ``resolve_after`` consecutive healthy days of all its segments
-  (or by hand, or by a rebaseline of its segment);
+  that also pass the recovery test (``detectors.recovery_z``: pooled, the drop is shown
+  to be under ``min_drop``), or by hand, or by a rebaseline of its segment;
 - otherwise tested: the day test and the CUSUM (``detectors``). An alarm opens an
   incident. A CUSUM alarm dates the incident from the first day of the CUSUM run that
   led to it (the change-point estimate), so the reference stops using those days too.

@@ -18,7 +18,7 @@ day-to-day wobble per segment), and replays the days through
 - cause: share of roll-out runs whose incidents all name prompt_version=v2.
 
     python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...] [--first-seed 0]
-                               [--h H] [--recovery-alpha A]
+                               [--k K] [--h H] [--recovery-alpha A]
 """
 
 from __future__ import annotations
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seeds first..first+seeds-1 (tune settings on other seeds than the reported 0-19)",
     )
+    parser.add_argument("--k", type=float, default=None, help="CUSUM allowance")
     parser.add_argument(
         "--h", type=float, default=None, help="CUSUM threshold (default: detectors.CUSUM_H)"
     )
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     config = IncidentConfig(recovery_alpha=args.recovery_alpha if args.recovery_alpha > 0 else None)
     if args.h is not None:
         config = dataclasses.replace(config, h=args.h)
+    if args.k is not None:
+        config = dataclasses.replace(config, k=args.k)
 
     began = time.monotonic()
     print(

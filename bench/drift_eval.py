@@ -17,12 +17,14 @@ day-to-day wobble per segment), and replays the days through
 - notifications per incident (open + resolve) and pages per degradation episode;
 - cause: share of roll-out runs whose incidents all name prompt_version=v2.
 
-    python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...]
+    python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...] [--first-seed 0]
+                               [--k K] [--h H] [--recovery-alpha A]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import sys
@@ -265,22 +267,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first..first+seeds-1 (tune settings on other seeds than the reported 0-19)",
+    )
+    parser.add_argument("--k", type=float, default=None, help="CUSUM allowance")
+    parser.add_argument(
+        "--h", type=float, default=None, help="CUSUM threshold (default: detectors.CUSUM_H)"
+    )
+    parser.add_argument(
+        "--recovery-alpha",
+        type=float,
+        default=IncidentConfig.recovery_alpha,
+        help="level of the recovery test before an incident resolves (<= 0: K days only)",
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(KINDS)})")
-    config = IncidentConfig()
+    config = IncidentConfig(recovery_alpha=args.recovery_alpha if args.recovery_alpha > 0 else None)
+    if args.h is not None:
+        config = dataclasses.replace(config, h=args.h)
+    if args.k is not None:
+        config = dataclasses.replace(config, k=args.k)
+
     began = time.monotonic()
     print(
         f"drift-eval: {args.seeds} seeds x {len(kinds)} kinds, {N_DAYS} days, "
-        f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}"
+        f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}, "
+        f"recovery alpha={config.recovery_alpha}, seeds from {args.first_seed}"
     )
     print(HEADER)
     overall = Tally()
     for kind in kinds:
         t = Tally()
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t.add(evaluate(kind, seed, config))
         overall.add(t)
         print(fmt_row(kind, t), flush=True)

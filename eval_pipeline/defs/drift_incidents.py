@@ -34,6 +34,8 @@ class IncidentsConfig(dg.Config):
     day_alpha: float = detectors.DAY_ALPHA
     min_drop: float = 0.2
     resolve_after: int = 2
+    # level of the recovery test an incident must also pass to resolve (0: K days are enough)
+    recovery_alpha: float = 0.2
     # Metadata keys a cause may name, next to prompt_version and model.
     metadata_keys: list[str] = []
     notify_within_days: int = 3
@@ -63,6 +65,7 @@ class IncidentsConfig(dg.Config):
             day_alpha=self.day_alpha,
             min_drop=self.min_drop,
             resolve_after=self.resolve_after,
+            recovery_alpha=self.recovery_alpha if self.recovery_alpha > 0 else None,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -105,3 +106,16 @@ def test_between_day_variance_is_zero_for_iid_days_and_positive_when_days_wobble
         wobbly.append(Counts(tuple(rng.multinomial(200, p / p.sum()))))
     assert between_day_variance(wobbly) > 0.01
     assert between_day_variance(iid[:2]) == 0.0  # too few days to say
+
+
+def test_recovery_z_pools_the_days_and_counts_the_reference_error_once():
+    # Two days of 40 scores, each 0.05 below the reference: today's variance 1/40 each,
+    # the shared part (reference error) 0.004 once, not halved by pooling.
+    day = detectors.Shortfall(drop=0.05, se=math.sqrt(0.025 + 0.004), z=0.3, p=0.4,
+                              se2_today=0.025)  # fmt: skip
+    z = detectors.recovery_z([(day, 40), (day, 40)], margin=0.2)
+    assert z == pytest.approx(0.15 / math.sqrt(0.0125 + 0.004))
+    assert detectors.recovery_z([(day, 40)] * 8, 0.2) > z  # more days, more evidence
+    assert detectors.recovery_z([], 0.2) == -math.inf
+    worse = dataclasses_replace(day, drop=0.25)
+    assert detectors.recovery_z([(worse, 40)] * 8, 0.2) < 0  # still 0.25 below: no proof

@@ -12,11 +12,13 @@ from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline_tests.drift.incident_data import BROKEN, HEALTHY, day, days
 
 ONE = IncidentConfig(overall=False)
+# The plain K-healthy-days rule, without the recovery test (its own tests are below).
+PLAIN = IncidentConfig(overall=False, recovery_alpha=None)
 
 
 def test_open_continue_and_resolve_after_exactly_k_healthy_days():
     pattern = [HEALTHY] * 8 + [BROKEN] * 3 + [HEALTHY, BROKEN] + [HEALTHY] * 3
-    history = run_history(days({"s": pattern}), ONE)
+    history = run_history(days({"s": pattern}), PLAIN)
     assert len(history.incidents) == 1
     inc = history.incidents[0]
     assert inc.opened_on == inc.detected_on == day(8)
@@ -36,13 +38,13 @@ def test_k_is_configurable_and_a_still_broken_segment_stays_open():
     history = run_history(days({"s": pattern}), ONE)
     assert history.incidents[0].resolved_on is None  # open to the end, one incident
     pattern = [HEALTHY] * 8 + [BROKEN] * 2 + [HEALTHY] * 3
-    three = run_history(days({"s": pattern}), dataclasses.replace(ONE, resolve_after=3))
+    three = run_history(days({"s": pattern}), dataclasses.replace(PLAIN, resolve_after=3))
     assert three.incidents[0].resolved_on == day(12)
 
 
 def test_one_message_on_open_and_one_on_resolve():
     pattern = [HEALTHY] * 8 + [BROKEN] * 4 + [HEALTHY] * 3
-    history = run_history(days({"s": pattern}), ONE)
+    history = run_history(days({"s": pattern}), PLAIN)
     events = planned_events(history.incidents)
     assert [(e["event"], e["day"]) for e in events] == [("opened", day(8)), ("resolved", day(13))]
     assert events[0]["details"]["current_mean"] == BROKEN.mean
@@ -168,3 +170,33 @@ def test_a_segment_below_its_reference_joins_the_incident_of_a_cause_confirmed_i
     assert len([e for e in planned_events(history.incidents) if e["event"] == "opened"]) == 1
     assert "weak" not in inc.segments  # p = 0.02 is not strong enough for a repeated test
     assert "other" not in inc.segments  # the cause is not confirmed there
+
+
+# 40 judged traces a day, mean 4.5: clearly at or above the reference of HEALTHY days.
+GOOD = Counts((0, 1, 3, 9, 27))
+# A segment with 12 judged traces a day: its usual day (mean 4.25), a day 0.08 points low
+# (healthy by the day's rule: z under 0.5 at n = 12), a broken day, a good day (4.58).
+SMALL_HEALTHY = Counts((0, 1, 1, 4, 6))
+SMALL_LOW = Counts((0, 1, 1, 5, 5))
+SMALL_BROKEN = Counts((3, 3, 2, 2, 2))
+SMALL_GOOD = Counts((0, 0, 1, 3, 8))
+
+
+def test_a_clear_recovery_resolves_on_the_kth_healthy_day():
+    pattern = [HEALTHY] * 8 + [BROKEN] * 3 + [GOOD] * 3
+    inc = run_history(days({"s": pattern}), ONE).incidents[0]
+    assert inc.resolved_on == day(12) and inc.resolution == "healthy"
+
+
+def test_a_noisy_segment_needs_more_healthy_days_than_k():
+    pattern = [SMALL_HEALTHY] * 10 + [SMALL_BROKEN] * 2 + [SMALL_LOW] * 6 + [SMALL_GOOD] * 4
+    plain = run_history(days({"s": pattern}), PLAIN).incidents[0]
+    tested = run_history(days({"s": pattern}), ONE).incidents[0]
+    assert plain.opened_on == tested.opened_on == day(10)
+    assert plain.resolved_on == day(13)  # two plain healthy days on 12 scores each
+    # Days 0.08 below the reference on 12 scores each: a 0.2-point drop stays plausible at
+    # the recovery test's 20% level until six of them are pooled (72 scores, z = 0.87).
+    assert tested.last_degraded_on == day(11)
+    assert tested.resolved_on == day(17)
+    strict = dataclasses.replace(ONE, recovery_alpha=0.05)
+    assert run_history(days({"s": pattern}), strict).incidents[0].resolved_on == day(19)

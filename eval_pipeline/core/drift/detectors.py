@@ -73,6 +73,7 @@ class Shortfall:
     se: float
     z: float
     p: float  # one-sided: today lower than the reference
+    se2_today: float | None = None  # today's sampling share of se² (the rest is shared)
 
 
 def lattice_lower_tail(probs: np.ndarray, n: int, observed_sum: int) -> float:
@@ -107,7 +108,9 @@ def _combine(drop: float, p_today: float, se2_today: float, se2: float) -> Short
     # ndtri/ndtr are the normal quantile and CDF (scipy.stats.norm's, without its overhead:
     # the replay calls this for every segment-day).
     z = -float(special.ndtri(p_today)) * math.sqrt(se2_today / se2)
-    return Shortfall(drop=drop, se=math.sqrt(se2), z=z, p=float(special.ndtr(-z)))
+    return Shortfall(
+        drop=drop, se=math.sqrt(se2), z=z, p=float(special.ndtr(-z)), se2_today=se2_today
+    )
 
 
 def shortfall(
@@ -160,6 +163,32 @@ def stratified_shortfall(
     skew = k3 / se2_today**1.5 if se2_today > 0 else 0.0
     p_today = edgeworth_lower_tail(drop / math.sqrt(se2_today), skew)
     return _combine(drop, p_today, se2_today, se2)
+
+
+def recovery_z(days: list[tuple[Shortfall, int]], margin: float) -> float:
+    """Evidence that a segment has recovered: a one-sided non-inferiority z over the pooled
+    days ``(shortfall, n judged)``, for H0 "the true drop is at least ``margin`` points".
+
+    The days' drops are pooled weighted by n. Their sampling errors are independent (the
+    ``se2_today`` parts, weighted by n² / N²); the rest of each day's se² (the reference
+    mean's error and the between-day variance) is counted as if it were shared by all the
+    days, which overstates the pooled error a little (tau² does average out over days): a
+    conservative test, so an incident is not closed on too little evidence. The z is normal:
+    the mean of skewed-left scores has a lighter upper tail than the normal curve, so the
+    normal p of "the mean is this high" is conservative too.
+    """
+    total = sum(n for _, n in days)
+    if not days or total == 0:
+        return float("-inf")
+    drop = sum(sf.drop * n for sf, n in days) / total
+    own = sum(
+        (n / total) ** 2 * (sf.se * sf.se if sf.se2_today is None else sf.se2_today)
+        for sf, n in days
+    )
+    shared = sum(
+        sf.se * sf.se - (sf.se * sf.se if sf.se2_today is None else sf.se2_today) for sf, _ in days
+    ) / len(days)
+    return (margin - drop) / math.sqrt(max(own + shared, 1e-12))
 
 
 def cusum_step(s_prev: float, z: float, k: float = CUSUM_K) -> float:

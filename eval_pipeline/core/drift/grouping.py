@@ -28,6 +28,8 @@ class SegState:
     run_start: dt.date | None = None
     incident: Incident | None = None
     streak: int = 0
+    # the open incident's healthy days so far (shortfall, n judged), for the recovery test
+    recovery: list = field(default_factory=list)
     rebaseline_from: dt.date | None = None
     reference_days: tuple[dt.date, ...] = ()
 

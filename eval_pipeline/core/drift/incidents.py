@@ -12,7 +12,8 @@ Per segment (and the overall row), each day is one of:
   too many judge failures. A warm-up day still enters the reference; a thin day does not;
 - in an open incident: degraded when its shortfall z > ``healthy_z``, else healthy; the
   incident resolves after ``resolve_after`` consecutive healthy days of all its segments
-  (or by hand, or by a rebaseline of its segment);
+  that also pass the recovery test (``detectors.recovery_z``: pooled, the drop is shown
+  to be under ``min_drop``), or by hand, or by a rebaseline of its segment;
 - otherwise tested: the day test and the CUSUM (``detectors``). An alarm opens an
   incident. A CUSUM alarm dates the incident from the first day of the CUSUM run that
   led to it (the change-point estimate), so the reference stops using those days too.
@@ -26,6 +27,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from scipy import special
 
 from eval_pipeline.core.drift import detectors
 from eval_pipeline.core.drift.grouping import (
@@ -69,6 +72,10 @@ class IncidentConfig:
     healthy_z: float = 0.5  # an open incident's day is healthy when z <= this, or when its
     # drop is under min_drop / 2 points
     resolve_after: int = 2
+    # ... and the healthy run must show, pooled, that the true drop is under min_drop: a
+    # one-sided non-inferiority test at this level (None: K healthy days are enough). A
+    # noisy segment then needs more healthy days than a big one.
+    recovery_alpha: float | None = 0.2
     overall: bool = True  # test the overall row too (mix-standardised)
     use_day_test: bool = True
 
@@ -96,6 +103,27 @@ def _overall_shortfall(
     sf = detectors.stratified_shortfall(parts, today_parts=today_parts)
     ref_mean = sum(w * r for w, r, _, _ in parts) / sum(w for w, *_ in parts)
     return sf, ref_mean, int(sum(w for w, *_ in parts))
+
+
+# days of an open incident pooled by the recovery test
+RECOVERY_WINDOW = 7
+
+
+def _recovered(st: SegState, config: IncidentConfig) -> bool:
+    """K healthy days running and, pooled over them, a true drop under ``min_drop``."""
+    if st.streak < config.resolve_after:
+        return False
+    if config.recovery_alpha is None:
+        return True
+    z_crit = -float(special.ndtri(config.recovery_alpha))
+    # Either pool passes: the healthy run alone (a big segment right after a fix), or the
+    # incident's last RECOVERY_WINDOW days, degraded ones included (a noisy segment whose
+    # healthy runs are short). Two looks at the same question: a little above alpha.
+    run = st.recovery[-min(st.streak, len(st.recovery)) :]
+    return (
+        detectors.recovery_z(run, config.min_drop) > z_crit
+        or detectors.recovery_z(st.recovery, config.min_drop) > z_crit
+    )
 
 
 def run_history(
@@ -139,6 +167,7 @@ def run_history(
             st = segs[seg]
             if st.incident is inc:
                 st.incident, st.s, st.run_start, st.streak = None, 0.0, None, 0
+                st.recovery = []
 
     for day in sorted(by_day):
         judge = judge_of[day]
@@ -150,6 +179,7 @@ def run_history(
             if st.incident is not None:
                 inc = st.incident
                 st.incident, st.s, st.run_start, st.streak = None, 0.0, None, 0
+                st.recovery = []
                 if all(segs[s].incident is not inc for s in inc.segments):
                     inc.resolved_on, inc.resolution = day, "rebaseline"
                     inc.resolved_by = rb.created_by
@@ -232,10 +262,12 @@ def run_history(
                 # Healthy: not distinguishable from the reference, or practically recovered.
                 if sf.z > config.healthy_z and sf.drop > config.min_drop / 2:
                     st.streak = 0
+                    st.recovery = [*st.recovery, (sf, hist_counts.n)][-RECOVERY_WINDOW:]
                     inc.last_degraded_on = day
                     v.state, v.verdict = "degraded", f"still degraded: {figures}"
                 else:
                     st.streak += 1
+                    st.recovery = [*st.recovery, (sf, hist_counts.n)][-RECOVERY_WINDOW:]
                     v.state = "recovering"
                     v.verdict = f"healthy day {st.streak}/{config.resolve_after}: {figures}"
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=False))
@@ -289,7 +321,7 @@ def run_history(
             if (
                 inc.resolved_on is None
                 and attached
-                and all(segs[s].streak >= config.resolve_after for s in attached)
+                and all(_recovered(segs[s], config) for s in attached)
             ):
                 close(inc, day, "healthy")
                 for s in inc.segments:

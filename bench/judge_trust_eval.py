@@ -10,12 +10,12 @@ call-to-call noise. All scores are rounded and clipped to 1..5.
    the person (Monte Carlo on 400,000 items).
 2. Trust status: the share of runs in which the product calls the judge *validated* at a
    given number of labels (rule: >= 50 labels and kappa's lower bound >= 0.6).
-3. Anchors: 50 anchors (150 in one row) scored twice by the baseline judge (the first scoring and its
-   repeat), then on a later day by the same judge (clean day) or by a different judge
+3. Anchors: 50 anchors (150 in one row) scored 1 + anchors.BASELINE_REPEATS times by the
+   baseline judge (the first scoring and its repeats, as the product does), then on a later day by the same judge (clean day) or by a different judge
    behind the same name (swap: a new model's own idiosyncrasies, sd from [0.3, 1.2], and a
    bias from [-1, 1]); the product's rule (eval_pipeline.core.judge.anchors.paired_test:
-   Wilcoxon signed-rank shift and spread tests, alpha 0.01 Bonferroni-split, effect floor
-   0.2) decides judge drift on that first day. Last rows of each block: the same model
+   within-anchor permutation tests of shift and spread, alpha 0.01 Bonferroni-split, effect
+   floor 0.2) decides judge drift on that first day. Last rows of each block: the same model
    with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5].
 
 Seeds are fixed: the figures are the same on every run. JUDGE_EVAL_SEEDS (default 120) sets
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval_pipeline.core.judge import agreement as ag
-from eval_pipeline.core.judge import anchors
+from eval_pipeline.core.judge import anchor_stats, anchors
 
 QUALITY_MIX = np.array([0.10, 0.15, 0.25, 0.30, 0.20])  # true quality 1..5
 PERSON_SD = 0.6
@@ -114,6 +114,11 @@ def coverage_and_status(seeds: int) -> None:
 
 def anchor_detection(days: int) -> None:
     print(f"\n3. anchor set ({days} simulated days per row): judge drift found on day 1")
+    k = anchors.BASELINE_REPEATS
+    print(
+        f"   (first scoring made 1 + {k} times, once per judge identity: {1 + k} x anchors calls;"
+        " then 1 x anchors calls a day)"
+    )
     print(f"{'baseline judge (item sd 0.7)':<38}{'day':<34}{'runs':>6}{'judge drift':>13}")
     bases = [
         (JudgeModel("temp 0, 50 anchors", 0.0, 0.7, 0.0), 50),
@@ -127,12 +132,15 @@ def anchor_detection(days: int) -> None:
             rng = np.random.default_rng([100 + bi, s])
             q = rng.choice(np.arange(1, 6), size=n_anchors, p=QUALITY_MIX)
             first, item_err = judge_scores(rng, base, q)
-            repeat, _ = judge_scores(rng, base, q, item_err)  # the first scoring's repeat
+            # The first scoring's repeats (the judge's own noise per anchor).
+            repeat = [
+                judge_scores(rng, base, q, item_err)[0] for _ in range(anchors.BASELINE_REPEATS)
+            ]
             again, _ = judge_scores(rng, base, q, item_err)  # the same judge, a later day
-            clean.append(anchors.paired_test(first, again, repeat).judge_drift)
+            clean.append(anchor_stats.paired_test(first, again, repeat).judge_drift)
             new = JudgeModel("swap", rng.uniform(-1, 1), rng.uniform(0.3, 1.2), base.call_sd)
             swapped, _ = judge_scores(rng, new, q)
-            caught = anchors.paired_test(first, swapped, repeat).judge_drift
+            caught = anchor_stats.paired_test(first, swapped, repeat).judge_drift
             swaps.append(caught)
             size = abs(new.bias)
             bucket = "< 0.25" if size < 0.25 else "0.25-0.5" if size < 0.5 else ">= 0.5"
@@ -143,7 +151,7 @@ def anchor_detection(days: int) -> None:
             rng2 = np.random.default_rng([200 + bi, s])
             shifted_model = JudgeModel("shift", rng2.uniform(-0.5, 0.5), base.item_sd, base.call_sd)
             shifted, _ = judge_scores(rng2, shifted_model, q, item_err)
-            hit = anchors.paired_test(first, shifted, repeat).judge_drift
+            hit = anchor_stats.paired_test(first, shifted, repeat).judge_drift
             bucket = "< 0.25" if abs(shifted_model.bias) < 0.25 else ">= 0.25"
             by_bucket.setdefault(f"{base.name}|shift {bucket}", []).append(hit)
         print(f"{base.name:<38}{'clean (same judge)':<34}{days:>6}{np.mean(clean):>13.2%}")
@@ -158,12 +166,35 @@ def anchor_detection(days: int) -> None:
             print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
 
 
+def clean_days_many(days: int) -> None:
+    """The false judge-drift rate on clean days alone, over many more seeds (own streams)."""
+    base = JudgeModel("temp > 0 (call sd 0.5)", 0.0, 0.7, 0.5)
+    for n_anchors in (50, 150):
+        found = []
+        for s in range(days):
+            rng = np.random.default_rng([300, n_anchors, s])
+            q = rng.choice(np.arange(1, 6), size=n_anchors, p=QUALITY_MIX)
+            first, item_err = judge_scores(rng, base, q)
+            repeat = [
+                judge_scores(rng, base, q, item_err)[0] for _ in range(anchors.BASELINE_REPEATS)
+            ]
+            again, _ = judge_scores(rng, base, q, item_err)
+            found.append(anchor_stats.paired_test(first, again, repeat).judge_drift)
+        rate = np.mean(found)
+        se = np.sqrt(rate * (1 - rate) / days)
+        print(
+            f"clean days only, {base.name}, {n_anchors} anchors: {rate:.2%} false judge drift"
+            f" in {days} days (binomial se {se:.2%}; the rule's alpha is 1%)"
+        )
+
+
 def main() -> int:
     started = time.monotonic()
     seeds = int(os.environ.get("JUDGE_EVAL_SEEDS", "120"))
     days = int(os.environ.get("JUDGE_EVAL_DAYS", "1000"))
     coverage_and_status(seeds)
     anchor_detection(days)
+    clean_days_many(int(os.environ.get("JUDGE_EVAL_CLEAN_DAYS", "10000")))
     print(f"\n(judge_trust_eval took {time.monotonic() - started:.0f} s)")
     return 0
 

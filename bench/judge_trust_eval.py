@@ -16,7 +16,9 @@ call-to-call noise. All scores are rounded and clipped to 1..5.
    bias from [-1, 1]); the product's rule (eval_pipeline.core.judge.anchors.paired_test:
    within-anchor permutation tests of shift and spread, alpha 0.01 Bonferroni-split, effect
    floor 0.2) decides judge drift on that first day. Last rows of each block: the same model
-   with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5].
+   with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5]; and a
+   related model whose idiosyncrasies correlate 0.5 with the old one's (harder than a swap).
+   Then the clean-day false rate alone over 10,000 more days (JUDGE_EVAL_CLEAN_DAYS).
 
 Seeds are fixed: the figures are the same on every run. JUDGE_EVAL_SEEDS (default 120) sets
 the runs per cell of sections 1-2.
@@ -154,6 +156,19 @@ def anchor_detection(days: int) -> None:
             hit = anchor_stats.paired_test(first, shifted, repeat).judge_drift
             bucket = "< 0.25" if abs(shifted_model.bias) < 0.25 else ">= 0.25"
             by_bucket.setdefault(f"{base.name}|shift {bucket}", []).append(hit)
+            # Harder than the swap above, reported beside it (not instead): a related model
+            # (a new version of the same family) whose idiosyncrasies correlate 0.5 with the
+            # old one's, same sd and bias drawn as for the swap. Own random stream.
+            rng3 = np.random.default_rng([400 + bi, s])
+            sd, rho = rng3.uniform(0.3, 1.2), 0.5
+            own = rho * item_err * sd / base.item_sd + np.sqrt(1 - rho**2) * rng3.normal(
+                0, sd, n_anchors
+            )
+            related = JudgeModel("related", rng3.uniform(-1, 1), sd, base.call_sd)
+            moved, _ = judge_scores(rng3, related, q, own)
+            by_bucket.setdefault(f"{base.name}|related", []).append(
+                anchor_stats.paired_test(first, moved, repeat).judge_drift
+            )
         print(f"{base.name:<38}{'clean (same judge)':<34}{days:>6}{np.mean(clean):>13.2%}")
         print(f"{'':<38}{'swap, bias change in [-1, 1]':<34}{days:>6}{np.mean(swaps):>13.2%}")
         for bucket in ("< 0.25", "0.25-0.5", ">= 0.5"):
@@ -164,6 +179,9 @@ def anchor_detection(days: int) -> None:
             hits = by_bucket.get(f"{base.name}|shift {bucket}", [])
             label = f"same model, |bias shift| {bucket}"
             print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
+        hits = by_bucket[f"{base.name}|related"]
+        label = "related model (idiosyncrasy r 0.5)"
+        print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
 
 
 def clean_days_many(days: int) -> None:

@@ -80,6 +80,8 @@ class AnchorConfig(dg.Config):
     alpha: float = anchors.ALPHA
     effect_floor: float = anchors.EFFECT_FLOOR
     retest_repeats: int = 0  # > 0: re-judge the anchors this many more times (judge noise)
+    # The first scoring by a judge identity is made 1 + this many times (its own noise).
+    baseline_repeats: int = anchors.BASELINE_REPEATS
 
 
 @dg.asset(
@@ -111,7 +113,12 @@ def judge_anchors(
         with store.connect() as conn:
             fixed, how = anchors.choose(conn, config.anchor_size, config.anchor_set, until=day)
             repeats = anchors.repeats_for(
-                conn, identity, config.retest_repeats, config.anchor_set, day
+                conn,
+                identity,
+                config.retest_repeats,
+                config.anchor_set,
+                day,
+                config.baseline_repeats,
             )
         context.log.info(f"{day}: {how}")
         if not fixed:

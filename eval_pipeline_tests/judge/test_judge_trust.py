@@ -13,6 +13,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from eval_pipeline import cli, settings
 from eval_pipeline.core import store
+from eval_pipeline.core.drift import budget
 from eval_pipeline.core.judge import agreement as ag
 from eval_pipeline.core.judge import anchor_stats, anchors, labels, trust
 from eval_pipeline.core.judge.base import judgment_key
@@ -417,7 +418,11 @@ def test_assets_show_calibration_and_judge_drift():
         ledger = conn.execute(
             "SELECT partition_date, judge, purpose, calls FROM judge_spend ORDER BY 1, 3"
         ).fetchall()
-    key = "sim/sim-model/sim-v1"
+        # The judge's accounting against its budget shows them as lines of their own.
+        key = "sim/sim-model/sim-v1"
+        acct = budget.accounting(conn, DAY, budget.Budget(key, calls_per_day=1000))
+        assert acct["lines"]["anchors"]["calls"] == 50 and acct["calls"] == 200
+        assert acct["lines"]["repeats"]["calls"] == 150
     assert ledger == [
         (DAY, key, "anchors", 50),
         (DAY, key, "repeats", 150),

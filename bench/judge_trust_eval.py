@@ -10,13 +10,15 @@ call-to-call noise. All scores are rounded and clipped to 1..5.
    the person (Monte Carlo on 400,000 items).
 2. Trust status: the share of runs in which the product calls the judge *validated* at a
    given number of labels (rule: >= 50 labels and kappa's lower bound >= 0.6).
-3. Anchors: 50 anchors (150 in one row) scored twice by the baseline judge (the first scoring and its
-   repeat), then on a later day by the same judge (clean day) or by a different judge
+3. Anchors: 50 anchors (150 in one row) scored 1 + anchors.BASELINE_REPEATS times by the
+   baseline judge (the first scoring and its repeats, as the product does), then on a later day by the same judge (clean day) or by a different judge
    behind the same name (swap: a new model's own idiosyncrasies, sd from [0.3, 1.2], and a
    bias from [-1, 1]); the product's rule (eval_pipeline.core.judge.anchors.paired_test:
-   Wilcoxon signed-rank shift and spread tests, alpha 0.01 Bonferroni-split, effect floor
-   0.2) decides judge drift on that first day. Last rows of each block: the same model
-   with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5].
+   within-anchor permutation tests of shift and spread, alpha 0.01 Bonferroni-split, effect
+   floor 0.2) decides judge drift on that first day. Last rows of each block: the same model
+   with only a bias added (same per-trace idiosyncrasies), |bias| from [0, 0.5]; and a
+   related model whose idiosyncrasies correlate 0.5 with the old one's (harder than a swap).
+   Then the clean-day false rate alone over 10,000 more days (JUDGE_EVAL_CLEAN_DAYS).
 
 Seeds are fixed: the figures are the same on every run. JUDGE_EVAL_SEEDS (default 120) sets
 the runs per cell of sections 1-2.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval_pipeline.core.judge import agreement as ag
-from eval_pipeline.core.judge import anchors
+from eval_pipeline.core.judge import anchor_stats, anchors
 
 QUALITY_MIX = np.array([0.10, 0.15, 0.25, 0.30, 0.20])  # true quality 1..5
 PERSON_SD = 0.6
@@ -114,6 +116,11 @@ def coverage_and_status(seeds: int) -> None:
 
 def anchor_detection(days: int) -> None:
     print(f"\n3. anchor set ({days} simulated days per row): judge drift found on day 1")
+    k = anchors.BASELINE_REPEATS
+    print(
+        f"   (first scoring made 1 + {k} times, once per judge identity: {1 + k} x anchors calls;"
+        " then 1 x anchors calls a day)"
+    )
     print(f"{'baseline judge (item sd 0.7)':<38}{'day':<34}{'runs':>6}{'judge drift':>13}")
     bases = [
         (JudgeModel("temp 0, 50 anchors", 0.0, 0.7, 0.0), 50),
@@ -127,12 +134,15 @@ def anchor_detection(days: int) -> None:
             rng = np.random.default_rng([100 + bi, s])
             q = rng.choice(np.arange(1, 6), size=n_anchors, p=QUALITY_MIX)
             first, item_err = judge_scores(rng, base, q)
-            repeat, _ = judge_scores(rng, base, q, item_err)  # the first scoring's repeat
+            # The first scoring's repeats (the judge's own noise per anchor).
+            repeat = [
+                judge_scores(rng, base, q, item_err)[0] for _ in range(anchors.BASELINE_REPEATS)
+            ]
             again, _ = judge_scores(rng, base, q, item_err)  # the same judge, a later day
-            clean.append(anchors.paired_test(first, again, repeat).judge_drift)
+            clean.append(anchor_stats.paired_test(first, again, repeat).judge_drift)
             new = JudgeModel("swap", rng.uniform(-1, 1), rng.uniform(0.3, 1.2), base.call_sd)
             swapped, _ = judge_scores(rng, new, q)
-            caught = anchors.paired_test(first, swapped, repeat).judge_drift
+            caught = anchor_stats.paired_test(first, swapped, repeat).judge_drift
             swaps.append(caught)
             size = abs(new.bias)
             bucket = "< 0.25" if size < 0.25 else "0.25-0.5" if size < 0.5 else ">= 0.5"
@@ -143,9 +153,22 @@ def anchor_detection(days: int) -> None:
             rng2 = np.random.default_rng([200 + bi, s])
             shifted_model = JudgeModel("shift", rng2.uniform(-0.5, 0.5), base.item_sd, base.call_sd)
             shifted, _ = judge_scores(rng2, shifted_model, q, item_err)
-            hit = anchors.paired_test(first, shifted, repeat).judge_drift
+            hit = anchor_stats.paired_test(first, shifted, repeat).judge_drift
             bucket = "< 0.25" if abs(shifted_model.bias) < 0.25 else ">= 0.25"
             by_bucket.setdefault(f"{base.name}|shift {bucket}", []).append(hit)
+            # Harder than the swap above, reported beside it (not instead): a related model
+            # (a new version of the same family) whose idiosyncrasies correlate 0.5 with the
+            # old one's, same sd and bias drawn as for the swap. Own random stream.
+            rng3 = np.random.default_rng([400 + bi, s])
+            sd, rho = rng3.uniform(0.3, 1.2), 0.5
+            own = rho * item_err * sd / base.item_sd + np.sqrt(1 - rho**2) * rng3.normal(
+                0, sd, n_anchors
+            )
+            related = JudgeModel("related", rng3.uniform(-1, 1), sd, base.call_sd)
+            moved, _ = judge_scores(rng3, related, q, own)
+            by_bucket.setdefault(f"{base.name}|related", []).append(
+                anchor_stats.paired_test(first, moved, repeat).judge_drift
+            )
         print(f"{base.name:<38}{'clean (same judge)':<34}{days:>6}{np.mean(clean):>13.2%}")
         print(f"{'':<38}{'swap, bias change in [-1, 1]':<34}{days:>6}{np.mean(swaps):>13.2%}")
         for bucket in ("< 0.25", "0.25-0.5", ">= 0.5"):
@@ -156,6 +179,31 @@ def anchor_detection(days: int) -> None:
             hits = by_bucket.get(f"{base.name}|shift {bucket}", [])
             label = f"same model, |bias shift| {bucket}"
             print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
+        hits = by_bucket[f"{base.name}|related"]
+        label = "related model (idiosyncrasy r 0.5)"
+        print(f"{'':<38}{label:<34}{len(hits):>6}{np.mean(hits):>13.2%}")
+
+
+def clean_days_many(days: int) -> None:
+    """The false judge-drift rate on clean days alone, over many more seeds (own streams)."""
+    base = JudgeModel("temp > 0 (call sd 0.5)", 0.0, 0.7, 0.5)
+    for n_anchors in (50, 150):
+        found = []
+        for s in range(days):
+            rng = np.random.default_rng([300, n_anchors, s])
+            q = rng.choice(np.arange(1, 6), size=n_anchors, p=QUALITY_MIX)
+            first, item_err = judge_scores(rng, base, q)
+            repeat = [
+                judge_scores(rng, base, q, item_err)[0] for _ in range(anchors.BASELINE_REPEATS)
+            ]
+            again, _ = judge_scores(rng, base, q, item_err)
+            found.append(anchor_stats.paired_test(first, again, repeat).judge_drift)
+        rate = np.mean(found)
+        se = np.sqrt(rate * (1 - rate) / days)
+        print(
+            f"clean days only, {base.name}, {n_anchors} anchors: {rate:.2%} false judge drift"
+            f" in {days} days (binomial se {se:.2%}; the rule's alpha is 1%)"
+        )
 
 
 def main() -> int:
@@ -164,6 +212,7 @@ def main() -> int:
     days = int(os.environ.get("JUDGE_EVAL_DAYS", "1000"))
     coverage_and_status(seeds)
     anchor_detection(days)
+    clean_days_many(int(os.environ.get("JUDGE_EVAL_CLEAN_DAYS", "10000")))
     print(f"\n(judge_trust_eval took {time.monotonic() - started:.0f} s)")
     return 0
 

@@ -19,6 +19,7 @@ from eval_pipeline.core import store
 from eval_pipeline.core.ab.report import changes_table, markdown_report, verdict_lines
 from eval_pipeline.core.ab.run import ABSetupError, ABSpec, run_ab
 from eval_pipeline.core.ab.store import store_ab
+from eval_pipeline.core.judge import trust
 from eval_pipeline.core.judge.cache import CachedJudge
 from eval_pipeline.core.judge.factory import judge_from_env
 from eval_pipeline.core.regression.cases import GoldenFileError
@@ -123,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         return _not_run(f"bad case file\n{exc}")
     except ABSetupError as exc:
         return _not_run(str(exc))
+    if not args.no_store:
+        with store.connect(args.db or settings.duckdb_path()) as conn:
+            result.judge_trust = trust.for_judge(
+                conn, result.judge_name, result.judge_model, result.rubric_version
+            )
     print("\n".join(verdict_lines(result)))
     table = changes_table(result)
     if table:

@@ -16,6 +16,7 @@ import traceback
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.judge import trust
 from eval_pipeline.core.regression import cases as cases_mod
 from eval_pipeline.core.regression import gate as regression
 from eval_pipeline.core.regression import history, runners
@@ -166,6 +167,9 @@ def _run(args: argparse.Namespace, stage: list[str]) -> int:
         try:
             with store.connect(args.db or settings.duckdb_path()) as conn:
                 comparison = history.record(conn, run_)
+                run_.judge_trust = trust.for_judge(
+                    conn, run_.judge_name, run_.judge_model, run_.rubric_version
+                )
         except Exception as exc:  # reported after the report: the verdict is still worth seeing
             store_error = exc
     print(text_report(run_, comparison))

@@ -16,6 +16,7 @@ from eval_pipeline import settings
 from eval_pipeline.core.ab.report import markdown_report, verdict_lines
 from eval_pipeline.core.ab.run import ABSetupError, ABSpec, run_ab
 from eval_pipeline.core.ab.store import store_ab
+from eval_pipeline.core.judge import trust
 from eval_pipeline.core.judge.cache import CachedJudge
 from eval_pipeline.core.regression.cases import GoldenFileError
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
@@ -84,6 +85,9 @@ def prompt_ab_test(
     except ABSetupError as exc:
         raise dg.Failure(description=f"cannot set up the variants: {exc}") from exc
     with store.connect() as conn:
+        result.judge_trust = trust.for_judge(
+            conn, result.judge_name, result.judge_model, result.rubric_version
+        )
         store_ab(conn, result)
     for line in verdict_lines(result):
         context.log.info(line)
@@ -96,6 +100,8 @@ def prompt_ab_test(
         "cases_file": MD.path(spec.cases_path),
         "judge": MD.text(result.judge_name),
         "judge_model": MD.text(result.judge_model or "none"),
+        "judge_trust_status": MD.text(result.judge_trust.status if result.judge_trust else "none"),
+        "judge_trust": MD.text(result.judge_trust.line() if result.judge_trust else "none"),
         "report": MD.md(markdown_report(result)),
         "failed_calls": MD.json(result.run_errors),
     }

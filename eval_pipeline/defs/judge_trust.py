@@ -8,6 +8,8 @@ import math
 
 import dagster as dg
 
+from eval_pipeline.core.drift import budget
+from eval_pipeline.core.drift.history import judge_key
 from eval_pipeline.core.judge import agreement as ag
 from eval_pipeline.core.judge import anchors, labels, trust
 from eval_pipeline.defs.partitions import daily_partitions
@@ -78,6 +80,8 @@ class AnchorConfig(dg.Config):
     alpha: float = anchors.ALPHA
     effect_floor: float = anchors.EFFECT_FLOOR
     retest_repeats: int = 0  # > 0: re-judge the anchors this many more times (judge noise)
+    # The first scoring by a judge identity is made 1 + this many times (its own noise).
+    baseline_repeats: int = anchors.BASELINE_REPEATS
 
 
 @dg.asset(
@@ -109,7 +113,12 @@ def judge_anchors(
         with store.connect() as conn:
             fixed, how = anchors.choose(conn, config.anchor_size, config.anchor_set, until=day)
             repeats = anchors.repeats_for(
-                conn, identity, config.retest_repeats, config.anchor_set, day
+                conn,
+                identity,
+                config.retest_repeats,
+                config.anchor_set,
+                day,
+                config.baseline_repeats,
             )
         context.log.info(f"{day}: {how}")
         if not fixed:
@@ -119,6 +128,15 @@ def judge_anchors(
         run = anchors.rejudge(the_judge, fixed, repeats)
         with store.connect() as conn:
             anchors.record_run(conn, day, identity, fixed, run, the_judge, config.anchor_set)
+            # Their own lines in the judge's daily ledger, beside the drift loop's.
+            spend_key = judge_key(the_judge.name, the_judge.model, the_judge.rubric_version)
+            for purpose, (calls, cost) in run.spend(the_judge).items():
+                budget.record_spend(conn, day, spend_key, purpose, calls, cost)
+            ledger = conn.execute(
+                "SELECT purpose, calls, cost FROM judge_spend WHERE partition_date = ?"
+                " AND judge = ? ORDER BY purpose",
+                [day, spend_key],
+            ).fetchall()
             f = anchors.compare(
                 conn, day, identity, config.anchor_set, config.alpha, config.effect_floor
             )
@@ -140,6 +158,9 @@ def judge_anchors(
             "retest_kappa": plot_float(f.retest_kappa),
             "retest_exact": plot_float(f.retest_exact),
             "anchor_judge_calls": MD.int(sum(len(p) for p in run.passes)),
+            "anchors_calls": MD.int(run.spend(the_judge)["anchors"][0]),
+            "repeats_calls": MD.int(run.spend(the_judge)["repeats"][0]),
+            "judge_spend_lines": MD.json({p: {"calls": c, "cost": x} for p, c, x in ledger}),
             "baseline_date": MD.text(str(f.baseline_date)),
         }
     check = dg.AssetCheckResult(

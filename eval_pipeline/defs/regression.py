@@ -21,6 +21,7 @@ import os
 import dagster as dg
 
 from eval_pipeline import settings
+from eval_pipeline.core.judge import trust
 from eval_pipeline.core.regression import cases, runners
 from eval_pipeline.core.regression import gate as regression
 from eval_pipeline.core.regression.history import record
@@ -101,6 +102,7 @@ def golden_regression(
         raise dg.Failure(description=str(exc)) from exc
     with store.connect() as conn:
         comparison = record(conn, run)
+        run.judge_trust = trust.for_judge(conn, run.judge_name, run.judge_model, run.rubric_version)
     context.log.info(text_report(run, comparison))
     if run.status == "outage":
         raise dg.Failure(
@@ -128,6 +130,9 @@ def golden_regression(
     }
     if run.judge_mean is not None:
         meta["judge_mean"] = MD.float(run.judge_mean)
+    if run.judge_trust is not None:
+        meta["judge_trust_status"] = MD.text(run.judge_trust.status)
+        meta["judge_trust"] = MD.text(run.judge_trust.line())
         meta["judge"] = MD.text(f"{run.judge_name} ({run.rubric_version})")
     check = dg.AssetCheckResult(
         check_name="pass_rate",

@@ -34,7 +34,11 @@ def test_cli_prints_the_verdict_with_its_evidence_and_stores_it(capsys, tmp_path
                    "Wilcoxon signed-rank p=", "d_z=", "floor 0.20", "largest changes",
                    "position consistency"):  # fmt: skip
         assert needle in out
+    # The judge has no labels: the report says so prominently, the verdict stands.
+    assert "judge heuristic||heuristic-v2: unvalidated (0 labels;" in out
+    assert "WARNING: UNVALIDATED JUDGE" in out
     assert "A/B verdict: **A wins**" in md.read_text()
+    assert "> ⚠️ **WARNING: UNVALIDATED JUDGE" in md.read_text()
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         assert conn.execute("SELECT verdict FROM ab_runs").fetchall() == [(ab_stats.A_WINS,)]
 
@@ -43,7 +47,9 @@ def test_cli_same_prompt_twice_is_no_significant_difference(capsys):
     code = main(["ab", "--cases", str(CASES), "--a-prompt", str(GOOD), "--b-prompt", str(GOOD),
                  "--no-store"])  # fmt: skip
     assert code == 0
-    assert "NO SIGNIFICANT DIFFERENCE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NO SIGNIFICANT DIFFERENCE" in out
+    assert "judge trust: not looked up (no store)" in out
 
 
 def test_cli_refuses_bad_input_with_exit_3(capsys, tmp_path):

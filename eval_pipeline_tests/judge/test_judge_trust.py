@@ -13,8 +13,9 @@ from sklearn.metrics import cohen_kappa_score
 
 from eval_pipeline import cli, settings
 from eval_pipeline.core import store
+from eval_pipeline.core.drift import budget
 from eval_pipeline.core.judge import agreement as ag
-from eval_pipeline.core.judge import anchors, labels, trust
+from eval_pipeline.core.judge import anchor_stats, anchors, labels, trust
 from eval_pipeline.core.judge.base import judgment_key
 from eval_pipeline.defs import judge_trust
 from eval_pipeline.defs.resources import EvalStore, JudgeResource
@@ -276,7 +277,7 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not(capsys):
         ).fetchall()
         assert costs[:4] == [
             (DAY, "anchors", 50, 500),
-            (DAY, "retest", 50, 500),  # the first scoring is always repeated once
+            (DAY, "retest", 150, 1500),  # the first scoring is always repeated 3 times
             (DAY + dt.timedelta(days=1), "anchors", 50, 500),
             (DAY + dt.timedelta(days=1), "retest", 50, 500),
         ]
@@ -284,6 +285,7 @@ def test_a_swapped_judge_is_judge_drift_a_stable_one_is_not(capsys):
     assert cli.main(["judge", "costs"]) == 0
     out = capsys.readouterr().out
     assert "2026-03-02  anchors       50        50       500         -  sim|sim-model|sim-v1" in out
+    assert "2026-03-01  retest       150       150      1500         -  sim|sim-model|sim-v1" in out
     assert "2026-03-02  retest        50        50       500         -  sim|sim-model|sim-v1" in out
     assert cli.main(["judge", "agreement"]) == 0
     out = capsys.readouterr().out
@@ -322,10 +324,41 @@ def test_paired_test_ignores_symmetric_noise_below_the_floor():
     base = rng.integers(1, 6, 50)
     noisy = np.clip(base + rng.choice([-1, 0, 0, 0, 1], 50), 1, 5)
     again = np.clip(base + rng.choice([-1, 0, 0, 0, 1], 50), 1, 5)
-    res = anchors.paired_test(base, noisy, again)
+    res = anchor_stats.paired_test(base, noisy, again)
     assert not res.judge_drift and 0 < res.changed_share < 1
-    res = anchors.paired_test(base, np.clip(base + 1, 1, 5), again)
+    res = anchor_stats.paired_test(base, np.clip(base + 1, 1, 5), again)
     assert res.judge_drift and res.shift > 0.5 and res.p_shift < 0.005
+
+
+def test_permutation_rule_false_rate_on_a_noisy_judge_is_within_alpha():
+    # A judge sampled at temperature > 0: scores vary call to call around a per-anchor
+    # value. On clean days (same judge) the rule must find drift in at most alpha of days.
+    found = []
+    for s in range(300):
+        rng = np.random.default_rng([7, s])
+        true = rng.uniform(1, 5, 50)
+
+        def draw(rng=rng, true=true):
+            return np.clip(np.rint(true + rng.normal(0, 0.5, 50)), 1, 5)
+
+        first, reps, today = draw(), [draw() for _ in range(3)], draw()
+        found.append(anchor_stats.paired_test(first, today, reps).judge_drift)
+    assert np.mean(found) <= 0.02  # alpha 0.01; 300 days: a binomial margin
+
+
+def test_spread_test_uses_every_repeat_of_the_first_scoring():
+    rng = np.random.default_rng(3)
+    true = rng.uniform(1, 5, 50)
+
+    def draw(center):
+        return np.clip(np.rint(center + rng.normal(0, 0.5, 50)), 1, 5)
+
+    first, reps = draw(true), [draw(true) for _ in range(3)]
+    # Another judge: its own per-anchor errors, the same mean.
+    other = draw(true + rng.normal(0, 0.8, 50))
+    res = anchor_stats.paired_test(first, other, reps)
+    assert res.judge_drift and res.p_spread < 0.005 and res.spread_excess > 0.3
+    assert anchor_stats.paired_test(first, other).p_spread is None  # no repeats: no noise measure
 
 
 def test_spread_test_catches_a_new_judge_with_the_same_mean():
@@ -333,10 +366,10 @@ def test_spread_test_catches_a_new_judge_with_the_same_mean():
     base = rng.integers(2, 5, 50)
     other = base.copy()
     rng.shuffle(other)  # the same scores, given to other answers: the mean does not move
-    res = anchors.paired_test(base, other, base)  # a deterministic judge: repeat == first
+    res = anchor_stats.paired_test(base, other, base)  # a deterministic judge: repeat == first
     assert res.shift == 0 and res.p_shift > 0.5
     assert res.judge_drift and res.p_spread < 0.005 and res.spread_excess > 0.2
-    assert not anchors.paired_test(base, base, base).judge_drift
+    assert not anchor_stats.paired_test(base, base, base).judge_drift
 
 
 # --- Dagster ------------------------------------------------------------------------------
@@ -373,8 +406,29 @@ def test_assets_show_calibration_and_judge_drift():
         assert m["judge_drift"].value is bool(bias)
         check = out.get_asset_check_evaluations()[0]
         assert check.passed is not bool(bias)
+        # The anchors and their repeats are their own lines in the judge's daily ledger.
+        repeats = 150 if day == DAY else 0  # the first scoring is repeated 3 times
+        assert m["anchors_calls"].value == 50 and m["repeats_calls"].value == repeats
+        assert m["judge_spend_lines"].value == {
+            "anchors": {"calls": 50, "cost": None},
+            "repeats": {"calls": repeats, "cost": None},
+        }
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         assert trust.judge_trust_status(conn, IDENT).status == "unvalidated"
+        ledger = conn.execute(
+            "SELECT partition_date, judge, purpose, calls FROM judge_spend ORDER BY 1, 3"
+        ).fetchall()
+        # The judge's accounting against its budget shows them as lines of their own.
+        key = "sim/sim-model/sim-v1"
+        acct = budget.accounting(conn, DAY, budget.Budget(key, calls_per_day=1000))
+        assert acct["lines"]["anchors"]["calls"] == 50 and acct["calls"] == 200
+        assert acct["lines"]["repeats"]["calls"] == 150
+    assert ledger == [
+        (DAY, key, "anchors", 50),
+        (DAY, key, "repeats", 150),
+        (DAY + dt.timedelta(days=1), key, "anchors", 50),
+        (DAY + dt.timedelta(days=1), key, "repeats", 0),
+    ]
 
 
 def test_no_anchor_finding_without_judged_traces():

@@ -93,5 +93,6 @@ def test_a_real_model_is_labelled_and_its_agreement_reported(llm_server, monkeyp
     )
     meta = anchors_run.asset_materializations_for_node("judge_anchors")[0].metadata
     print(f"anchors: {meta['verdict'].value}; retest κ {meta['retest_kappa'].value}")
-    assert meta["anchor_judge_calls"].value == 16  # first scoring + its repeat, no cache
+    assert meta["anchor_judge_calls"].value == 32  # first scoring + its 3 repeats, no cache
+    assert meta["anchors_calls"].value == 8 and meta["repeats_calls"].value == 24
     assert meta["judge_drift"].value is False  # the first scoring is the baseline

@@ -203,8 +203,18 @@ def test_threshold_and_no_store(capsys):
     assert not settings.duckdb_path().exists()
 
 
-def test_judge_mean_is_recorded_as_the_drift_baseline():
-    assert regress("--target", DEMO, "--judge-all", "--deploy-id", "d1") == 0
+def test_judge_mean_is_recorded_as_the_drift_baseline(capsys, tmp_path):
+    xml = tmp_path / "junit.xml"
+    assert (
+        regress("--target", DEMO, "--judge-all", "--deploy-id", "d1", "--junit-xml", str(xml)) == 0
+    )
+    # No labels for this judge: the report says it is unvalidated; the gate still passes.
+    out = capsys.readouterr().out
+    assert "judge heuristic||heuristic-v2: unvalidated (0 labels;" in out
+    assert "WARNING: UNVALIDATED JUDGE" in out and "verdict: PASS" in out
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert props["judge_trust_status"] == "unvalidated"
+    assert props["judge_trust"].startswith("judge heuristic||heuristic-v2: unvalidated")
     with store.connect(settings.duckdb_path()) as conn:
         base = latest_baseline(conn, DEMO)
         assert latest_baseline(conn, "other-target") is None

@@ -6,10 +6,12 @@ import datetime as dt
 
 import pytest
 
+from eval_pipeline.core.judge.agreement import TrustStatus
 from eval_pipeline.core.regression import gate as regression
 from eval_pipeline.core.regression import runners
 from eval_pipeline.core.regression.gate import CaseResult, GateSpec, RegressionRun
 from eval_pipeline.core.regression.history import Comparison
+from eval_pipeline.core.regression.junit import to_junit_xml
 from eval_pipeline.core.regression.report import markdown_report, text_report
 
 
@@ -73,3 +75,34 @@ def test_gate_spec_from_options_ignores_other_keys_and_none():
     assert runner.kind == "callable" and runner.kwargs == {"prompt_path": "good"}
     with pytest.raises(runners.RunnerConfigError, match="no target"):
         GateSpec.from_options({"golden_path": "g.jsonl"})
+
+
+def _status(validated: bool) -> TrustStatus:
+    if validated:
+        return TrustStatus("j|m|r1", "validated", "120 labels; κ 0.78 [0.66, 0.87]", 120,
+                           0.78, 0.66, 0.87, 50, 0.6)  # fmt: skip
+    return TrustStatus("j|m|r1", "unvalidated", "23 labels; κ 0.71 [0.48, 0.86]; needs 50 "
+                       "labels", 23, 0.71, 0.48, 0.86, 50, 0.6)  # fmt: skip
+
+
+def test_reports_carry_the_judge_trust_and_warn_only_when_unvalidated():
+    cmp = Comparison(compared=False)
+    for validated in (True, False):
+        run = make_run(9, 1)
+        run.judge_name, run.judge_model, run.rubric_version = "j", "m", "r1"
+        run.judge_trust = _status(validated)
+        text, md = text_report(run, cmp), markdown_report(run, cmp)
+        xml = to_junit_xml(run)
+        assert run.status == "pass"  # the trust never changes the verdict
+        assert f"judge j|m|r1: {run.judge_trust.status} (" in text
+        assert "| judge trust | judge j|m|r1" in md.replace("\\|", "|")
+        assert f'name="judge_trust_status" value="{run.judge_trust.status}"' in xml
+        warned = "WARNING: UNVALIDATED JUDGE" in text
+        assert warned is (not validated)
+        assert md.startswith("## Golden-set regression") and ("> ⚠️ **WARNING" in md) is warned
+    run.judge_trust = None
+    assert "judge trust: not looked up" in text_report(run, cmp)
+    run.judge_name = None  # no judge in the run: nothing to say about one
+    assert "judge trust" not in text_report(run, cmp) and "judge trust" not in markdown_report(
+        run, cmp
+    )

@@ -74,6 +74,10 @@ def verdict_lines(result: ABResult) -> list[str]:
         + (f" ({result.judge_model})" if result.judge_model else "")
         + f", rubric {result.rubric_version}; {result.n_cases} cases; run {result.run_id}"
     )
+    t = result.judge_trust
+    lines.append("judge trust: not looked up (no store)" if t is None else t.line())
+    if t is not None and t.warning():
+        lines.append(t.warning())
     if result.judge_name == "heuristic":
         lines.append(
             "note: the heuristic judge is a rule set, not a quality model; use an LLM judge "
@@ -85,6 +89,9 @@ def verdict_lines(result: ABResult) -> list[str]:
 def markdown_report(result: ABResult) -> str:
     names = {v.name: v.label for v in result.variants}
     out = [f"## A/B verdict: **{result.verdict}**", ""]
+    t = result.judge_trust
+    if t is not None and t.warning():
+        out += [f"> ⚠️ **{t.warning()}**", ""]
     out += ["```", *verdict_lines(result), "```", ""]
     for r in result.reports:
         if not r.changes:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from eval_pipeline.core.ab import stats as ab_stats
 from eval_pipeline.core.ab.variants import Variant
+from eval_pipeline.core.judge.agreement import TrustStatus
 from eval_pipeline.core.judge.base import Judgment
 
 # Cases graded by the judge are scored 1-5 ("scores"); every other grader is pass/fail.
@@ -77,6 +78,8 @@ class ABResult:
     pairwise_rows: list[dict[str, Any]] = field(default_factory=list)
     new_judgments: list[tuple[str, Judgment]] = field(default_factory=list)
     run_errors: dict[str, int] = field(default_factory=dict)  # per variant
+    # The scoring judge's trust status (None: not looked up); it never changes the verdict.
+    judge_trust: TrustStatus | None = None
 
     @property
     def baseline(self) -> str:

@@ -192,6 +192,15 @@ class TrustStatus:
         """One line for reports and notifications."""
         return f"judge {self.judge_identity}: {self.status} ({self.reason})"
 
+    def warning(self) -> str | None:
+        """The prominent line a gate or A/B report leads with when the judge is unvalidated."""
+        if self.validated:
+            return None
+        return (
+            "WARNING: UNVALIDATED JUDGE: its scores in this report are not backed by "
+            f"agreement with people ({self.reason}); the verdict is computed as usual"
+        )
+
 
 def trust_from(
     identity: str,

@@ -8,24 +8,12 @@ scoring by the same judge identity (name, model, rubric version). The app's answ
 anchors are fixed, so a shift can only come from the judge: a provider that swapped the
 model behind the same name, a changed endpoint, a new quantisation.
 
-The first scoring of the anchors by a judge identity is made twice (pass 0 and a repeat,
-pass 1): the repeat is how far the judge strays from itself when nothing has changed.
+The first scoring of the anchors by a judge identity is made 1 + ``BASELINE_REPEATS`` (3)
+times (pass 0 and repeats 1..3, a one-off 200 calls for 50 anchors): the repeats are how far
+the judge strays from itself, anchor by anchor, when nothing has changed. Later days score
+the anchors once (50 calls).
 
-The rule (pre-specified), two Wilcoxon signed-rank tests on the anchors ok on every scoring
-involved, zero differences dropped (``zero_method='wilcox'``), each at ``alpha / 2``
-(Bonferroni, so the day's false-finding rate is at most ``alpha``, default 0.01):
-
-- shift: today's score minus the first scoring's, two-sided; a finding when p < alpha/2 and
-  the mean shift is at least ``effect_floor`` (default 0.2 points) in size;
-- spread: per anchor, |today - first| against |first repeat - first|, one-sided (today
-  further away); a finding when p < alpha/2 and today's mean distance exceeds the repeat's
-  by at least ``effect_floor``. This catches a new judge that scores differently without
-  moving the mean (a different ranking, other idiosyncrasies).
-
-Assumptions: anchors are independent; with no change, today's scoring and the repeat are
-two draws of the same judge on the same answers, so their distances to the first scoring
-are exchangeable (the paired differences are symmetric about zero). A deterministic judge
-gives zero differences on a clean day and no finding can be raised.
+The rule and its assumptions: ``anchor_stats``.
 
 On request, ``repeats`` extra passes on any day measure the judge's noise (test-retest): the
 quadratic-weighted kappa and exact agreement between the day's pass and each repeat.
@@ -42,17 +30,15 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from eval_pipeline.core.judge.agreement import weighted_kappa
+from eval_pipeline.core.judge.anchor_stats import ALPHA, EFFECT_FLOOR, TEST_NAME, paired_test
 from eval_pipeline.core.judge.base import Judge, JudgeRequest, Judgment, Progress
 from eval_pipeline.core.judge.labels import JudgeIdentity, identity_sql
 
 DEFAULT_SET = "default"
 ANCHOR_SIZE = 50
-ALPHA = 0.01
-EFFECT_FLOOR = 0.2
-TEST_NAME = "wilcoxon signed-rank: shift (two-sided) and spread vs repeat (one-sided), Bonferroni"
+BASELINE_REPEATS = 3  # the first scoring is made 1 + 3 times: the judge's own noise per anchor
 
 
 @dataclass(frozen=True)
@@ -145,16 +131,17 @@ def repeats_for(
     requested: int = 0,
     anchor_set: str = DEFAULT_SET,
     run_date: dt.date | None = None,
+    baseline_repeats: int = BASELINE_REPEATS,
 ) -> int:
-    """Repeats to run today: at least one when this is the identity's first scoring (its
-    repeat is what the spread test compares later days with)."""
+    """Repeats to run today: at least ``baseline_repeats`` when this is the identity's first
+    scoring (its repeats measure the judge's own noise, which later days are tested against)."""
     first = conn.execute(
         "SELECT min(run_date) FROM judge_anchor_scores WHERE anchor_set = ?"
         " AND judge_identity = ? AND pass = 0",
         [anchor_set, identity.key],
     ).fetchone()[0]
     is_first = first is None or (run_date is not None and run_date <= first)
-    return max(requested, 1) if is_first else requested
+    return max(requested, baseline_repeats, 1) if is_first else requested
 
 
 @dataclass
@@ -163,6 +150,28 @@ class AnchorRun:
 
     passes: list[list[Judgment]]
     wall_seconds: list[float]
+
+    def cost_line(self, idx: list[int], judge: Judge) -> tuple:
+        """(calls, requests, prompt tokens, completion tokens, cost, wall) of passes ``idx``."""
+        js = [j for i in idx for j in self.passes[i]]
+        prompt = sum(j.prompt_tokens or 0 for j in js)
+        completion = sum(j.completion_tokens or 0 for j in js)
+        cost = getattr(judge, "cost_estimate", None)
+        return (
+            len(js),
+            sum(j.attempts or 0 for j in js),
+            prompt,
+            completion,
+            cost(prompt, completion) if callable(cost) else None,
+            sum(self.wall_seconds[i] for i in idx),
+        )
+
+    def spend(self, judge: Judge) -> dict[str, tuple[int, float | None]]:
+        """(calls, cost) per judge-budget line: ``anchors`` (the day's pass) and ``repeats``
+        (the first scoring's repeats and test-retest passes)."""
+        day = self.cost_line([0], judge)
+        again = self.cost_line(list(range(1, len(self.passes))), judge)
+        return {"anchors": (day[0], day[4]), "repeats": (again[0], again[4])}
 
 
 def rejudge(
@@ -195,7 +204,6 @@ def record_run(
     where = "run_date = ? AND anchor_set = ? AND judge_identity = ?"
     params = [run_date, anchor_set, key]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    cost = getattr(judge, "cost_estimate", None)
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(f"DELETE FROM judge_anchor_scores WHERE {where}", params)
@@ -222,23 +230,10 @@ def record_run(
         for kind, idx in (("anchors", [0]), ("retest", list(range(1, len(run.passes))))):
             if not idx:
                 continue
-            js = [j for i in idx for j in run.passes[i]]
-            prompt = sum(j.prompt_tokens or 0 for j in js)
-            completion = sum(j.completion_tokens or 0 for j in js)
+            line = run.cost_line(idx, judge)
             conn.execute(
                 "INSERT INTO judge_anchor_accounting VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_date,
-                    anchor_set,
-                    key,
-                    kind,
-                    len(js),
-                    sum(j.attempts or 0 for j in js),
-                    prompt,
-                    completion,
-                    cost(prompt, completion) if callable(cost) else None,
-                    sum(run.wall_seconds[i] for i in idx),
-                ],
+                [run_date, anchor_set, key, kind, *line],
             )
         conn.execute("COMMIT")
     except Exception:
@@ -267,46 +262,6 @@ class Finding:
     retest_exact: float | None
     verdict: str
     test: str = TEST_NAME
-
-
-@dataclass
-class PairedResult:
-    p_shift: float
-    p_spread: float | None  # None: no repeat of the first scoring to compare with
-    shift: float  # mean of today - first
-    spread_excess: float | None  # mean |today - first| - mean |repeat - first|
-    changed_share: float
-    judge_drift: bool
-
-
-def _wilcoxon(d: np.ndarray, alternative: str) -> float:
-    if not np.any(d != 0):
-        return 1.0  # every difference is zero: nothing moved
-    return float(stats.wilcoxon(d, zero_method="wilcox", alternative=alternative).pvalue)
-
-
-def paired_test(
-    baseline,
-    today,
-    repeat=None,
-    alpha: float = ALPHA,
-    floor: float = EFFECT_FLOOR,
-) -> PairedResult:
-    """The judge-drift rule (module docstring) on paired anchor scores."""
-    b = np.asarray(baseline, dtype=float)
-    t = np.asarray(today, dtype=float)
-    diff = t - b
-    shift = float(diff.mean())
-    p_shift = _wilcoxon(diff, "two-sided")
-    drift = p_shift < alpha / 2 and abs(shift) >= floor
-    p_spread = excess = None
-    if repeat is not None:
-        r = np.asarray(repeat, dtype=float)
-        far = np.abs(diff) - np.abs(r - b)
-        excess = float(far.mean())
-        p_spread = _wilcoxon(far, "greater")
-        drift = drift or (p_spread < alpha / 2 and excess >= floor)
-    return PairedResult(p_shift, p_spread, shift, excess, float(np.mean(diff != 0)), drift)
 
 
 def _scores(
@@ -380,8 +335,18 @@ def compare(
             verdict="first scoring of the anchor set by this judge: it is the baseline",
         )
     base = _scores(conn, baseline_date, anchor_set, key, 0)
-    rep = _scores(conn, baseline_date, anchor_set, key, 1)
-    both = sorted(set(today) & set(base) & (set(rep) if rep else set(base)))
+    reps = [
+        _scores(conn, baseline_date, anchor_set, key, p)
+        for (p,) in conn.execute(
+            "SELECT DISTINCT pass FROM judge_anchor_scores WHERE run_date = ? AND anchor_set = ?"
+            " AND judge_identity = ? AND pass > 0 ORDER BY 1",
+            [baseline_date, anchor_set, key],
+        ).fetchall()
+    ]
+    both = set(today) & set(base)
+    for rep in reps:
+        both &= set(rep)
+    both = sorted(both)
     if len(both) < 5:
         return Finding(
             **common,
@@ -398,13 +363,14 @@ def compare(
         )
     b = np.array([base[i] for i in both])
     t = np.array([today[i] for i in both])
-    r = np.array([rep[i] for i in both]) if rep else None
+    r = np.array([[rep[i] for i in both] for rep in reps]) if reps else None
     res = paired_test(b, t, r, alpha, effect_floor)
     shift, changed, drift = res.shift, res.changed_share, res.judge_drift
     spread = (
-        f", spread {res.spread_excess:+.2f} beyond its own repeat (p={res.p_spread:.2g})"
+        f", per-anchor change {res.spread_excess:.2f} beyond its own noise over"
+        f" {len(reps)} repeats (p={res.p_spread:.2g})"
         if res.p_spread is not None
-        else ", no repeat of the first scoring to measure spread against"
+        else ", no repeat of the first scoring to measure noise with"
     )
     figures = f"mean shift {shift:+.2f} (p={res.p_shift:.2g}){spread}"
     if drift:

@@ -83,6 +83,19 @@ def judge_trust_status(
     return status
 
 
+def for_judge(
+    conn: duckdb.DuckDBPyConnection,
+    name: str | None,
+    model: str | None,
+    rubric_version: str | None,
+    **kwargs,
+) -> TrustStatus | None:
+    """The trust status of the judge that scored a gate run or an A/B test (None: no judge)."""
+    if not name or not rubric_version:
+        return None
+    return judge_trust_status(conn, labels.JudgeIdentity(name, model, rubric_version), **kwargs)
+
+
 @dataclass
 class DayJudgeTrust:
     """What a day's drift report, incident or notification says about its judge."""

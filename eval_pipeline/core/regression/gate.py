@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eval_pipeline.core.judge.agreement import TrustStatus
 from eval_pipeline.core.judge.base import Judge, JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
 from eval_pipeline.core.regression import graders
@@ -84,6 +85,9 @@ class RegressionRun:
     rubric_version: str | None = None
     judge_mean: float | None = None
     judge_n: int = 0
+    # The trust status of the judge (None: no judge, or not looked up); it never changes
+    # the verdict, the reports say it.
+    judge_trust: TrustStatus | None = None
 
     def count(self, outcome: str) -> int:
         return sum(r.outcome == outcome for r in self.results)

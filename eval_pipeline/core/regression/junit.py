@@ -55,6 +55,9 @@ def to_junit_xml(run: RegressionRun, comparison: Comparison | None = None) -> st
     }
     if run.judge_mean is not None:
         facts["judge_mean"] = f"{run.judge_mean:.4f}"
+    if run.judge_trust is not None:
+        facts["judge_trust_status"] = run.judge_trust.status
+        facts["judge_trust"] = run.judge_trust.line()
     if comparison and comparison.previous_run_id:
         facts["newly_failing"] = ",".join(comparison.newly_failing)
         facts["newly_passing"] = ",".join(comparison.newly_passing)

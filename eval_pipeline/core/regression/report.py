@@ -66,7 +66,18 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
     else:
         lines.append("no previous completed run against this target to compare with")
     lines.append(f"verdict: {verdict(run)}")
+    lines.extend(judge_trust_lines(run))
     return "\n".join(lines)
+
+
+def judge_trust_lines(run: RegressionRun) -> list[str]:
+    """The judge's trust status, led by a warning when it is unvalidated (no judge: none)."""
+    if run.judge_name is None:
+        return []
+    t = run.judge_trust
+    if t is None:
+        return ["judge trust: not looked up (the run was not recorded in the store)"]
+    return [t.line()] + ([t.warning()] if t.warning() else [])
 
 
 def _md_cell(text: Any) -> str:
@@ -75,9 +86,11 @@ def _md_cell(text: Any) -> str:
 
 def markdown_report(run: RegressionRun, cmp: Comparison) -> str:
     icon = {"pass": "✅", "fail": "❌", "outage": "⚠️"}[run.status]
-    out = [
-        f"## Golden-set regression: {icon} {verdict(run)}",
-        "",
+    out = [f"## Golden-set regression: {icon} {verdict(run)}", ""]
+    t = run.judge_trust
+    if t is not None and t.warning():
+        out += [f"> ⚠️ **{_one_line(t.warning(), 600)}**", ""]
+    out += [
         "| | |",
         "|---|---|",
         f"| pass rate | **{run.pass_rate:.1%}** (threshold {run.threshold:.0%}) |",
@@ -90,6 +103,9 @@ def markdown_report(run: RegressionRun, cmp: Comparison) -> str:
         out.append(
             f"| judge-scored mean | {run.judge_mean:.2f} (n={run.judge_n}, {run.judge_name}) |"
         )
+    if run.judge_name is not None:
+        trust_text = "not looked up" if t is None else t.line()
+        out.append(f"| judge trust | {_md_cell(trust_text)} |")
     if cmp.previous_run_id:
         out.append(
             f"| since previous run | {len(cmp.newly_failing)} newly failing, "

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core import store
+from eval_pipeline.core import retention, store
 from eval_pipeline.core.judge.base import Judge, JudgeRequest, Judgment, Progress, judgment_key
 from eval_pipeline.core.store import replace_rows
 
@@ -174,6 +174,8 @@ class DayPlan:
 
 
 def plan_day(conn: duckdb.DuckDBPyConnection, judge: Judge, day: dt.date) -> DayPlan:
+    # The sample outlives the raw rows; judging it again needs their text.
+    retention.require_raw_day(conn, day, "judging")
     rows = conn.execute(
         "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response "
         "FROM sampled_traces s JOIN raw_traces t USING (partition_date, trace_id) "

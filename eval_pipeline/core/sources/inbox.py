@@ -51,7 +51,7 @@ from typing import IO
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.sources.inbox_fast import GOOD_VIEW, FastPass, find_duplicates
+from eval_pipeline.core.sources.inbox_fast import FastPass, create_good_view, find_duplicates
 from eval_pipeline.core.sources.inbox_sql import (
     _CLASSIFY_SQL,
     EXCERPT_CHARS,
@@ -285,7 +285,7 @@ class InboxSource:
             "FROM _classified WHERE reason IS NOT NULL",
             [self.name],
         )
-        conn.execute(GOOD_VIEW)
+        create_good_view(conn)
         # Duplicate trace ids: the first occurrence (by file, line) wins, the others are
         # rejected naming it.
         dups = find_duplicates(conn)

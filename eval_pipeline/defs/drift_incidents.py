@@ -5,9 +5,11 @@ A thin adapter over ``core/drift`` (history, incidents, judge_gate) and ``core/n
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 
+from eval_pipeline import settings
 from eval_pipeline.core.drift import detectors, incidents, judge_gate, records
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift.reference import ReferenceConfig
@@ -34,6 +36,9 @@ class IncidentsConfig(dg.Config):
     day_alpha: float = detectors.DAY_ALPHA
     min_drop: float = 0.2
     resolve_after: int = 2
+    # Fewer judged traces in a segment-day: no verdict. Unset: $EVAL_DRIFT_MIN_N, else 10.
+    # A budgeted sample's floor_per_segment should be at least this (docs/sampling.md).
+    min_n: int | None = None
     # Metadata keys a cause may name, next to prompt_version and model.
     metadata_keys: list[str] = []
     notify_within_days: int = 3
@@ -63,6 +68,9 @@ class IncidentsConfig(dg.Config):
             day_alpha=self.day_alpha,
             min_drop=self.min_drop,
             resolve_after=self.resolve_after,
+            min_n=settings.resolve(
+                self.min_n, os.environ, "EVAL_DRIFT_MIN_N", incidents.IncidentConfig().min_n, int
+            ),
         )
 
 

@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from eval_pipeline import settings
+from eval_pipeline.cli import main
 from eval_pipeline.core import store
 from eval_pipeline.core.judge.base import HeuristicJudge
 from eval_pipeline.core.regression import gate as regression
@@ -249,3 +251,19 @@ def test_a_bad_criteria_line_is_named_in_the_golden_file_error(tmp_path):
     path = golden(tmp_path, [row("a", "q-ok"), row("b", "q-ok", criteria=["tone"])])
     with pytest.raises(GoldenFileError, match=r"golden.jsonl:2: .*no criterion 'tone'"):
         load_cases(path)
+
+
+def test_the_cli_gate_fails_on_a_criterion_and_says_which(judge_env, tmp_path, capsys):
+    junit = tmp_path / "junit.xml"
+    code = main(
+        ["regress", "--golden", golden(tmp_path, ROWS), "--target", TARGET, "--quiet",
+         "--junit-xml", str(junit)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "criterion correctness: 1/2 passed" in out and "criterion safety: 2/3 passed" in out
+    assert "[criteria below the threshold: correctness 50%, safety 67%]" in out
+    assert 'name="criterion.safety.pass_rate" value="0.6667"' in junit.read_text()
+    with store.connect(settings.duckdb_path(), read_only=True) as conn:
+        (summary,) = conn.execute("SELECT criteria FROM regression_runs").fetchone()
+    assert json.loads(summary)["correctness"]["mean_score"] == pytest.approx(3.5)

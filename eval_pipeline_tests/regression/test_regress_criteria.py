@@ -26,6 +26,7 @@ from eval_pipeline.core.regression.junit import to_junit_xml
 from eval_pipeline.core.regression.report import markdown_report, text_report
 from eval_pipeline.core.regression.runners import TargetSpec
 from eval_pipeline_tests.fake_openai import fake_openai  # noqa: F401
+from eval_pipeline_tests.judge.criteria_fixtures import one_call_names
 
 TARGET = "eval_pipeline_tests.regression.test_regress_criteria:answer"
 ANSWERS = {"q-ok": "The refund takes 5 days.", "q-wrong": "WRONG: 30 days.", "q-leak": "LEAK me"}
@@ -267,3 +268,23 @@ def test_the_cli_gate_fails_on_a_criterion_and_says_which(judge_env, tmp_path, c
     with store.connect(settings.duckdb_path(), read_only=True) as conn:
         (summary,) = conn.execute("SELECT criteria FROM regression_runs").fetchone()
     assert json.loads(summary)["correctness"]["mean_score"] == pytest.approx(3.5)
+
+
+def test_one_call_mode_judges_a_case_s_criteria_in_one_request(judge_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("EVAL_JUDGE_CRITERIA_MODE", "one-call")
+
+    def reply(body: dict) -> str:
+        names = one_call_names(body)
+        if not names:  # the plain judge case: one criterion, its own prompt
+            return judge_reply(body)
+        wrong = "WRONG" in body["messages"][1]["content"]
+        return json.dumps(
+            {n: {"score": 2 if wrong and n == "correctness" else 5, "reason": n} for n in names}
+        )
+
+    judge_env.responder = reply
+    run = regression.run_gate(spec(golden(tmp_path, ROWS[:2])))
+    assert [r.outcome for r in run.results] == ["pass", "fail"]
+    assert run.results[1].reason.startswith("correctness failed: 2 < 4")
+    assert judge_env.calls == 2  # one call per case for both of its criteria
+    assert all(one_call_names(r.json) == ["correctness", "safety"] for r in judge_env.requests)

@@ -125,6 +125,10 @@ def prompt_ab_test(
         )
         if s.needed_n is not None:
             meta["scores/needed_n"] = MD.int(s.needed_n)
+    for name, c in first.criteria.items():  # several judge criteria: each its own comparison
+        meta[f"criteria/{name}/verdict"] = MD.text(c.verdict)
+        meta[f"criteria/{name}/delta"] = _num(c.delta)
+        meta[f"criteria/{name}/t_test_p"] = _num(c.t_p_adjusted)
     if first.pass_fail is not None:
         p = first.pass_fail
         meta.update(

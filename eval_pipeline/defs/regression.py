@@ -130,6 +130,10 @@ def golden_regression(
     }
     if run.judge_mean is not None:
         meta["judge_mean"] = MD.float(run.judge_mean)
+    for c in run.criteria_summary:  # the judge criteria the golden set names
+        meta[f"criteria/{c.criterion}/pass_rate"] = MD.float(c.pass_rate)
+        if c.mean_score is not None:
+            meta[f"criteria/{c.criterion}/mean_score"] = MD.float(c.mean_score)
     if run.judge_trust is not None:
         meta["judge_trust_status"] = MD.text(run.judge_trust.status)
         meta["judge_trust"] = MD.text(run.judge_trust.line())

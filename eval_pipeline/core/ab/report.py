@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eval_pipeline.core.ab.results import ABResult
+from eval_pipeline.core.ab.stats import ScoreComparison
 
 
 def _f(x: float | None, fmt: str = ".2f") -> str:
@@ -11,6 +12,22 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
 
 def _p(x: float | None) -> str:
     return "–" if x is None else (f"{x:.3g}" if x >= 1e-4 else f"{x:.1e}")
+
+
+def _score_lines(s: ScoreComparison, base: str, variant: str, label: str = "") -> list[str]:
+    """One score comparison: its evidence, the tests used (paired t primary, Wilcoxon
+    signed-rank beside it) and its verdict."""
+    adj = " (Holm-adjusted)" if s.n_comparisons > 1 else ""
+    return [
+        f"  {label}judge scores 1-5 (n={s.n}, excluded {s.n_excluded}): mean {base} "
+        f"{_f(s.mean_a)}, mean {variant} {_f(s.mean_b)}, delta {_f(s.delta, '+.2f')} "
+        f"[95% CI {_f(s.ci_low, '+.2f')}, {_f(s.ci_high, '+.2f')}]",
+        f"  paired t-test p={_p(s.t_p_adjusted)}{adj}, Wilcoxon signed-rank "
+        f"p={_p(s.w_p_adjusted)}{adj}, effect size d_z={_f(s.d_z)}, "
+        f"floor {s.floor:.2f} points ({s.min_effect:.0%} of the range)",
+        f"  -> {s.verdict}: {s.explanation}",
+        *(f"  note: {n}" for n in s.notes),
+    ]
 
 
 def verdict_lines(result: ABResult) -> list[str]:
@@ -22,21 +39,11 @@ def verdict_lines(result: ABResult) -> list[str]:
             f"{r.variant} ({names[r.variant]}) vs {r.baseline} ({names[r.baseline]}): "
             f"{r.verdict.upper()}"
         )
-        s = r.scores
-        if s is not None:
-            lines.append(
-                f"  judge scores 1-5 (n={s.n}, excluded {s.n_excluded}): mean {r.baseline} "
-                f"{_f(s.mean_a)}, mean {r.variant} {_f(s.mean_b)}, delta {_f(s.delta, '+.2f')} "
-                f"[95% CI {_f(s.ci_low, '+.2f')}, {_f(s.ci_high, '+.2f')}]"
-            )
-            adj = " (Holm-adjusted)" if s.n_comparisons > 1 else ""
-            lines.append(
-                f"  paired t-test p={_p(s.t_p_adjusted)}{adj}, Wilcoxon signed-rank "
-                f"p={_p(s.w_p_adjusted)}{adj}, effect size d_z={_f(s.d_z)}, "
-                f"floor {s.floor:.2f} points ({s.min_effect:.0%} of the range)"
-            )
-            lines.append(f"  -> {s.verdict}: {s.explanation}")
-            lines.extend(f"  note: {n}" for n in s.notes)
+        if r.criteria:
+            for name, s in r.criteria.items():
+                lines.extend(_score_lines(s, r.baseline, r.variant, f"criterion {name}, "))
+        elif r.scores is not None:
+            lines.extend(_score_lines(r.scores, r.baseline, r.variant))
         p = r.pass_fail
         if p is not None:
             lines.append(
@@ -105,7 +112,8 @@ def markdown_report(result: ABResult) -> str:
         ]
         for c in r.changes:
             why = c.reason_b.replace("|", "/").replace("\n", " ")[:100]
-            out.append(f"| {c.case_id} | {c.family} | {c.a:g} | {c.b:g} | {c.delta:+g} | {why} |")
+            kind = c.criterion or c.family
+            out.append(f"| {c.case_id} | {kind} | {c.a:g} | {c.b:g} | {c.delta:+g} | {why} |")
         out.append("")
     return "\n".join(out)
 
@@ -121,7 +129,7 @@ def changes_table(result: ABResult, limit: int | None = None) -> list[str]:
         lines.append(f"  {'case':<28}{'kind':<11}{r.baseline:>4}{r.variant:>4}{'change':>8}  why")
         for c in r.changes[:limit]:
             lines.append(
-                f"  {c.case_id[:27]:<28}{c.family:<11}{c.a:>4g}{c.b:>4g}{c.delta:>+8g}  "
+                f"  {c.case_id[:27]:<28}{(c.criterion or c.family)[:10]:<11}{c.a:>4g}{c.b:>4g}{c.delta:>+8g}  "
                 f"{c.reason_b[:60]}"
             )
     return lines

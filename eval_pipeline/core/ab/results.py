@@ -30,6 +30,7 @@ class CaseScore:
     reason: str
     judgment_key: str | None = None
     latency_ms: float | None = None
+    criterion: str | None = None  # set when the run judges several criteria
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Change:
     delta: float
     reason_a: str
     reason_b: str
+    criterion: str | None = None
 
 
 @dataclass
@@ -55,6 +57,9 @@ class VariantReport:
     excluded: dict[str, int]  # why cases dropped out of this comparison -> count
     changes: list[Change]
     verdict: str = ab_stats.INCONCLUSIVE
+    # Per criterion, when the run judges several (``scores`` is then the judge's first
+    # criterion's comparison, or None if no case is judged on it); empty otherwise.
+    criteria: dict[str, ab_stats.ScoreComparison] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +83,8 @@ class ABResult:
     pairwise_rows: list[dict[str, Any]] = field(default_factory=list)
     new_judgments: list[tuple[str, Judgment]] = field(default_factory=list)
     run_errors: dict[str, int] = field(default_factory=dict)  # per variant
+    judge_versions: dict[str, str] = field(default_factory=dict)  # criterion -> version
+    judgment_criteria: dict[str, str] = field(default_factory=dict)  # judgment key -> criterion
     # The scoring judge's trust status (None: not looked up); it never changes the verdict.
     judge_trust: TrustStatus | None = None
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from eval_pipeline.core.ab import criteria as ab_criteria
 from eval_pipeline.core.ab import stats as ab_stats
 from eval_pipeline.core.ab.pairwise import (
     PairwiseJudge,
@@ -46,7 +47,13 @@ from eval_pipeline.core.ab.variants import (
     variants_from_prompts,
     variants_from_targets,
 )
-from eval_pipeline.core.judge.base import Judge, JudgeRequest, Judgment, judgment_key
+from eval_pipeline.core.judge.base import (
+    Judge,
+    JudgeRequest,
+    Judgment,
+    judge_versions,
+    judgment_key,
+)
 from eval_pipeline.core.regression import graders
 from eval_pipeline.core.regression.case import Case, input_text, reference_text
 from eval_pipeline.core.regression.cases import golden_version, load_cases
@@ -194,10 +201,12 @@ def run_variants(
 
 def score_calls(
     cases: Sequence[Case], calls: dict[str, list[Call]], judge: Judge
-) -> tuple[list[CaseScore], list[tuple[str, Judgment]]]:
-    """Score every answer: judge cases 1-5 (reference = expected), rules cases pass/fail."""
+) -> tuple[list[CaseScore], list[tuple[str, Judgment]], dict[str, str]]:
+    """Score every answer: judge cases 1-5 (reference = expected), per criterion when the
+    run judges several, rules cases pass/fail. Also: the fresh judgments by key, and each
+    key's criterion (empty with one criterion)."""
     out: list[CaseScore] = []
-    judge_items: list[tuple[int, JudgeRequest]] = []
+    judge_items: list[tuple[int, Case, JudgeRequest]] = []
     rule_items: list[tuple[int, Case, str]] = []
     for vname, vcalls in calls.items():
         for case, call in zip(cases, vcalls, strict=True):
@@ -216,15 +225,17 @@ def score_calls(
                     response=call.output,
                     reference=reference_text(case.expected),
                 )
-                judge_items.append((len(out) - 1, req))
+                judge_items.append((len(out) - 1, case, req))
             else:
                 rule_items.append((len(out) - 1, case, call.output))
     new: list[tuple[str, Judgment]] = []
-    if judge_items:
-        reqs = [r for _, r in judge_items]
+    key_criterion: dict[str, str] = {}
+    multi = ab_criteria.is_multi(judge, cases)
+    if judge_items and not multi:
+        reqs = [r for _, _, r in judge_items]
         judged = judge_dedup(judge, reqs)
         seen = set()
-        for (i, req), j in zip(judge_items, judged, strict=True):
+        for (i, _, req), j in zip(judge_items, judged, strict=True):
             row = out[i]
             row.judgment_key = judgment_key(judge, req)
             if row.judgment_key not in seen:
@@ -244,13 +255,25 @@ def score_calls(
             else:
                 row.state, row.passed, row.reason = "ok", g.passed, g.reason
                 row.score = 1.0 if g.passed else 0.0
-    return out, new
+    if judge_items and multi:
+        # A failed call stays one row (it is excluded from every criterion alike).
+        judged_ok = [(out[i], case, req) for i, case, req in judge_items]
+        per_row, new, key_criterion = ab_criteria.score_by_criterion(judge, judged_ok)
+        expanded = dict(zip((i for i, _, _ in judge_items), per_row, strict=True))
+        out = [r for i, row in enumerate(out) for r in expanded.get(i, [row])]
+    return out, new, key_criterion
 
 
 def _pairs(
-    rows: Sequence[CaseScore], base: str, other: str, family: Family
+    rows: Sequence[CaseScore], base: str, other: str, family: Family, criterion: str | None = None
 ) -> tuple[list[tuple[CaseScore, CaseScore]], dict[str, int]]:
-    by = {(r.case_id, r.variant): r for r in rows if r.family == family}
+    """The paired rows of one family (and criterion); a failed call (no criterion) counts
+    in every criterion."""
+    by = {
+        (r.case_id, r.variant): r
+        for r in rows
+        if r.family == family and r.criterion in (criterion, None)
+    }
     ids = sorted({cid for cid, _ in by})
     pairs, excluded = [], {}
     for cid in ids:
@@ -272,12 +295,31 @@ def _largest_changes(
     pairs: Sequence[tuple[CaseScore, CaseScore]], family: Family, top: int
 ) -> list[Change]:
     changes = [
-        Change(a.case_id, family, a.score, b.score, b.score - a.score, a.reason, b.reason)
+        Change(
+            a.case_id,
+            family,
+            a.score,
+            b.score,
+            b.score - a.score,
+            a.reason,
+            b.reason,
+            a.criterion,
+        )  # fmt: skip
         for a, b in pairs
         if b.score != a.score
     ]
     changes.sort(key=lambda c: (-abs(c.delta), c.case_id))
     return changes[:top]
+
+
+def _score_tests(r: VariantReport) -> list[ab_stats.ScoreComparison]:
+    if r.criteria:
+        return list(r.criteria.values())
+    return [r.scores] if r.scores is not None else []
+
+
+def _headline_tests(r: VariantReport) -> list:
+    return [*_score_tests(r), *([r.pass_fail] if r.pass_fail is not None else [])]
 
 
 def compare_variants(
@@ -296,9 +338,15 @@ def compare_variants(
         raise ValueError("an A/B test needs at least two variants")
     if not cases:
         raise ValueError("an A/B test needs at least one case")
+    try:  # before any call: a setup error, not a result
+        ab_criteria.check_configured(judge, cases)
+    except ValueError as exc:
+        raise ABSetupError(str(exc)) from exc
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     calls = run_variants(cases, variants, log)
-    case_scores, new_judgments = score_calls(cases, calls, judge)
+    case_scores, new_judgments, judgment_criteria = score_calls(cases, calls, judge)
+    criteria = ab_criteria.order(judge, case_scores)
+    primary = next(iter(judge_versions(judge)))
     base = variants[0].name
     pjudge = (pairwise_judge or pairwise_judge_for(judge)) if spec.pairwise else None
 
@@ -311,19 +359,28 @@ def compare_variants(
         excluded.update({f"pass_fail/{k}": n for k, n in p_excl.items()})
         has_scores = any(r.family == "scores" for r in case_scores)
         has_rules = any(r.family == "pass_fail" for r in case_scores)
-        sc = (
-            ab_stats.compare_scores(
-                [a.score for a, _ in s_pairs],
-                [b.score for _, b in s_pairs],
+
+        def scores(pairs, excl):
+            return ab_stats.compare_scores(
+                [a.score for a, _ in pairs],
+                [b.score for _, b in pairs],
                 min_effect=spec.min_effect,
                 alpha=spec.alpha,
                 seed=spec.seed,
                 n_resamples=spec.n_resamples,
-                n_excluded=sum(s_excl.values()),
+                n_excluded=sum(excl.values()),
             )
-            if has_scores
-            else None
-        )
+
+        by_criterion, crit_pairs = {}, {}
+        for name in criteria:
+            c_pairs, c_excl = _pairs(case_scores, base, v.name, "scores", name)
+            by_criterion[name], crit_pairs[name] = scores(c_pairs, c_excl), c_pairs
+            excluded.update({f"scores[{name}]/{k}": n for k, n in c_excl.items()})
+        if criteria:
+            excluded = {k: n for k, n in excluded.items() if not k.startswith("scores/")}
+            sc = by_criterion.get(primary)
+        else:
+            sc = scores(s_pairs, s_excl) if has_scores else None
         pf = (
             ab_stats.compare_pass_fail(
                 [a.passed for a, _ in p_pairs],
@@ -346,26 +403,34 @@ def compare_variants(
                 n_resamples=spec.n_resamples,
             )
             pairwise_rows.extend(rows)
-        changes = _largest_changes(s_pairs, "scores", spec.top_changes) + _largest_changes(
+        score_changes = [
+            c for name in criteria for c in _largest_changes(crit_pairs[name], "scores", 10**9)
+        ] or _largest_changes(s_pairs, "scores", spec.top_changes)
+        score_changes.sort(key=lambda c: (-abs(c.delta), c.case_id, c.criterion or ""))
+        changes = score_changes[: spec.top_changes] + _largest_changes(
             p_pairs, "pass_fail", spec.top_changes
         )
-        reports.append(VariantReport(v.name, base, sc, pf, pw, excluded, changes))
+        reports.append(
+            VariantReport(v.name, base, sc, pf, pw, excluded, changes, criteria=by_criterion)
+        )
 
-    # One Holm family for every primary test of the run (all challengers, both families).
-    s_list = [r.scores for r in reports if r.scores is not None]
+    # One Holm family for every primary test of the run: all challengers, both families,
+    # and with several criteria every criterion's score test.
+    s_list = [c for r in reports for c in _score_tests(r)]
     p_list = [r.pass_fail for r in reports if r.pass_fail is not None]
     s_adj, p_adj = ab_stats.holm_adjust(s_list, p_list)
     s_it, p_it = iter(s_adj), iter(p_adj)
     for r in reports:
-        if r.scores is not None:
+        if r.criteria:
+            r.criteria = {name: next(s_it) for name in r.criteria}
+            r.scores = r.criteria.get(primary)
+        elif r.scores is not None:
             r.scores = next(s_it)
         if r.pass_fail is not None:
             r.pass_fail = next(p_it)
         # The pairwise verdict is a second opinion on the same answers, shown beside the
         # headline but not part of it (it would spend the error budget twice).
-        r.verdict = ab_stats.combine_verdicts(
-            [c.verdict for c in (r.scores, r.pass_fail) if c is not None]
-        )
+        r.verdict = ab_stats.combine_verdicts([c.verdict for c in _headline_tests(r)])
     run_errors = {v: sum(1 for c in calls[v] if not c.ok) for v in calls}
     return ABResult(
         run_id=uuid.uuid4().hex[:16],
@@ -378,6 +443,8 @@ def compare_variants(
         judge_name=judge.name,
         judge_model=judge.model,
         rubric_version=judge.rubric_version,
+        judge_versions=judge_versions(judge),
+        judgment_criteria=judgment_criteria,
         pairwise_judge=(getattr(pjudge, "pairwise_name", None) or pjudge.name) if pjudge else None,
         min_effect=spec.min_effect,
         alpha=spec.alpha,

@@ -1,4 +1,5 @@
-"""Recording an A/B run in DuckDB (ab_runs, ab_comparisons, ab_case_scores, ab_pairwise)."""
+"""Recording an A/B run in DuckDB (ab_runs, ab_comparisons, ab_case_scores, ab_pairwise;
+with several judge criteria also ab_criterion_comparisons and ab_criterion_scores)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def _comparison_rows(result: ABResult) -> list[dict[str, Any]]:
     return rows
 
 
+def _criterion_rows(result: ABResult) -> list[dict[str, Any]]:
+    """One row per (challenger, criterion) when the run judges several criteria."""
+    rows = []
+    for r in result.reports:
+        for name, s in r.criteria.items():
+            rows.append(
+                dict(run_id=result.run_id, variant=r.variant, baseline=r.baseline,
+                     criterion=name, n=s.n, n_excluded=s.n_excluded, value_a=s.mean_a,
+                     value_b=s.mean_b, delta=s.delta, ci_low=s.ci_low, ci_high=s.ci_high,
+                     p_value=s.t_p, p_adjusted=s.t_p_adjusted, rank_p_value=s.w_p,
+                     rank_p_adjusted=s.w_p_adjusted, effect_size=s.d_z, floor=s.floor,
+                     needed_n=s.needed_n, verdict=s.verdict, explanation=s.explanation,
+                     details=json.dumps(asdict(s), default=_json_default))
+            )  # fmt: skip
+    return rows
+
+
 def _json_default(x: Any) -> Any:
     if hasattr(x, "item"):
         return x.item()
@@ -81,19 +99,35 @@ def store_ab(conn: duckdb.DuckDBPyConnection, result: ABResult) -> None:
         ]
     )  # fmt: skip
     comps = pd.DataFrame(_comparison_rows(result))
+    # ab_case_scores keeps one row per (case, variant): the judge's first criterion.
+    first = next(iter(result.judge_versions), None)
+    rows = [r for r in result.case_scores if r.criterion in (None, first)]
     scores = pd.DataFrame(
         {
             "run_id": result.run_id,
-            "case_id": [r.case_id for r in result.case_scores],
-            "variant": [r.variant for r in result.case_scores],
-            "family": [r.family for r in result.case_scores],
-            "state": [r.state for r in result.case_scores],
-            "output": pd.Series([r.output for r in result.case_scores], dtype=object),
-            "score": pd.array([r.score for r in result.case_scores], dtype="Float64"),
-            "passed": pd.array([r.passed for r in result.case_scores], dtype="boolean"),
-            "reason": [r.reason for r in result.case_scores],
-            "judgment_key": pd.Series([r.judgment_key for r in result.case_scores], dtype=object),
-            "latency_ms": pd.array([r.latency_ms for r in result.case_scores], dtype="Float64"),
+            "case_id": [r.case_id for r in rows],
+            "variant": [r.variant for r in rows],
+            "family": [r.family for r in rows],
+            "state": [r.state for r in rows],
+            "output": pd.Series([r.output for r in rows], dtype=object),
+            "score": pd.array([r.score for r in rows], dtype="Float64"),
+            "passed": pd.array([r.passed for r in rows], dtype="boolean"),
+            "reason": [r.reason for r in rows],
+            "judgment_key": pd.Series([r.judgment_key for r in rows], dtype=object),
+            "latency_ms": pd.array([r.latency_ms for r in rows], dtype="Float64"),
+        }
+    )
+    by_criterion = [r for r in result.case_scores if r.criterion]
+    crit_scores = pd.DataFrame(
+        {
+            "run_id": result.run_id,
+            "case_id": [r.case_id for r in by_criterion],
+            "variant": [r.variant for r in by_criterion],
+            "criterion": [r.criterion for r in by_criterion],
+            "state": [r.state for r in by_criterion],
+            "score": pd.array([r.score for r in by_criterion], dtype="Float64"),
+            "reason": [r.reason for r in by_criterion],
+            "judgment_key": pd.Series([r.judgment_key for r in by_criterion], dtype=object),
         }
     )
     pw = pd.DataFrame(result.pairwise_rows)
@@ -104,6 +138,8 @@ def store_ab(conn: duckdb.DuckDBPyConnection, result: ABResult) -> None:
             ("ab_comparisons", comps),
             ("ab_case_scores", scores),
             ("ab_pairwise", pw),
+            ("ab_criterion_comparisons", pd.DataFrame(_criterion_rows(result))),
+            ("ab_criterion_scores", crit_scores),
         ):
             conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [result.run_id])
             if frame.empty:
@@ -121,8 +157,15 @@ def store_ab(conn: duckdb.DuckDBPyConnection, result: ABResult) -> None:
         conn.execute("ROLLBACK")
         raise
     if result.new_judgments:
-        judge = _JudgeInfo(result.judge_name, result.judge_model, result.rubric_version)
-        store_judgments(conn, judge, result.new_judgments)  # type: ignore[arg-type]
+        judge = _JudgeInfo(
+            result.judge_name, result.judge_model, result.rubric_version, result.judge_versions
+        )
+        store_judgments(
+            conn,
+            judge,  # type: ignore[arg-type]
+            result.new_judgments,
+            result.judgment_criteria or None,
+        )
 
 
 @dataclass
@@ -130,3 +173,4 @@ class _JudgeInfo:
     name: str
     model: str | None
     rubric_version: str
+    versions: dict[str, str] | None = None  # criterion -> version (judge_versions)

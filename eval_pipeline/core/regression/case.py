@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
-KNOWN_KEYS = ("id", "input", "expected", "grader", "tags", "provenance")
+KNOWN_KEYS = ("id", "input", "expected", "grader", "tags", "provenance", "criteria")
 
 Message = dict[str, str]
 Input = str | list[Message]
@@ -29,6 +29,7 @@ class Case:
     provenance: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # "file:line" it was loaded from (not part of the content)
+    criteria: tuple[str, ...] = ()  # judge criteria this case is graded on; () = the default
 
     @property
     def grader_type(self) -> str:
@@ -49,6 +50,8 @@ class Case:
             out["tags"] = list(self.tags)
         if self.provenance:
             out["provenance"] = self.provenance
+        if self.criteria:  # only when named, so golden versions of older files stay the same
+            out["criteria"] = list(self.criteria)
         for key in sorted(self.extra):
             out[key] = self.extra[key]
         return out

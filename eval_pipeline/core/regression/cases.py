@@ -7,6 +7,7 @@ One case per line::
      "expected": "within 5 business days",         # str | number | object | null
      "grader": {"type": "contains", "values": ["5 business days"]},   # or the bare "judge"
      "tags": ["billing"],                          # optional
+     "criteria": ["correctness", "safety"],        # optional, judge grader only
      "provenance": {"source_trace_id": "t-123"}}   # optional, free-form object
 
 ``load_cases`` validates every line and raises one :class:`GoldenFileError` that names the
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval_pipeline.core.regression import graders
+from eval_pipeline.core.regression import criteria, graders
 from eval_pipeline.core.regression.case import (  # noqa: F401  (re-exported: the format's API)
     KNOWN_KEYS,
     ROLES,
@@ -108,6 +109,11 @@ def parse_case(obj: Any, source: str | None = None) -> Case:
     provenance = obj.get("provenance")
     if provenance is not None and not isinstance(provenance, dict):
         raise ValueError("provenance must be an object")
+    names = ()
+    if obj.get("criteria") is not None:
+        names = criteria.parse_names(obj["criteria"])
+        if grader["type"] != "judge":
+            raise ValueError("criteria need the judge grader (grader: judge)")
     case = Case(
         id=case_id,
         input=obj["input"],
@@ -117,6 +123,7 @@ def parse_case(obj: Any, source: str | None = None) -> Case:
         provenance=provenance or None,
         extra={k: v for k, v in obj.items() if k not in KNOWN_KEYS},
         source=source,
+        criteria=names,
     )
     graders.validate_case_grader(case)  # unknown type, bad params -> ValueError
     return case

@@ -29,14 +29,16 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from eval_pipeline import settings
 from eval_pipeline.core.judge.agreement import TrustStatus
 from eval_pipeline.core.judge.base import Judge, JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
 from eval_pipeline.core.regression import graders
 from eval_pipeline.core.regression.cases import Case, golden_version, input_text, load_cases
+from eval_pipeline.core.regression.criteria import CriterionSummary, missing_from, needed, summarise
 from eval_pipeline.core.regression.runners import Call, Progress, Runner, TargetSpec
 
 DEFAULT_THRESHOLD = 0.9
@@ -64,6 +66,8 @@ class CaseResult:
     grade_score: float | None = None
     judge_score: int | None = None
     tags: tuple[str, ...] = ()
+    # Per criterion the case names: {name: {outcome, score, threshold, reason}}.
+    criteria: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +129,15 @@ class RegressionRun:
     @property
     def exit_code(self) -> int:
         return {"pass": EXIT_PASS, "fail": EXIT_BELOW_THRESHOLD}.get(self.status, EXIT_NOT_RUN)
+
+    @property
+    def criteria_summary(self) -> list[CriterionSummary]:
+        """Per criterion the cases name: pass rate and mean score (empty without criteria)."""
+        return summarise([r.criteria for r in self.results])
+
+    def criteria_below(self) -> list[CriterionSummary]:
+        """The criteria whose own pass rate is below the gate's threshold."""
+        return [c for c in self.criteria_summary if c.pass_rate < self.threshold]
 
     @property
     def duration_s(self) -> float:
@@ -200,9 +213,15 @@ def execute(
     for i, (case, call) in enumerate(zip(cases, calls, strict=True)):
         if not call.ok:
             outcome, reason, score = "error", f"call failed: {call.error}", None
+            # An unanswered case counts against each of its criteria, as against the gate.
+            per = {
+                n: {"outcome": "error", "score": None, "threshold": None, "reason": reason}
+                for n in (case.criteria if case.grader_type == "judge" else ())
+            }
         else:
             g = by_index[i]
             outcome, reason, score = g.outcome, g.reason, g.score
+            per = {cg.criterion: cg.as_dict() for cg in g.criteria}
         results.append(
             CaseResult(
                 case_id=case.id,
@@ -216,6 +235,7 @@ def execute(
                 grade_score=score,
                 judge_score=judge_scores.get(i),
                 tags=case.tags,
+                criteria=per,
             )
         )
     scores = list(judge_scores.values())
@@ -276,10 +296,20 @@ def run_gate(
     if spec.judge_all or any(c.grader_type == "judge" for c in cases):
         # Built up front: a misconfigured judge must stop the run before the target is
         # called, and be reported as "not run", not surface mid-run as a crash.
+        names = needed(cases)
         try:
-            judge = (judge_factory or judge_from_env)()
+            if judge_factory is None and names:
+                judge = judge_from_env(criteria=_with_configured(names))
+            else:
+                judge = (judge_factory or judge_from_env)()
         except Exception as exc:
             raise JudgeSetupError(f"the judge cannot be built: {exc}") from exc
+        missing = missing_from(judge, names)
+        if missing:
+            raise JudgeSetupError(
+                f"the golden set names criteria the judge is not configured for: "
+                f"{', '.join(missing)} (add them to the judge's criteria, EVAL_JUDGE_CRITERIA)"
+            )
         judge_factory = lambda: judge  # noqa: E731
     run = execute(
         cases,
@@ -298,6 +328,14 @@ def run_gate(
     return run
 
 
+def _with_configured(names: Sequence[str]) -> str:
+    """The configured criteria (first: the one plain judge cases are scored on, as before)
+    followed by those the golden set names."""
+    configured = settings.resolve(None, os.environ, "EVAL_JUDGE_CRITERIA", "quality")
+    base = [c.strip() for c in configured.split(",") if c.strip()] or ["quality"]
+    return ",".join(dict.fromkeys([*base, *names]))
+
+
 STATUS_WORDS = {
     "pass": "PASS",
     "fail": "FAIL (below threshold: quality regression)",
@@ -311,8 +349,14 @@ def verdict(run: RegressionRun) -> str:
     Errors count against the pass rate, so a flaky service alone can fail the gate: the
     verdict then says so, so that nobody chases a model regression that is an infra problem.
     """
+    below = run.criteria_below() if run.status == "fail" else []
+    if below:
+        rates = ", ".join(f"{c.criterion} {c.pass_rate:.0%}" for c in below)
+        suffix = f" [criteria below the threshold: {rates}]"
+    else:
+        suffix = ""
     if run.status != "fail" or not run.errors:
-        return STATUS_WORDS[run.status]
+        return STATUS_WORDS[run.status] + suffix
     calls = sum(r.call_error is not None for r in run.results)
     kinds = []
     if calls:
@@ -328,4 +372,4 @@ def verdict(run: RegressionRun) -> str:
         text += "; without the errors it would pass: check the service before the model"
     else:
         text += "; a quality regression: the wrong answers alone put it below the threshold"
-    return text + ")"
+    return text + ")" + suffix

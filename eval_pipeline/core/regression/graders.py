@@ -18,7 +18,8 @@ wrong answer is ``fail``. Built-in types:
                ``mode`` abs|rel (default abs); ``pick`` only|first|last (default only: an
                answer with several numbers fails rather than guess).
 - ``judge``    the LLM judge (``judge_from_env()``) scores the answer 1-5 with the expected
-               answer as reference; passes at ``threshold`` (default 4).
+               answer as reference; passes at ``threshold`` (default 4). A case that
+               names ``criteria`` is scored on each (regression/criteria.py).
 
 Custom graders register by name::
 
@@ -43,7 +44,9 @@ import jsonschema
 
 from eval_pipeline.core.judge.base import JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
+from eval_pipeline.core.regression import criteria
 from eval_pipeline.core.regression.case import Case, input_text, reference_text
+from eval_pipeline.core.regression.criteria import CriterionGrade
 
 Outcome = Literal["pass", "fail", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "error")
@@ -53,7 +56,8 @@ OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "error")
 class Grade:
     outcome: Outcome
     reason: str
-    score: float | None = None  # e.g. the judge's 1-5 score
+    score: float | None = None  # e.g. the judge's 1-5 score (the lowest, with criteria)
+    criteria: tuple[CriterionGrade, ...] = ()  # per named criterion, when the case names some
 
     @property
     def passed(self) -> bool:
@@ -448,40 +452,41 @@ def _grade_numeric(case: Case, output: str, params: dict) -> Grade:
 
 def _validate_judge(case: Case, params: dict) -> None:
     _check_keys(params, {"threshold"}, "judge")
-    t = params.get("threshold", 4)
-    _require(
-        isinstance(t, int | float) and not isinstance(t, bool) and 1 <= t <= 5,
-        "judge grader: threshold must be a number from 1 to 5",
-    )
+    criteria.validate(case, params)
+
+
+def _judge_grade(j: Any, threshold: float, judge_name: str) -> Grade:
+    if j.state != "ok":
+        return Grade("error", f"judge {judge_name} gave no score ({j.state}): {j.reason}")
+    ok = j.score >= threshold
+    sign = ">=" if ok else "<"
+    reason = f"judge score {j.score} {sign} {threshold}: {j.reason}"
+    return Grade("pass" if ok else "fail", reason, j.score)
 
 
 def _grade_judge_batch(items: Sequence[tuple[Case, str]], context: GradingContext) -> list[Grade]:
     judge = context.judge
-    requests = [
-        JudgeRequest(
-            query=input_text(case.input),
-            response=output,
-            reference=reference_text(case.expected),
-        )
-        for case, output in items
-    ]
-    judgments = judge.judge_many(requests)
-    grades = []
-    for (case, _), j in zip(items, judgments, strict=True):
-        threshold = case.grader_params.get("threshold", 4)
-        if j.state != "ok":
-            grades.append(
-                Grade("error", f"judge {judge.name} gave no score ({j.state}): {j.reason}")
+    plain = [i for i, (case, _) in enumerate(items) if not case.criteria]
+    named = [i for i, (case, _) in enumerate(items) if case.criteria]
+    out: dict[int, Grade] = {}
+    if plain:
+        requests = [
+            JudgeRequest(
+                query=input_text(items[i][0].input),
+                response=items[i][1],
+                reference=reference_text(items[i][0].expected),
             )
-        elif j.score >= threshold:
-            grades.append(
-                Grade("pass", f"judge score {j.score} >= {threshold}: {j.reason}", j.score)
-            )
-        else:
-            grades.append(
-                Grade("fail", f"judge score {j.score} < {threshold}: {j.reason}", j.score)
-            )
-    return grades
+            for i in plain
+        ]
+        for i, j in zip(plain, judge.judge_many(requests), strict=True):
+            out[i] = _judge_grade(j, items[i][0].grader_params.get("threshold", 4), judge.name)
+    if named:
+        per_case = criteria.grade_criteria(judge, [items[i] for i in named])
+        for i, cgrades in zip(named, per_case, strict=True):
+            outcome, reason = criteria.combine(cgrades)
+            scores = [g.score for g in cgrades if g.score is not None]
+            out[i] = Grade(outcome, reason, min(scores) if scores else None, tuple(cgrades))
+    return [out[i] for i in range(len(items))]
 
 
 for _name, _fn, _val in (

@@ -1,7 +1,8 @@
 """The gate's history: every run stored, compared with the previous one, and the baseline.
 
 Every run is stored (``regression_runs`` / ``regression_results``) with the deploy id,
-target, golden-set version, pass rate and per-case outcomes, and compared with the previous
+target, golden-set version, pass rate and per-case outcomes (and, when cases name judge
+criteria, each criterion's outcome per case and its pass rate and mean per run, as JSON), and compared with the previous
 completed run against the same target: cases newly failing and newly passing.
 :func:`latest_baseline` gives the drift loop its pinned baseline: the judge-scored mean of
 the latest *passing* run (a rejected deploy is no baseline).
@@ -74,6 +75,7 @@ def save_run(
 ) -> None:
     """Store the run and its per-case results (idempotent per run_id)."""
     comparison = comparison or Comparison()
+    summary = run.criteria_summary
     runs = pd.DataFrame(
         [
             {
@@ -103,6 +105,9 @@ def save_run(
                 "newly_passing": len(comparison.newly_passing),
                 "concurrency": run.concurrency,
                 "duration_s": run.duration_s,
+                "criteria": json.dumps({c.criterion: c.as_dict() for c in summary})
+                if summary
+                else None,
             }
         ]
     ).astype(object)
@@ -121,6 +126,7 @@ def save_run(
                 "grade_score": r.grade_score,
                 "judge_score": r.judge_score,
                 "tags": json.dumps(list(r.tags)),
+                "criteria": json.dumps(r.criteria) if r.criteria else None,
             }
             for r in run.results
         ],
@@ -137,6 +143,7 @@ def save_run(
             "grade_score",
             "judge_score",
             "tags",
+            "criteria",
         ],
     ).astype(object)
     replace_rows(conn, "regression_runs", "run_id = ?", [run.run_id], frame=runs)

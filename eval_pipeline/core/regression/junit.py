@@ -3,7 +3,9 @@
 One ``<testsuite>`` per run; one ``<testcase>`` per golden case, named by case id, with
 ``classname`` ``golden.<first tag>``; a wrong answer is a ``<failure>``, a case that got no
 answer an ``<error>``. Run facts (deploy, target, golden version, pass rate, threshold,
-status) are suite ``<properties>``. Text is stripped of characters XML 1.0 cannot carry.
+status, and per criterion the golden set names its pass rate and mean score) are suite
+``<properties>``; a case that names criteria has a ``criterion.<name>`` property each
+(outcome and score). Text is stripped of characters XML 1.0 cannot carry.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def to_junit_xml(run: RegressionRun, comparison: Comparison | None = None) -> st
     if run.judge_trust is not None:
         facts["judge_trust_status"] = run.judge_trust.status
         facts["judge_trust"] = run.judge_trust.line()
+    for c in run.criteria_summary:
+        facts[f"criterion.{c.criterion}.pass_rate"] = f"{c.pass_rate:.4f}"
+        if c.mean_score is not None:
+            facts[f"criterion.{c.criterion}.mean_score"] = f"{c.mean_score:.4f}"
     if comparison and comparison.previous_run_id:
         facts["newly_failing"] = ",".join(comparison.newly_failing)
         facts["newly_passing"] = ",".join(comparison.newly_passing)
@@ -72,6 +78,15 @@ def to_junit_xml(run: RegressionRun, comparison: Comparison | None = None) -> st
             classname=f"golden.{_clean(r.tags[0], 100) if r.tags else 'cases'}",
             time=f"{(r.latency_ms or 0) / 1000:.3f}",
         )
+        if r.criteria:
+            case_props = ET.SubElement(tc, "properties")
+            for name, got in r.criteria.items():
+                value = (
+                    got["outcome"] if got["score"] is None else f"{got['outcome']} {got['score']}"
+                )
+                ET.SubElement(
+                    case_props, "property", name=f"criterion.{_clean(name, 100)}", value=value
+                )
         if r.outcome == "pass":
             continue
         tag = "failure" if r.outcome == "fail" else "error"

@@ -45,6 +45,7 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
         f"target {run.target}  deploy {run.deploy_id}  golden {run.golden_version}  "
         f"{run.duration_s:.1f}s"
     )
+    lines.extend(criteria_lines(run))
     if run.judge_mean is not None:
         lines.append(f"judge-scored mean {run.judge_mean:.2f} (n={run.judge_n}, {run.judge_name})")
     if cmp.previous_run_id:
@@ -68,6 +69,19 @@ def text_report(run: RegressionRun, cmp: Comparison, max_listed: int = 50) -> st
     lines.append(f"verdict: {verdict(run)}")
     lines.extend(judge_trust_lines(run))
     return "\n".join(lines)
+
+
+def _mean(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def criteria_lines(run: RegressionRun) -> list[str]:
+    """One line per criterion the golden set names (none when it names none)."""
+    return [
+        f"criterion {c.criterion}: {c.passed}/{c.n} passed, {c.failed} failed, "
+        f"{c.errors} errors; pass rate {c.pass_rate:.1%}, mean score {_mean(c.mean_score)}"
+        for c in run.criteria_summary
+    ]
 
 
 def judge_trust_lines(run: RegressionRun) -> list[str]:
@@ -120,6 +134,18 @@ def markdown_report(run: RegressionRun, cmp: Comparison) -> str:
         if ids:
             out.append(f"**{label}:** " + ", ".join(f"`{i}`" for i in ids))
             out.append("")
+    summary = run.criteria_summary
+    if summary:
+        out += [
+            "| criterion | cases | passed | failed | errors | pass rate | mean score |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in summary:
+            out.append(
+                f"| {_md_cell(c.criterion)} | {c.n} | {c.passed} | {c.failed} | {c.errors} | "
+                f"{c.pass_rate:.1%} | {_mean(c.mean_score)} |"
+            )
+        out.append("")
     bad = [r for r in run.results if r.outcome != "pass"]
     if bad:
         out += ["| case | outcome | grader | reason |", "|---|---|---|---|"]

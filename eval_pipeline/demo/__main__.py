@@ -37,7 +37,8 @@ CHANNEL_VARIABLES = (
     "EVAL_PAGERDUTY_ROUTING_KEY",
 )
 # The other loops' steps, in the order the story is told; each adds to the summary.
-DEMO_STEPS = [judge, regression, ab, feedback, health]
+CRITERIA_STEPS = [judge]  # run with the drift step's criteria
+DEMO_STEPS = [regression, ab, feedback, health]
 
 
 def main() -> int:
@@ -48,8 +49,9 @@ def main() -> int:
     # a channel configured in the environment; other steps run with no channel at all.
     for name in CHANNEL_VARIABLES:
         os.environ.pop(name, None)
-    # The drift step judges several criteria (a criteria setting of your own wins); the other
-    # steps judge quality, as their stories are told.
+    # The drift step and the judge step (its re-run of a day, all from the cache) judge
+    # several criteria (a criteria setting of your own wins); the later steps judge quality,
+    # as their stories are told.
     own_criteria = "EVAL_JUDGE_CRITERIA" in os.environ
     if not own_criteria:
         os.environ["EVAL_JUDGE_CRITERIA"] = DEMO_CRITERIA
@@ -63,14 +65,17 @@ def main() -> int:
                 config=incidents_config(manifest),
             )
             posts = list(receiver.posts)
+        os.environ.pop("EVAL_ALERT_WEBHOOK_URL", None)
+        if code != 0:
+            raise SystemExit(f"the drift backfill failed (exit {code}); see {demo_dir()}")
+        summary: dict = {"drift": drift_summary(manifest, posts)}
+        print_drift(summary)
+        for step in CRITERIA_STEPS:
+            step.run(summary)
     finally:
         os.environ.pop("EVAL_ALERT_WEBHOOK_URL", None)
         if not own_criteria:
             os.environ.pop("EVAL_JUDGE_CRITERIA", None)
-    if code != 0:
-        raise SystemExit(f"the drift backfill failed (exit {code}); see {demo_dir()}")
-    summary: dict = {"drift": drift_summary(manifest, posts)}
-    print_drift(summary)
     for step in DEMO_STEPS:
         step.run(summary)
     out = demo_dir() / "summary.json"
@@ -109,6 +114,8 @@ def demo_problems(summary: dict) -> list[str]:
             problems.append("the drift loop missed the injected groundedness regression")
         elif not crit["resolved_after_end"]:
             problems.append("the groundedness incident did not resolve after the regression")
+        if crit["detected"] and crit["notified"] != ["opened", "resolved"]:
+            problems.append(f"the groundedness incident notified {crit['notified']}")
         if crit["other_incidents"]:
             problems.append(f"{crit['other_incidents']} other criterion incidents (false alarms)")
     if "regression" in summary and not summary["regression"].get("gate_blocked_regressed"):

@@ -94,7 +94,7 @@ def drift_summary(manifest: dict, posts: list[dict] | None = None) -> dict:
             "WHERE partition_date BETWEEN ? AND ? AND criterion = 'quality'",
             [first, last],
         ).fetchone()
-        criteria = criteria_summary(conn, manifest)
+        criteria = criteria_summary(conn, manifest, posts)
     in_segment = [i for i in incidents if injected["segment"] in i["segments"]]
     # An incident whose page came before the regression started was a false alarm.
     clean = [i for i in incidents if dt.date.fromisoformat(i["detected_on"][:10]) < start]
@@ -118,8 +118,9 @@ def drift_summary(manifest: dict, posts: list[dict] | None = None) -> dict:
         "cause_names_prompt_version": bool(
             inc and (inc["cause_key"] or "").startswith("prompt_version")
         ),
-        "notifications_sent": sum(1 for r in sent if r[3] == "sent"),
-        "notifications_received": len(posts or []),
+        # The quality incident's own messages; a criterion's incidents notify too (below).
+        "notifications_sent": sum(1 for r in sent if r[3] == "sent" and ":" not in r[0]),
+        "notifications_received": sum(1 for p in posts or [] if "LLM quality" in _text(p)),
         "clean_day_alerts": len(clean),
     }
     return {
@@ -151,7 +152,11 @@ def drift_summary(manifest: dict, posts: list[dict] | None = None) -> dict:
     }
 
 
-def criteria_summary(conn, manifest: dict) -> dict:
+def _text(post: dict) -> str:
+    return str(post.get("text", ""))
+
+
+def criteria_summary(conn, manifest: dict, posts: list[dict] | None = None) -> dict:
     """The criteria other than quality: their incidents, and the injected groundedness
     regression's segment day by day with the incident it opened (if any)."""
     injected = manifest.get("injected_groundedness_regression")
@@ -210,6 +215,15 @@ def criteria_summary(conn, manifest: dict) -> dict:
         ),
         # Any other criterion incident (another segment, another criterion) is a false alarm.
         "other_incidents": len(incidents) - (1 if inc else 0),
+        "notified": [
+            e
+            for i, e in conn.execute(
+                "SELECT incident_id, event FROM notifications WHERE status = 'sent' "
+                "ORDER BY day, event DESC"
+            ).fetchall()
+            if inc and i == inc["incident_id"]
+        ],
+        "notifications_received": sum(1 for p in posts or [] if "LLM groundedness" in _text(p)),
     }
     return out
 
@@ -283,8 +297,9 @@ def print_criteria(c: dict) -> None:
         print(
             f"  -> groundedness incident {chk['incident_id']} on {inj['segment']}: opened "
             f"{chk['opened_on']}, detected {chk['detected_on']} ({chk['days_after_start']} "
-            f"days after it started), resolved {chk['resolved_on'] or 'not yet'}; other "
-            f"criterion incidents: {chk['other_incidents']}"
+            f"days after it started), resolved {chk['resolved_on'] or 'not yet'}; notified: "
+            f"{', '.join(chk['notified']) or 'nothing'}; other criterion incidents: "
+            f"{chk['other_incidents']}"
         )
     else:
         print("  -> groundedness regression NOT detected")

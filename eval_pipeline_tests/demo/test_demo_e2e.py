@@ -48,8 +48,9 @@ def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
     assert inc["resolved_on"] and fixed < dt.date.fromisoformat(inc["resolved_on"][:10])
     assert dt.date.fromisoformat(inc["last_degraded_on"][:10]) >= fixed - dt.timedelta(days=1)
     assert inc["cause_key"].startswith("prompt_version=")
-    assert [n["event"] for n in drift["notifications"]] == ["opened", "resolved"]
-    assert len(drift["received"]) == 2
+    quality = [n["event"] for n in drift["notifications"] if n["incident_id"] == inc["incident_id"]]
+    assert quality == ["opened", "resolved"]
+    assert drift["check"]["notifications_received"] == 2
     assert drift["check"]["clean_day_alerts"] == 0
     assert "detected on" in proc.stdout
     # Groundedness (rules, judged with quality and safety) sees what quality does not: the
@@ -70,6 +71,11 @@ def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
     # Before the regression it opened after; the quality incident is its own.
     assert dt.date.fromisoformat(g["resolved_on"]) <= start
     assert crit["check"]["detected"] and crit["check"]["other_incidents"] == 0
+    # It notifies through the same lifecycle, once on open and once on resolve, named.
+    assert crit["check"]["notified"] == ["opened", "resolved"]
+    assert crit["check"]["notifications_received"] == 2
+    assert len(drift["received"]) == 4
+    assert sum("LLM groundedness drop in shipping" in t for t in drift["received"]) == 2
     assert f"groundedness incident {g['incident_id']} on shipping" in proc.stdout
     # The manifest says what was injected.
     manifest = json.loads((isolated_data / "demo" / "manifest.json").read_text())

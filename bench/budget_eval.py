@@ -7,13 +7,15 @@ draw from the same traffic:
 
 - fixed: 200 a day, stratified with a floor of 20 (``sampling.allocate``), the engine's
   default configuration;
-- budgeted: ``budget_sampling.plan_budgeted`` with ``--calls`` judge calls a day (stage 1: Neyman
-  allocation on each segment's healthy-reference spread, floor 10, risk slices
-  oversampled 3x: traces of a prompt_version first seen in the last 7 days and traces
-  with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z lands
-  in [z_follow, c) get the reserve. Scores enter the incident engine as weighted counts
-  (``weights.effective_counts``), and the engine's day test runs at the alpha that
-  accounts for the second look (``budget.two_look_day_alpha``).
+- budgeted: ``budget_sampling.plan_budgeted`` with ``--calls`` judge calls a day (stage 1:
+  a floor of 6 per segment, the calls above the floors to the watched segments — in an
+  open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
+  slices oversampled 3x: traces of a prompt_version first seen in the last 7 days and
+  traces with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z
+  lands in [z_follow, c) get the reserve. Scores enter the incident engine as weighted
+  whole counts (``weights.effective_counts``), the engine's ``min_n`` is ``--min-n``, and
+  its day test runs at the alpha that accounts for the second look
+  (``budget.two_look_day_alpha``).
 
 The incident engine, the cause attribution and the tally are the real ones
 (``bench.drift_eval.evaluate``). Then two checks of the estimates:
@@ -21,7 +23,8 @@ The incident engine, the cause attribution and the tally are the real ones
 - unbiasedness: the post-stratified overall mean of a budgeted day with oversampling on,
   minus the population's true mean, over many seeds (mean error and its standard error);
 - the minimum detectable drop: for a segment's sample, drops of exactly the stated MDE are
-  detected (day test at its per-row alpha) in about 80% of runs.
+  detected (day test at its per-row alpha) in about 80% of runs: under a location shift
+  and under more broken answers with the normal tail, and through the engine's exact tail.
 
     python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
 """
@@ -44,6 +47,7 @@ from eval_pipeline.core.drift.budget_sampling import (
     BudgetedSamplingConfig,
     follow_up,
     plan_budgeted,
+    watch_set,
 )
 from eval_pipeline.core.drift.calibration import CLEAN_SCORES, score_probs
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
@@ -167,7 +171,15 @@ def run_budgeted(kind: str, seed: int, cfg: BudgetedSamplingConfig, inc_cfg: Inc
                 pooled = sum(days_ok, Counts())
                 if pooled.n >= 30:
                     spreads[seg] = math.sqrt(pooled.variance)
-        plan = plan_budgeted(pop[["trace_id", "segment", "risk"]], cfg, spreads)
+        watch = frozenset()
+        if history is not None and cfg.watch_cusum is not None:
+            prev = de.START + dt.timedelta(days=d - 1)
+            watch = watch_set(
+                [(v.segment, v.state, v.cusum, v.incident_id) for v in history.verdicts
+                 if v.day == prev and v.segment in today.truth],
+                cfg.watch_cusum,
+            )  # fmt: skip
+        plan = plan_budgeted(pop[["trace_id", "segment", "risk"]], cfg, spreads, watch=watch)
         indexed = pop.set_index("trace_id")
 
         def drawn(plan=plan, indexed=indexed, d=d):
@@ -277,12 +289,13 @@ def mde_check(runs: int, alpha: float) -> str:
     lines = [
         f"minimum detectable drop ({runs} runs each, one-sided day test at alpha={alpha:.2g}, "
         f"reference of 21 days):",
-        f"  {'n today':>8} {'n ref':>6} {'MDE':>6} {'shifted':>9} {'more broken':>11}",
+        f"  {'n today':>8} {'n ref':>6} {'MDE':>6} {'shifted':>9} {'more broken':>11} "
+        f"{'exact tail':>10}",
     ]
     for n in (10, 20, 40, 80):
         n_ref = 21 * n
         m = power.mde(sd, n, n_ref, alpha)
-        hits = mix_hits = 0
+        hits = mix_hits = exact_hits = 0
         for _ in range(runs):
             ref = rng.choice(np.arange(1, 6), size=n_ref, p=CLEAN_SCORES)
             # The drop is a location shift of the healthy distribution (same spread), the
@@ -295,7 +308,15 @@ def mde_check(runs: int, alpha: float) -> str:
             mixed = rng.choice(np.arange(1, 6), size=n, p=score_probs(de.broken_for_drop(m)))
             sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n)
             mix_hits += sf.p < alpha
-        lines.append(f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mix_hits / runs:11.1%}")
+            # The same days through the engine's own day test: the exact lattice tail under
+            # the reference's score distribution (integer scores), as incidents.py calls it.
+            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n,
+                                     ref_probs=rc.probs())  # fmt: skip
+            exact_hits += sf.p < alpha
+        lines.append(
+            f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mix_hits / runs:11.1%} "
+            f"{exact_hits / runs:10.1%}"
+        )
     return "\n".join(lines)
 
 
@@ -304,18 +325,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(de.KINDS))
     parser.add_argument("--calls", type=int, default=66)
-    parser.add_argument("--reserve", type=float, default=0.15, help="share held for stage 2")
-    parser.add_argument("--floor", type=int, default=9)
-    parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
+    parser.add_argument("--reserve", type=float, default=0.1, help="share held for stage 2")
+    parser.add_argument("--floor", type=int, default=6)
+    parser.add_argument("--min-n", type=int, default=6, help="engine min_n for the budgeted arm")
+    parser.add_argument(
+        "--watch-cusum",
+        type=lambda v: None if v == "off" else float(v),
+        default=1.0,
+        help="segments in an incident or with CUSUM >= this get the calls above the floors "
+        "('off': Neyman for all)",
+    )
+    parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
     parser.add_argument("--bias-seeds", type=int, default=1000)
     parser.add_argument("--mde-runs", type=int, default=4000)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
+    arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
     unknown = set(kinds) - set(de.KINDS)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(de.KINDS)})")
     cfg = BudgetedSamplingConfig(
-        calls=args.calls, reserve_fraction=args.reserve, floor_per_segment=args.floor
+        calls=args.calls,
+        reserve_fraction=args.reserve,
+        floor_per_segment=args.floor,
+        watch_cusum=args.watch_cusum,
     )
     fixed_cfg = IncidentConfig()
     day_alpha = budget.two_look_day_alpha(fixed_cfg.day_alpha, ROWS, RULE)
@@ -325,34 +359,37 @@ def main(argv: list[str] | None = None) -> int:
         f"budget-eval: {args.seeds} seeds x {len(kinds)} kinds, {de.N_DAYS} days; fixed "
         f"{de.SAMPLE}/day (floor {de.FLOOR}) vs budgeted {cfg.calls}/day (stage 1 "
         f"{cfg.stage1_calls}, reserve {cfg.reserve}, floor {cfg.floor_per_segment}, risk "
-        f"x{cfg.risk_oversample:g}); day alpha {fixed_cfg.day_alpha} vs {day_alpha:.5f} "
+        f"x{cfg.risk_oversample:g}, watch CUSUM {cfg.watch_cusum}); seeds from {args.seed_start}; day alpha {fixed_cfg.day_alpha} vs {day_alpha:.5f} "
         f"(two looks, z_follow={RULE.z_follow}); engine min_n {fixed_cfg.min_n} vs {args.min_n}"
     )
     print(f"{'sampler':<9}{de.HEADER} {'calls/day':>9}")
     totals = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
     for kind in kinds:
         per = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
-        for seed in range(args.seeds):
-            sim, calls = run_fixed(kind, seed)
-            per["fixed"][0].add(de.evaluate(kind, seed, fixed_cfg, sim))
-            per["fixed"][1] += calls
-            per["fixed"][2] += de.N_DAYS
-            sim, calls = run_budgeted(kind, seed, cfg, budget_cfg)
-            per["budget"][0].add(de.evaluate(kind, seed, budget_cfg, sim))
-            per["budget"][1] += calls
-            per["budget"][2] += de.N_DAYS
-        for arm in ("fixed", "budget"):
+        for seed in range(args.seed_start, args.seed_start + args.seeds):
+            if "fixed" in arms:
+                sim, calls = run_fixed(kind, seed)
+                per["fixed"][0].add(de.evaluate(kind, seed, fixed_cfg, sim))
+                per["fixed"][1] += calls
+                per["fixed"][2] += de.N_DAYS
+            if "budget" in arms:
+                sim, calls = run_budgeted(kind, seed, cfg, budget_cfg)
+                per["budget"][0].add(de.evaluate(kind, seed, budget_cfg, sim))
+                per["budget"][1] += calls
+                per["budget"][2] += de.N_DAYS
+        for arm in arms:
             t, calls, ndays = per[arm]
             totals[arm][0].add(t)
             totals[arm][1] += calls
             totals[arm][2] += ndays
             print(f"{arm:<9}{de.fmt_row(kind, t)} {calls / ndays:9.1f}", flush=True)
     if kinds:
-        for arm in ("fixed", "budget"):
+        for arm in arms:
             t, calls, ndays = totals[arm]
             print(f"{arm:<9}{de.fmt_row('overall', t)} {calls / ndays:9.1f}")
-        ratio = totals["budget"][1] / totals["fixed"][1]
-        print(f"judge calls, budgeted / fixed: {ratio:.3f}")
+        if len(arms) == 2:
+            ratio = totals["budget"][1] / totals["fixed"][1]
+            print(f"judge calls, budgeted / fixed: {ratio:.3f}")
     print(unbiasedness(args.bias_seeds, cfg))
     print(mde_check(args.mde_runs, budget.row_alpha(fixed_cfg.day_alpha, ROWS)))
     print(f"({time.monotonic() - began:.0f} s)")

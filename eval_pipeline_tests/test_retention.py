@@ -11,8 +11,12 @@ import dagster as dg
 import pytest
 
 from eval_pipeline.core import retention, store
+from eval_pipeline.core.drift.history import load_judged_traces
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
+from eval_pipeline.core.judge.base import HeuristicJudge
+from eval_pipeline.core.judge.cache import plan_day
 from eval_pipeline.core.retention import RawDayDropped, RetentionConfig, apply_retention
+from eval_pipeline.core.signals.compute import record_day
 from eval_pipeline.core.sources.inbox import InboxSource
 from eval_pipeline.core.sources.ingest import ingest_day
 from eval_pipeline.defs import retention as defs_retention
@@ -181,3 +185,61 @@ def test_the_dagster_asset_applies_the_retention_and_reports_it(loaded, tmp_path
     assert mat.metadata["traces_dropped"].value == 90
     with store.connect(tmp_path / "r.duckdb", read_only=True) as conn:
         assert list(per_day(conn, "raw_traces")) == DAYS[3:]
+
+
+# --- history over days whose raw rows were dropped ----------------------------------------
+
+
+def judge_sample(db) -> None:
+    """A score for every sampled trace (score 4 on v1 traffic), as judge_scores holds."""
+    db.execute(
+        "INSERT INTO judge_scores SELECT partition_date, trace_id, segment, 'k-' || trace_id, "
+        "'ok', 4, 'heuristic', NULL, 'heuristic-v2', false, 'quality' FROM sampled_traces"
+    )
+
+
+def test_drift_causes_keep_the_dimensions_of_dropped_days(loaded, caplog):
+    db, _ = loaded
+    db.execute("UPDATE raw_traces SET prompt_version = 'v1', model = 'm1'")
+    judge_sample(db)
+    before = load_judged_traces(db).sort_values(["day", "segment", "score"])
+    assert len(before) == 50 and set(before.prompt_version) == {"v1"}
+    apply_retention(db, DAYS[-1], RetentionConfig(keep_days=3))
+    after = load_judged_traces(db).sort_values(["day", "segment", "score"])
+    # Every judged trace of the dropped days still has its prompt version and model.
+    assert after.reset_index(drop=True).equals(before.reset_index(drop=True))
+    assert "no model" not in caplog.text
+
+
+def test_judged_traces_without_kept_dimensions_are_named_not_silently_lost(loaded, caplog):
+    db, _ = loaded
+    judge_sample(db)
+    apply_retention(db, DAYS[-1], RetentionConfig(keep_days=3))
+    # A day dropped before the dimensions were kept: the causes leave it out and say so.
+    db.execute("DELETE FROM retained_trace_dimensions WHERE partition_date = ?", [DAYS[0]])
+    with caplog.at_level("WARNING"):
+        frame = load_judged_traces(db)
+    assert len(frame) == 40 and DAYS[0] not in set(frame.day)
+    assert "10 judged traces on 1 day(s) (2026-10-01)" in caplog.text
+    assert "restore_day" in caplog.text
+
+
+def test_judging_or_signals_over_a_dropped_day_raise_instead_of_blanking_it(loaded):
+    db, _ = loaded
+    record_day(db, DAYS[0])
+    kept = db.execute(
+        "SELECT count(*) FROM trace_signals WHERE partition_date = ?", [DAYS[0]]
+    ).fetchone()[0]
+    assert kept > 0
+    apply_retention(db, DAYS[-1], RetentionConfig(keep_days=3))
+    with pytest.raises(RawDayDropped, match="judging needs the raw traces of 2026-10-01"):
+        plan_day(db, HeuristicJudge(), DAYS[0])
+    with pytest.raises(RawDayDropped, match="the signals needs the raw traces of 2026-10-01"):
+        record_day(db, DAYS[0])
+    assert (
+        db.execute(
+            "SELECT count(*) FROM trace_signals WHERE partition_date = ?", [DAYS[0]]
+        ).fetchone()[0]
+        == kept
+    )
+    assert len(plan_day(db, HeuristicJudge(), DAYS[3]).rows) == 10  # kept days still judge

@@ -4,11 +4,14 @@ A day older than that loses its ``raw_traces`` and ``trace_rejects`` rows (the b
 store: every trace's full text); optionally they are first written to a Parquet archive
 outside the store (``<archive_dir>/<day>/raw_traces.parquet`` and ``trace_rejects.parquet``).
 What was derived from the day stays: the sample, judgments and scores, drift reports,
-incidents, feedback and the golden set, and the day's ``trace_ingests`` counts. A row in
+incidents, feedback and the golden set, and the day's ``trace_ingests`` counts; the model,
+prompt version and metadata of the sampled and judged traces are copied to
+``retained_trace_dimensions`` first, for the causes of drift incidents. A row in
 ``raw_trace_retention`` records each dropped day.
 
-A drift report does not need raw days (its baseline is the kept judge scores). A run that
-does (re-sampling or re-ingesting a dropped day with nothing left in the inbox) raises
+A drift report does not need raw days (its baseline is the kept judge scores and its causes
+the kept dimensions). A run that does (re-sampling, judging, computing the signals or
+re-ingesting a dropped day with nothing left in the inbox) raises
 :class:`RawDayDropped`, which says when the day was dropped and how to get it back
 (:func:`restore_day` from the archive, or put the day's files back in the inbox).
 
@@ -94,6 +97,15 @@ def apply_retention(
         archive = _archive_day(conn, day, config.archive_dir) if config.archive_dir else None
         conn.execute("BEGIN TRANSACTION")
         try:
+            # The judged traces' dimensions outlive the raw rows: drift causes need them.
+            conn.execute(
+                "INSERT OR REPLACE INTO retained_trace_dimensions "
+                "SELECT partition_date, trace_id, model, prompt_version, metadata "
+                "FROM raw_traces WHERE partition_date = ? AND trace_id IN ("
+                "SELECT trace_id FROM sampled_traces WHERE partition_date = ? "
+                "UNION SELECT trace_id FROM judge_scores WHERE partition_date = ?)",
+                [day, day, day],
+            )
             counts = []
             for table in RAW_TABLES:
                 n = conn.execute(

@@ -5,9 +5,11 @@ A thin adapter over ``core/drift`` (history, incidents, judge_gate) and ``core/n
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 
+from eval_pipeline import settings
 from eval_pipeline.core.drift import criteria_history, detectors, incidents, judge_gate, records
 from eval_pipeline.core.drift import history as incident_history
 from eval_pipeline.core.drift.reference import ReferenceConfig
@@ -36,6 +38,9 @@ class IncidentsConfig(dg.Config):
     resolve_after: int = 2
     # level of the recovery test an incident must also pass to resolve (0: K days are enough)
     recovery_alpha: float = 0.2
+    # Fewer judged traces in a segment-day: no verdict. Unset: $EVAL_DRIFT_MIN_N, else 10.
+    # A budgeted sample's floor_per_segment should be at least this (docs/sampling.md).
+    min_n: int | None = None
     # Metadata keys a cause may name, next to prompt_version and model.
     metadata_keys: list[str] = []
     notify_within_days: int = 3
@@ -66,6 +71,9 @@ class IncidentsConfig(dg.Config):
             min_drop=self.min_drop,
             resolve_after=self.resolve_after,
             recovery_alpha=self.recovery_alpha if self.recovery_alpha > 0 else None,
+            min_n=settings.resolve(
+                self.min_n, os.environ, "EVAL_DRIFT_MIN_N", incidents.IncidentConfig().min_n, int
+            ),
         )
 
 

@@ -46,6 +46,9 @@ class SamplingConfig(dg.Config):
     # of this many stage-1 judge calls, risk slices oversampled, weighted back.
     budget_calls: int = 0
     risk_oversample: float = 3.0
+    # Budgeted only: segments in an open incident or with CUSUM >= this get the calls above
+    # the floors (docs/sampling.md); None: Neyman for all.
+    watch_cusum: float | None = None
 
 
 class DriftConfig(dg.Config):
@@ -132,6 +135,7 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
         max_segments=config.max_segments,
         seed=config.seed,
         risk_oversample=config.risk_oversample,
+        watch_cusum=config.watch_cusum,
     )
     days = run_days(context)
     per_day = {}

@@ -13,6 +13,8 @@ from eval_pipeline.core.drift.budget_sampling import (
     plan_budgeted,
     risk_stratum,
     split_risk,
+    watch_set,
+    watched_allocate,
 )
 from eval_pipeline.core.drift.sampling import OTHER_SEGMENTS
 
@@ -118,3 +120,44 @@ def test_follow_up_spends_the_reserve_on_suspects_only_and_keeps_prefixes():
     assert small.allocation == {"a": 7, "b": 8}
     assert follow_up(small, ["a", "b"], 15, 3.0) == {"a": 5, "b": 10}
     assert follow_up(small, [], 15, 3.0) == {}
+
+
+def test_watched_segments_get_the_calls_above_the_floors_evenly():
+    counts = {"big": 1000, "mid": 400, "tiny": 40}
+    alloc = watched_allocate(counts, {}, 60, 8, {"tiny"})
+    # tiny is capped at its traffic; the 4 calls it cannot take go by Neyman to the rest.
+    assert alloc == {"big": 11, "mid": 9, "tiny": 40}
+    alloc = watched_allocate(counts, {}, 60, 8, {"tiny", "mid"})
+    assert alloc["big"] == 8 and alloc["mid"] + alloc["tiny"] == 52
+    assert abs(alloc["mid"] - alloc["tiny"]) <= 1  # even, not by traffic
+    # What a capped watched segment cannot take goes by Neyman to the others.
+    alloc = watched_allocate({"big": 1000, "mid": 400, "tiny": 12}, {}, 60, 8, {"tiny"})
+    assert alloc["tiny"] == 12 and sum(alloc.values()) == 60 and alloc["big"] > alloc["mid"]
+    # No watched segment present: plain Neyman.
+    assert watched_allocate(counts, {}, 60, 8, {"gone"}) == neyman_allocate(counts, {}, 60, 8)
+
+
+def test_watch_set_is_open_incidents_and_cusum_at_the_line():
+    rows = [
+        ("a", "healthy", 0.4, None),
+        ("b", "healthy", 1.0, None),
+        ("c", "degraded", None, "inc-1"),
+        ("d", "recovering", None, "inc-1"),
+        ("e", "resolved", None, "inc-2"),
+        ("f", "no_verdict", None, "inc-3"),  # an open incident with a thin day
+        ("g", "no_verdict", None, None),
+    ]
+    assert watch_set(rows, 1.0) == {"b", "c", "d", "f"}
+
+
+def test_the_plan_uses_the_watch_only_when_configured():
+    pop = population({"big": 1000, "tiny": 40})
+    off = plan_budgeted(pop, BudgetedSamplingConfig(calls=30, reserve_fraction=0.0,
+                                                    floor_per_segment=6), watch={"tiny"})  # fmt: skip
+    on = plan_budgeted(
+        pop,
+        BudgetedSamplingConfig(calls=30, reserve_fraction=0.0, floor_per_segment=6, watch_cusum=1),
+        watch={"tiny"},
+    )
+    assert off.allocation == {"big": 24, "tiny": 6}
+    assert on.allocation == {"big": 6, "tiny": 24}

@@ -10,6 +10,7 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.defs.drift_incidents import IncidentsConfig
 from eval_pipeline.demo import traffic as demo_traffic
 from eval_pipeline_tests.drift.drift_fixtures import DRIFT_ASSETS, DRIFT_RESOURCES
 
@@ -51,3 +52,14 @@ def test_a_budgeted_day_stops_at_the_budget_and_states_what_it_can_see(demo_days
         lines = dict(conn.execute("SELECT purpose, calls FROM judge_spend").fetchall())
     assert skipped == judged["not_judged_budget"].value
     assert lines["drift"] <= 15 and "drift-follow-up" in lines
+
+
+def test_min_n_follows_the_one_precedence_rule(monkeypatch):
+    monkeypatch.delenv("EVAL_DRIFT_MIN_N", raising=False)
+    assert IncidentsConfig().incident_config().min_n == 10
+    monkeypatch.setenv("EVAL_DRIFT_MIN_N", "6")
+    assert IncidentsConfig().incident_config().min_n == 6
+    assert IncidentsConfig(min_n=8).incident_config().min_n == 8  # explicit wins
+    monkeypatch.setenv("EVAL_DRIFT_MIN_N", "six")
+    with pytest.raises(ValueError, match="EVAL_DRIFT_MIN_N"):
+        IncidentsConfig().incident_config()

@@ -138,7 +138,8 @@ def test_the_incident_engine_gets_the_weighted_counts_of_a_budgeted_day(conn):
     for seg in ("billing", "orders"):
         plain = next(d for d in days if d.segment == seg)
         w = weighted[(DAY, seg)]
-        assert w.counts.mean == pytest.approx(est[seg].mean)
+        # Whole counts (the engine's exact tail needs them): the weighted mean to 0.5 / n.
+        assert abs(w.counts.mean - est[seg].mean) <= 0.5 / w.counts.n + 1e-12
         assert w.counts.n <= plain.counts.n
     strata = {r[0] for r in conn.execute("SELECT stratum FROM sample_strata").fetchall()}
     assert "billing | risk" in strata  # the new prompt_version was oversampled

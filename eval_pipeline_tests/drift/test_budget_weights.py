@@ -12,6 +12,7 @@ from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.weights import (
     effective_counts,
     estimates,
+    integer_counts,
     kish_n_eff,
     post_stratified,
     trace_weights,
@@ -78,8 +79,10 @@ def test_effective_counts_are_exact_for_equal_weights_and_shrink_for_unequal_one
     w = [1.0, 1.0, 1.0, 1.0, 4.0]
     assert kish_n_eff(w) == pytest.approx(64 / 20)
     c = effective_counts(scores, w)
-    assert c.n == pytest.approx(3.2)
-    assert c.mean == pytest.approx(np.average(scores, weights=w))
+    # Whole counts (the engine's exact tail needs them): n_eff 3.2 rounded down, and the
+    # weighted mean to within half a point over n.
+    assert c.n == 3 and all(isinstance(x, int) for x in c.c)
+    assert abs(c.mean - np.average(scores, weights=w)) <= 0.5 / 3 + 1e-12
 
 
 def test_design_effective_counts_credit_strata_that_track_the_score():
@@ -93,5 +96,18 @@ def test_design_effective_counts_credit_strata_that_track_the_score():
     w = trace_weights(frame)
     kish = effective_counts(frame["score"], w)
     design = effective_counts(frame["score"], w, frame["stratum"])
-    assert design.mean == pytest.approx(kish.mean) == pytest.approx(0.9 * 4.5 + 0.1 * 1.5)
+    for c in (kish, design):
+        assert abs(c.mean - (0.9 * 4.5 + 0.1 * 1.5)) <= 0.5 / c.n + 1e-12
     assert kish.n < design.n <= 20
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_integer_counts_keep_the_size_and_the_mean(seed):
+    rng = np.random.default_rng(seed)
+    share = rng.dirichlet(np.full(5, 0.7))
+    n_eff = float(rng.uniform(1, 60))
+    c = integer_counts(share, n_eff)
+    assert c.n == max(int(np.floor(n_eff)), 1)
+    assert min(c.c) >= 0
+    target = float(share @ np.arange(1, 6))
+    assert abs(c.mean - target) <= 0.5 / c.n + 1e-12

@@ -87,6 +87,7 @@ def test_a_criterion_incident_is_notified_on_open_and_resolve_once(tmp_path):
     assert "LLM groundedness drop in" in texts[0] and "quality" not in texts[0].split("\n")[0]
     assert texts[1].startswith("Resolved") or "Resolved" in texts[1]
     assert all("groundedness" in t for t in texts)
+    assert not any("Cause:" in t for t in texts)  # a segment names no cause of its own
 
 
 def test_a_criterion_judged_on_one_segment_opens_one_incident_not_two(tmp_path):

@@ -268,10 +268,11 @@ def test_a_file_written_to_while_it_is_read_is_left_for_a_later_run(db, inbox, m
     real = traces._load_jsonl_lines
 
     def read_then_append(conn, p, *args):
-        real(conn, p, *args)
+        read = real(conn, p, *args)
         if p == path:  # the writer adds a line right after our read
             with p.open("ab") as fh:
                 fh.write(lines_of(trace(4)))
+        return read
 
     monkeypatch.setattr(traces, "_load_jsonl_lines", read_then_append)
     res = ingest_day(db, InboxSource(inbox), DAY)

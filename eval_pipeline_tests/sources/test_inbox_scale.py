@@ -178,3 +178,66 @@ def test_a_memory_limit_that_does_not_parse_is_an_error(tmp_path, monkeypatch, b
     monkeypatch.setenv("EVAL_DUCKDB_MEMORY_LIMIT", bad)
     with pytest.raises(Exception, match="(?i)memory"), store.connect(tmp_path / "x.duckdb"):
         pass
+
+
+TRICKY = [
+    # String values that are themselves valid JSON: still strings, still accepted.
+    {"trace_id": "12345", "user_query": "42", "assistant_response": "true", "segment": "null"},
+    {"trace_id": "t-obj", "user_query": '{"a": 1}', "assistant_response": "[1, 2]"},
+    # Non-strings where strings belong: rejected as the wrong type.
+    {"trace_id": 12345, "user_query": "q", "assistant_response": "a"},
+    {"trace_id": "t-num-q", "user_query": 42, "assistant_response": "a"},
+    {"trace_id": "t-obj-a", "user_query": "q", "assistant_response": {"a": 1}},
+    {"trace_id": "t-bool-seg", "user_query": "q", "assistant_response": "a", "segment": True},
+    {"trace_id": "t-num-model", "user_query": "q", "assistant_response": "a", "model": 3.5},
+    {"trace_id": "t-arr-meta", "user_query": "q", "assistant_response": "a", "metadata": [1]},
+    # Nulls, escapes, epoch milliseconds and seconds, a blank id, a numeric-text timestamp.
+    {"trace_id": "t-nulls", "user_query": "q", "assistant_response": "a", "segment": None},
+    {"trace_id": "t-esc", "user_query": 'say "hi"\n\u00e9', "assistant_response": "a\\b"},
+    {"trace_id": "t-ms", "timestamp": 1791201600000, "user_query": "q", "assistant_response": "a"},
+    {"trace_id": "t-s", "timestamp": 1791201600, "user_query": "q", "assistant_response": "a"},
+    {"trace_id": "  ", "user_query": "q", "assistant_response": "a"},
+    {
+        "trace_id": "t-ts-text",
+        "timestamp": "1791201600000",
+        "user_query": "q",
+        "assistant_response": "a",
+    },
+    {
+        "trace_id": "t-meta",
+        "user_query": "q",
+        "assistant_response": "a",
+        "metadata": {"k": [1.5, None]},
+    },
+]
+
+
+def test_the_fast_path_and_the_line_classifier_agree_on_tricky_lines(tmp_path):
+    # A plain file goes through the one-parse fast path; a gzip file through the line
+    # classifier only. Both must land the same rows and give the same reasons.
+    lines = []
+    for i, row in enumerate(TRICKY):
+        lines.append(json.dumps({"timestamp": f"2026-10-05T{i:02d}:00:00Z", **row}))
+    data = "".join(line + "\n" for line in lines).encode()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "2026-10-05.jsonl").write_bytes(data)
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "2026-10-05.jsonl.gz").write_bytes(gzip.compress(data))
+    got = {}
+    for name in ("plain", "gz"):
+        with store.connect(tmp_path / f"{name}.duckdb") as db:
+            ingest_day(db, InboxSource(tmp_path / name, settle_seconds=0), DAY)
+            got[name] = (
+                db.execute(
+                    "SELECT trace_id, ts, user_query, assistant_response, segment, model, "
+                    "metadata::VARCHAR, regexp_replace(source_ref, '.*:', '') "
+                    "FROM raw_traces ORDER BY trace_id"
+                ).fetchall(),
+                db.execute("SELECT line_no, reason FROM trace_rejects ORDER BY 1").fetchall(),
+            )
+    assert got["plain"] == got["gz"]
+    rows, rejects = got["plain"]
+    assert [r[0] for r in rows] == ["12345", "t-esc", "t-meta", "t-ms", "t-nulls", "t-obj"]
+    assert rows[1][2] == 'say "hi"\n\u00e9' and rows[2][6] == '{"k":[1.5,null]}'
+    assert [line for line, _ in rejects] == [3, 4, 5, 6, 7, 8, 12, 13, 14]
+    assert all(reason for _, reason in rejects)

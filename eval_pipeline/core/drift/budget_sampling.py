@@ -82,6 +82,59 @@ def neyman_allocate(
     return alloc
 
 
+def watched_allocate(
+    counts: dict[str, int],
+    spreads: dict[str, float],
+    total: int,
+    floor: int,
+    watch: set[str] | frozenset[str],
+    boost: dict[str, float] | None = None,
+) -> dict[str, int]:
+    """The floor for every segment, then the calls above the floors split evenly over the
+    watched segments (capped at their traffic); what they cannot take goes by Neyman to
+    the rest. Without a watched segment present, plain ``neyman_allocate``.
+
+    Why even and not by traffic: the incident engine tests each segment on its own, and a
+    segment's power depends on its own n, not on its share of the overall mean; the
+    watched segments are the ones whose verdict is in doubt (docs/sampling.md)."""
+    watch = {s for s in watch if s in counts}
+    if not watch:
+        return neyman_allocate(counts, spreads, total, floor, boost)
+    floor = min(floor, total // len(counts)) if counts else floor
+    alloc = {s: min(n, floor) for s, n in counts.items()}
+    left = min(total, sum(counts.values())) - sum(alloc.values())
+    while left > 0:
+        open_ = sorted(s for s in watch if alloc[s] < counts[s])
+        if not open_:
+            break
+        each = max(1, left // len(open_))
+        for s in open_:
+            take = min(each, counts[s] - alloc[s], left)
+            alloc[s] += take
+            left -= take
+            if left == 0:
+                break
+    if left > 0:
+        rest = {s: counts[s] - alloc[s] for s in counts if s not in watch and counts[s] > alloc[s]}
+        for s, k in neyman_allocate(rest, spreads, left, 0, boost).items():
+            alloc[s] += k
+    return alloc
+
+
+def watch_set(rows, watch_cusum: float) -> set[str]:
+    """Segments the next day's allocation watches, from the latest day's engine states:
+    rows of (segment, state, cusum, incident_id). A segment in an open incident (so its
+    resolve is decided on solid days) or whose CUSUM is at least ``watch_cusum`` (a drop
+    building up that a bigger sample confirms or clears sooner). The overall row is not a
+    segment and is skipped by the caller's allocation."""
+    out = set()
+    for seg, state, cusum, incident_id in rows:
+        in_incident = incident_id is not None and state != "resolved"
+        if in_incident or (cusum is not None and cusum >= watch_cusum):
+            out.add(seg)
+    return out
+
+
 def split_risk(n: int, risk: int, base: int, oversample: float) -> tuple[int, int]:
     """(from the risk slice, from the rest) of a segment's ``n``: a risk trace is
     ``oversample`` times as likely to be drawn as another trace of its segment."""
@@ -107,6 +160,9 @@ class BudgetedSamplingConfig:
     risk_oversample: float = 3.0  # a risk trace is this many times as likely to be drawn
     moved_boost: float = 2.0  # Neyman weight multiplier of a segment whose cheap signal moved
     default_sd: float = 1.0  # spread of a segment with no healthy reference yet
+    # A segment in an open incident or with its CUSUM at least this high gets the calls
+    # above the floors (``watched_allocate``); None: Neyman for all.
+    watch_cusum: float | None = None
 
     def __post_init__(self) -> None:
         if self.calls < 0:
@@ -194,13 +250,16 @@ def plan_budgeted(
     config: BudgetedSamplingConfig,
     spreads: dict[str, float] | None = None,
     moved: set[str] | frozenset[str] = frozenset(),
+    watch: set[str] | frozenset[str] = frozenset(),
 ) -> BudgetedPlan:
     """Stage 1 of a budgeted day.
 
     population: one row per trace of the day, columns trace_id, segment (None allowed),
     risk (bool: new prompt_version or model, thumbs-down, ...). spreads: each segment's
     score standard deviation in its healthy reference (``default_sd`` when unknown).
-    moved: segments whose cheap signal moved (their Neyman weight is boosted).
+    moved: segments whose cheap signal moved (their Neyman weight is boosted). watch:
+    segments the incident engine is unsure of (``watch_set``), used when the config's
+    ``watch_cusum`` is set.
     """
     spreads = spreads or {}
     seg = population["segment"].astype(object).where(population["segment"].notna(), NO_SEGMENT)
@@ -224,8 +283,13 @@ def plan_budgeted(
         plan.ordered[st] = content_order(g["trace_id"].tolist(), config.seed)
     sd = {s: spreads.get(s, config.default_sd) for s in by_stratum}
     boost = {s: config.moved_boost for s in by_stratum if s in moved}
-    plan.allocation = neyman_allocate(
-        by_stratum, sd, config.stage1_calls, config.floor_per_segment, boost
+    plan.allocation = watched_allocate(
+        by_stratum,
+        sd,
+        config.stage1_calls,
+        config.floor_per_segment,
+        watch if config.watch_cusum is not None else frozenset(),
+        boost,
     )
     for s, n in sorted(plan.allocation.items()):
         plan.draw(s, n, stage=1, oversample=config.risk_oversample)
@@ -309,6 +373,16 @@ def reference_spreads(
     return {seg: float(sd) for seg, sd, n in rows if sd is not None and n >= min_n}
 
 
+def watched_segments(conn: duckdb.DuckDBPyConnection, day: dt.date, watch_cusum: float) -> set[str]:
+    """``watch_set`` of the latest day before ``day`` that the incident replay stored."""
+    rows = conn.execute(
+        "SELECT segment, state, cusum, incident_id FROM drift_day_states WHERE partition_date "
+        "= (SELECT max(partition_date) FROM drift_day_states WHERE partition_date < ?)",
+        [day],
+    ).fetchall()
+    return watch_set(rows, watch_cusum)
+
+
 def _store_plan(conn: duckdb.DuckDBPyConnection, day: dt.date, plan: BudgetedPlan) -> int:
     rows = plan.rows()
     seg_size: dict[str, int] = {}
@@ -355,7 +429,12 @@ def budgeted_plan(
     signals' table when there is one), so this module does not depend on its schema.
     """
     population = load_population(conn, day, new_days)
-    return plan_budgeted(population, config, reference_spreads(conn, day), moved)
+    watch = (
+        watched_segments(conn, day, config.watch_cusum)
+        if config.watch_cusum is not None
+        else frozenset()
+    )
+    return plan_budgeted(population, config, reference_spreads(conn, day), moved, watch)
 
 
 def sample_day_budgeted(

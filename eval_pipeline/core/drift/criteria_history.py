@@ -74,11 +74,12 @@ def segment_cause(traces: pd.DataFrame):
     by_segment = cause_function(traces)
 
     def cause_fn(segment: str, ref_days, cur_days, hypothesis: str | None = None) -> Cause:
-        if segment == ALL:
-            judged = set(traces.loc[traces["day"].isin(set(cur_days)), "segment"])
-            if len(judged) == 1:
-                (only,) = judged
-                return Cause(f"segment={only}", f"{only} is the only segment judged")
+        if segment != ALL:  # a segment has no dimension left to name: no cause, no text
+            return Cause(None, "")
+        judged = set(traces.loc[traces["day"].isin(set(cur_days)), "segment"])
+        if len(judged) == 1:
+            (only,) = judged
+            return Cause(f"segment={only}", f"{only} is the only segment judged")
         return by_segment(segment, ref_days, cur_days, hypothesis=hypothesis)
 
     return cause_fn

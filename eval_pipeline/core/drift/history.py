@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Sequence
 
@@ -23,6 +24,8 @@ from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, p
 from eval_pipeline.core.drift.reference import Counts, Rebaseline
 from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows
+
+log = logging.getLogger(__name__)
 
 TRACE_DIMENSIONS = ("prompt_version", "model")
 SAFE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -70,12 +73,30 @@ def load_judged_traces(
         if not SAFE_KEY.fullmatch(key):
             raise ValueError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.'")
     meta = "".join(f', json_extract_string(t.metadata, ?) AS "meta:{k}"' for k in metadata_keys)
+    # A day whose raw rows the retention dropped keeps its judged traces' dimensions in
+    # retained_trace_dimensions.
     frame = conn.execute(
         "SELECT s.partition_date AS day, s.segment, s.score::DOUBLE AS score, "
-        f"t.prompt_version, t.model{meta} FROM judge_scores s JOIN raw_traces t "
+        f"t.prompt_version, t.model{meta}, t.trace_id IS NULL AS lost FROM judge_scores s "
+        "LEFT JOIN (SELECT partition_date, trace_id, prompt_version, model, metadata "
+        "FROM raw_traces UNION ALL SELECT partition_date, trace_id, prompt_version, model, "
+        "metadata FROM retained_trace_dimensions) t "
         "USING (partition_date, trace_id) WHERE s.state = 'ok' AND s.criterion = 'quality'",
         [f"$.{k}" for k in metadata_keys],
     ).df()
+    lost = frame["lost"].astype(bool)
+    if lost.any():
+        days = sorted({str(d)[:10] for d in frame.loc[lost, "day"]})
+        shown = ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+        log.warning(
+            "%d judged traces on %d day(s) (%s) have no model, prompt_version or metadata: "
+            "their raw rows were dropped without being kept (restore the days with "
+            "eval_pipeline.core.retention.restore_day). Drift causes leave them out.",
+            int(lost.sum()),
+            len(days),
+            shown,
+        )
+    frame = frame.loc[~lost].drop(columns="lost").reset_index(drop=True)
     # DuckDB DATEs arrive as pandas timestamps; the engine's days are datetime.date.
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
     return frame

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from eval_pipeline.core.drift.weights import kish_n_eff, post_stratified, trace_weights
 from eval_pipeline.core.stats import holm
 from eval_pipeline.core.store import replace_rows
 
@@ -86,6 +87,42 @@ def mean_drop_p(today: np.ndarray, baseline: np.ndarray) -> float | None:
     return float(stats.mannwhitneyu(today, baseline, alternative="less").pvalue)
 
 
+@dataclass(frozen=True)
+class Weighted:
+    """Post-stratified figures of a weighted (budgeted) sample: ``weights.post_stratified``
+    for the mean and its standard error, the weights N_h / n_h for the rest."""
+
+    mean: float
+    se: float
+    p10: float
+    bad_share: float
+    n_eff: float
+
+    @classmethod
+    def of(cls, design: pd.DataFrame) -> Weighted | None:
+        """design: ok judgments with columns stratum (unique per day), stratum_size, score."""
+        if len(design) == 0:
+            return None
+        est = post_stratified(design)
+        w = trace_weights(design)
+        y = design["score"].to_numpy(dtype=float)
+        order = np.argsort(y, kind="stable")
+        cum = np.cumsum(w[order]) / w.sum()
+        p10 = float(y[order][np.searchsorted(cum, 0.10 - 1e-12)])
+        bad = float(w[y <= BAD_SCORE].sum() / w.sum())
+        return cls(est.mean, est.se, p10, bad, kish_n_eff(w))
+
+
+def weighted_drop_p(today: Weighted, base: Weighted) -> float:
+    """One-sided z-test of the post-stratified means (today lower), each with its design
+    standard error; assumes both means are close to normal (a rank test has no version
+    for unequal-probability samples)."""
+    se = math.sqrt(today.se**2 + base.se**2)
+    if se == 0:
+        return 1.0 if today.mean >= base.mean else 0.0
+    return float(stats.norm.sf((base.mean - today.mean) / se))
+
+
 def pinned_drop_p(today: np.ndarray, pinned: float) -> float | None:
     """One-sided Wilcoxon signed-rank p that today's scores sit below a pinned value."""
     diffs = today - pinned
@@ -100,7 +137,11 @@ def compare(
     n_failed: int,
     baseline: np.ndarray | None,
     config: DriftConfig,
+    today_design: pd.DataFrame | None = None,
+    base_design: pd.DataFrame | None = None,
 ) -> DriftRow:
+    """``today_design``/``base_design`` (a budgeted day: see ``Weighted.of``) make every
+    figure and test weighted; without them the day is an equal-probability sample."""
     today = np.asarray(today, dtype=float)
     n = len(today)
     total = n + n_failed
@@ -141,6 +182,23 @@ def compare(
                 int((baseline <= config.bad_score).sum()),
                 len(baseline),
             )
+    wt = Weighted.of(today_design) if today_design is not None else None
+    if wt is not None:
+        row.mean_score, row.p10_score, row.bad_share = wt.mean, wt.p10, wt.bad_share
+        wb = Weighted.of(base_design) if base_design is not None else None
+        if config.pinned_baseline is not None:
+            pinned = Weighted(config.pinned_baseline, 0.0, 0.0, 0.0, 0.0)
+            row.mean_p_value = weighted_drop_p(wt, pinned)
+        elif wb is not None and config.pinned_baseline is None:
+            row.baseline_mean, row.baseline_bad_share = wb.mean, wb.bad_share
+            row.mean_p_value = weighted_drop_p(wt, wb)
+            # The share test on Kish effective counts (the design effect of the weights).
+            row.bad_share_p_value = two_proportion_p(
+                round(wt.bad_share * wt.n_eff),
+                max(round(wt.n_eff), 1),
+                round(wb.bad_share * wb.n_eff),
+                max(round(wb.n_eff), 1),
+            )
     if n and row.baseline_mean is not None:
         row.delta = row.mean_score - row.baseline_mean
     row.mean_p_adjusted = row.mean_p_value
@@ -175,11 +233,26 @@ def decide(row: DriftRow, config: DriftConfig) -> tuple[bool, str]:
     return False, f"no drop: {figures}"
 
 
+def _design(frame: pd.DataFrame) -> pd.DataFrame:
+    ok = frame[(frame["state"] == "ok") & frame["stratum"].notna()]
+    return pd.DataFrame(
+        {
+            "stratum": ok["partition_date"].astype(str) + " " + ok["stratum"].astype(str),
+            "stratum_size": ok["stratum_size"].astype(float),
+            "score": ok["score"].astype(float),
+        }
+    )
+
+
 def drift_for_day(
     scores: pd.DataFrame, baseline_scores: pd.DataFrame, config: DriftConfig
 ) -> list[DriftRow]:
-    """scores / baseline_scores: columns segment, state, score. One row per segment + overall."""
+    """scores / baseline_scores: columns segment, state, score. One row per segment + overall.
+
+    With columns stratum and stratum_size too (a budgeted day: see ``report_day``), the
+    figures and tests are weighted; the baseline's strata are made unique per day."""
     rows = []
+    weighted = "stratum" in scores.columns and scores["stratum"].notna().any()
     segments = sorted(set(scores["segment"]) | set(baseline_scores["segment"]))
     for seg in [ALL_SEGMENTS, *segments]:
         today = scores if seg == ALL_SEGMENTS else scores[scores["segment"] == seg]
@@ -193,7 +266,10 @@ def drift_for_day(
         base_ok = base[base["state"] == "ok"]["score"].to_numpy(dtype=float)
         if seg != ALL_SEGMENTS and len(today) == 0:
             continue  # a segment seen only in the baseline has no row today
-        rows.append(compare(seg, ok, failed, base_ok, config))
+        designs = (None, None)
+        if weighted:
+            designs = (_design(today), _design(base))
+        rows.append(compare(seg, ok, failed, base_ok, config, *designs))
     for row, adjusted in zip(rows, holm([r.mean_p_value for r in rows]), strict=True):
         row.mean_p_adjusted = adjusted
         row.alert, row.verdict = decide(row, config)
@@ -216,6 +292,20 @@ class DriftResult:
         return [r for r in self.rows if r.alert]
 
 
+# A trace's stratum: its budgeted stratum (sample_strata), else its segment on a fixed day
+# (sampled_traces: the fixed sampler is stratified by segment too), else none (unweighted).
+_STRATUM = (
+    "coalesce(ss.stratum, st.segment) AS stratum, "
+    "coalesce(ss.stratum_size, st.stratum_size) AS stratum_size"
+)
+_STRATA_JOIN = (
+    "LEFT JOIN sample_strata ss ON ss.partition_date = s.partition_date "
+    "AND ss.trace_id = s.trace_id "
+    "LEFT JOIN sampled_traces st ON st.partition_date = s.partition_date "
+    "AND st.trace_id = s.trace_id"
+)
+
+
 def report_day(
     conn: duckdb.DuckDBPyConnection, day: dt.date, config: DriftConfig = DriftConfig()
 ) -> DriftResult:
@@ -225,8 +315,9 @@ def report_day(
     so switching judges never reads as drift.
     """
     scores = conn.execute(
-        "SELECT segment, state, score, judge_name, judge_model, rubric_version "
-        "FROM judge_scores WHERE partition_date = ? AND criterion = 'quality'",
+        f"SELECT s.partition_date, s.segment, s.state, s.score, s.judge_name, s.judge_model, "
+        f"s.rubric_version, {_STRATUM} FROM judge_scores s {_STRATA_JOIN} "
+        "WHERE s.partition_date = ? AND s.criterion = 'quality'",
         [day],
     ).df()
     judge = (
@@ -242,11 +333,17 @@ def report_day(
             f"{_judge_label(config.pinned_judge)}; scores of different judges are not comparable"
         )
     baseline = conn.execute(
-        "SELECT segment, state, score FROM judge_scores WHERE partition_date >= ? "
-        "AND partition_date < ? AND judge_name = ? AND judge_model IS NOT DISTINCT FROM ? "
-        "AND rubric_version = ? AND criterion = 'quality'",
+        f"SELECT s.partition_date, s.segment, s.state, s.score, {_STRATUM} FROM judge_scores s "
+        f"{_STRATA_JOIN} WHERE s.partition_date >= ? "
+        "AND s.partition_date < ? AND judge_name = ? AND judge_model IS NOT DISTINCT FROM ? "
+        "AND rubric_version = ? AND s.criterion = 'quality'",
         [day - dt.timedelta(days=config.baseline_days), day, judge_name, judge_model, rubric],
     ).df()
+    if not conn.execute(
+        "SELECT count(*) FROM sample_strata WHERE partition_date = ?", [day]
+    ).fetchone()[0]:
+        # A fixed day keeps its equal-probability figures and rank tests.
+        scores = scores.drop(columns=["stratum", "stratum_size"])
     rows = drift_for_day(scores, baseline, config)
     frame = (
         pd.DataFrame([asdict(r) for r in rows])

@@ -135,4 +135,32 @@ def effective_counts(
         var_mean = float(((size_h / size_h.sum()) ** 2 * fpc * var_h / n_h).sum())
         # Never more than the judged traces: the design cannot beat a census of them.
         n_eff = min(var_w / var_mean, float(len(s))) if var_mean > 0 else float(len(s))
-    return Counts(tuple(float(x) for x in share * n_eff))
+    return integer_counts(share, n_eff)
+
+
+def integer_counts(share: np.ndarray, n_eff: float) -> Counts:
+    """Whole counts for a score distribution ``share`` at an effective size ``n_eff``.
+
+    The engine's day test takes the exact tail of today's score *sum* on the 1-5 lattice,
+    which needs a whole number of scores and a whole sum. The size is rounded down (never
+    credit the design with more than it has); the counts are the largest-remainder
+    rounding of share * n, then moved one level at a time until their sum is the nearest
+    whole number to the weighted mean times n, so the mean the engine tests is the
+    weighted mean to within 0.5 / n."""
+    n = max(int(math.floor(n_eff + 1e-9)), 1)
+    levels = np.arange(1, 6)
+    ideal = np.asarray(share, dtype=float) * n
+    c = np.floor(ideal + 1e-12).astype(int)
+    for i in np.argsort(-(ideal - c), kind="stable")[: n - int(c.sum())]:
+        c[i] += 1
+    diff = int(round(float(share @ levels) * n)) - int(c @ levels)
+    while diff:
+        step = 1 if diff > 0 else -1
+        # Move one score a level up (or down) where the rounding overshot most.
+        over = c - ideal
+        movable = [i for i in range(5) if c[i] > 0 and 0 <= i + step <= 4]
+        i = max(movable, key=lambda j: (over[j] - over[j + step], -j * step))
+        c[i] -= 1
+        c[i + step] += 1
+        diff -= step
+    return Counts(tuple(int(x) for x in c))

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core import store
+from eval_pipeline.core import retention, store
 from eval_pipeline.core.judge.base import (
     Judge,
     JudgeRequest,
@@ -251,6 +251,8 @@ def plan_day(
 ) -> DayPlan:
     """The day's sampled traces (``trace_ids``: only those), their keys per criterion, the
     cached judgments and what is left to judge."""
+    # The sample outlives the raw rows; judging it again needs their text.
+    retention.require_raw_day(conn, day, "judging")
     # The parts as stored (JSON text): the judge renders them, the key hashes them.
     found = conn.execute(
         "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response, "

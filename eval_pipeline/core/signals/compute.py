@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core import store
+from eval_pipeline.core import retention, store
 from eval_pipeline.core.signals.config import DEFAULT, DIST_SIGNALS, SignalsConfig
 
 ALL = "__all__"
@@ -201,6 +201,8 @@ def record_day(
     conn: duckdb.DuckDBPyConnection, day: dt.date, cfg: SignalsConfig = DEFAULT
 ) -> DaySignals:
     """Compute the day's signals and replace the day in ``trace_signals``."""
+    # Over a dropped day the query would see no traces and blank the kept signals.
+    retention.require_raw_day(conn, day, "the signals")
     frame = compute_day(conn, day, cfg)
     if frame.empty:
         store.replace_rows(conn, "trace_signals", "partition_date = ?", [day])

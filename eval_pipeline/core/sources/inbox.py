@@ -23,9 +23,10 @@ in a trace). What the inbox source does with it:
   source's cap, ``$EVAL_TRACE_MAX_CHARS``) is rejected as ``value too large``. Nothing
   bigger ever reaches the store or the judge.
 - A UTF-8 byte order mark at the start of a file is dropped.
-- Memory: a plain file is split into lines by DuckDB's CSV reader (in parallel; the lines
-  live in a DuckDB temp table, which spills to the store's ``temp_directory`` past its
-  ``memory_limit``) and classified as soon as it is read, so the day's text is never held in
+- Memory and speed: a plain file is split into lines by DuckDB's CSV reader and parsed once
+  into typed columns (``inbox_fast``; a DuckDB temp table, which spills to the store's
+  ``temp_directory`` past its ``memory_limit``); only the lines that fast path does not accept
+  are classified line by line in SQL (``inbox_sql``), so the day's text is never held in
   Python and the ceiling does not depend on the day's size. A day may be split into any
   number of part files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same
   lines give the same rows, rejects and sample however they are cut. ``staged_traces`` is a
@@ -50,6 +51,7 @@ from typing import IO
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core.sources.inbox_fast import FastPass, create_good_view, find_duplicates
 from eval_pipeline.core.sources.inbox_sql import (
     _CLASSIFY_SQL,
     EXCERPT_CHARS,
@@ -229,26 +231,34 @@ class InboxSource:
             "max_chars": max_chars,
         }
         conn.execute(LINES_DDL)
-        # Every file is classified as soon as it is read, so what is held at any time is one
-        # file's lines plus the classified columns (both in DuckDB, which spills them to its
-        # temp_directory past its memory_limit), never the day's raw text in Python.
+        # Every file is parsed as soon as it is read, so what is held at any time is the
+        # parsed columns (in DuckDB, which spills them to its temp_directory past its
+        # memory_limit), never the day's raw text in Python.
         conn.execute(
             _CLASSIFY_SQL.replace(
                 "INSERT INTO _classified", "CREATE OR REPLACE TEMP TABLE _classified AS"
             ).replace("__LINES__", "(SELECT * FROM _lines LIMIT 0)"),
             params,
         )
+        fast = FastPass(conn, params)
+        fast.setup()
         stage = _Classifier(conn, params)
         for path, before in files:
             dated = file_day(path, self.root) is not None
             name = path.name
             if name.endswith(".parquet"):
                 _load_parquet_lines(conn, path, dated, cap)
+                stage.flush(path, dated)
             elif name.endswith(GZIP_SUFFIXES):
                 _load_gzip_lines(conn, path, dated, cap)
+                stage.flush(path, dated)
+            elif _load_jsonl_lines(conn, path, dated, cap, before.st_size, fast):
+                seen, check = fast.counts(path)
+                if check or not seen:  # only the lines the fast path did not accept
+                    fast.to_classifier(path, dated, EXCERPT_CHARS)
+                    stage.flush(path, dated, mark_empty=not seen)
             else:
-                _load_jsonl_lines(conn, path, dated, cap, before.st_size)
-            stage.flush(path, dated)
+                stage.flush(path, dated)
             try:
                 after = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -259,13 +269,15 @@ class InboxSource:
             ):
                 # Written to (or replaced) while we read it: none of it counts today.
                 conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
+                fast.forget(path)
                 skipped.append((str(path.relative_to(self.root)), "changed while being read"))
                 continue
             report.files_read += 1
         conn.execute("DROP TABLE IF EXISTS _lines")
-        conn.execute("DROP TABLE IF EXISTS _file_lines")
         report.notes.extend(_grouped_notes(skipped))
-        report.rows_seen = conn.execute("SELECT count(*) FROM _classified").fetchone()[0]
+        report.rows_seen = (
+            conn.execute("SELECT count(*) FROM _classified").fetchone()[0] + fast.rows_seen()
+        )
         # Rejects of undated files are recorded on every day that reads them (each day's
         # report is complete on its own); a dated file's rejects only on its own day.
         conn.execute(
@@ -273,30 +285,30 @@ class InboxSource:
             "FROM _classified WHERE reason IS NOT NULL",
             [self.name],
         )
+        create_good_view(conn)
         # Duplicate trace ids: the first occurrence (by file, line) wins, the others are
-        # rejected naming it. A hash aggregate finds the few duplicated ids cheaply.
-        conn.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _dups AS
-            SELECT trace_id, min({'f': source_file, 'l': line_no}) AS first
-            FROM _classified WHERE reason IS NULL AND in_day
-            GROUP BY trace_id HAVING count(*) > 1
-            """
-        )
-        conn.execute(
-            """
-            INSERT INTO staged_rejects
-            SELECT ?, r.source_file, r.line_no, 'duplicate trace_id: ' || r.trace_id
-                   || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', r.excerpt
-            FROM _classified r JOIN _dups d USING (trace_id)
-            WHERE r.reason IS NULL AND r.in_day
-              AND (r.source_file, r.line_no) <> (d.first.f, d.first.l)
-            """,
-            [self.name],
-        )
-        # staged_traces becomes a view over the classified rows: the day's traces are then
-        # written once, into raw_traces, instead of being copied into a staging table first.
+        # rejected naming it.
+        dups = find_duplicates(conn)
+        if dups:
+            conn.execute(
+                """
+                INSERT INTO staged_rejects
+                SELECT ?, r.source_file, r.line_no, 'duplicate trace_id: ' || r.trace_id
+                       || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', NULL
+                FROM _good r JOIN _dups d USING (trace_id)
+                WHERE (r.source_file, r.line_no) <> (d.first.f, d.first.l)
+                """,
+                [self.name],
+            )
+        # staged_traces is a view over the parsed rows: the day's traces are then written
+        # once, into raw_traces, instead of being copied into a staging table first.
         drop_staged_traces(conn)
+        keep = (
+            " LEFT JOIN _dups d USING (trace_id) WHERE d.trace_id IS NULL"
+            " OR (r.source_file, r.line_no) = (d.first.f, d.first.l)"
+            if dups
+            else ""
+        )
         conn.execute(
             f"""
             CREATE TEMP VIEW staged_traces AS
@@ -305,9 +317,7 @@ class InboxSource:
                    r.metadata, r.context, r.conversation, r.tool_calls,
                    {_sql_string(self.name)} AS source,
                    r.source_file || ':' || r.line_no AS source_ref
-            FROM _classified r LEFT JOIN _dups d USING (trace_id)
-            WHERE r.reason IS NULL AND r.in_day
-              AND (d.trace_id IS NULL OR (r.source_file, r.line_no) = (d.first.f, d.first.l))
+            FROM _good r{keep}
             """
         )
         return report
@@ -315,7 +325,8 @@ class InboxSource:
     def release(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Free what stage_day left for ingest_day to read (called once the day is written)."""
         drop_staged_traces(conn)
-        for table in ("_classified", "_dups"):
+        conn.execute("DROP VIEW IF EXISTS _good")
+        for table in ("_classified", "_dups", "_fast", "_files"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -332,35 +343,32 @@ def _unfinished(path: Path, st: os.stat_result) -> bool:
 
 
 def _load_jsonl_lines(
-    conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int, size: int
-) -> None:
-    """Read the file's lines, for the classifier, into _file_lines (or _lines).
+    conn: duckdb.DuckDBPyConnection,
+    path: Path,
+    dated: bool,
+    cap: int,
+    size: int,
+    fast: FastPass,
+) -> bool:
+    """Parse a plain file by the fast path (True), or stream its lines into _lines (False).
 
     DuckDB's CSV reader, with no delimiter, quote or escape a JSON line can hold, splits the
-    file in parallel and in bounded memory; its rows keep the file's order, blank lines
-    included (as NULL), so a row's position is its line number. A file it refuses whole (a
-    line over the cap, bytes that are not UTF-8, a carriage return, a control character it
-    takes for a delimiter) is streamed by the Python reader below instead, which flags such
-    lines one by one and keeps the rest.
+    file in parallel and in bounded memory, in order, blank lines included. A file it refuses
+    whole (a line over the cap, bytes that are not UTF-8, a carriage return, a control
+    character it takes for a delimiter) is streamed by the Python reader below instead, which
+    flags such lines one by one and keeps the rest.
     """
     line_size = max(cap, EXCERPT_CHARS) + _CSV_SLACK
     try:
-        conn.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _file_lines AS
-            SELECT raw FROM read_csv(?, columns = {'raw': 'VARCHAR'}, header = false,
-                auto_detect = false, delim = chr(1), quote = '', escape = '', new_line = '\\n',
-                max_line_size = ?, buffer_size = ?, parallel = true)
-            """,
-            [str(path), line_size, max(4 * line_size, _CSV_MIN_BUFFER)],
-        )
-        return
+        fast.load(path, dated, line_size, max(4 * line_size, _CSV_MIN_BUFFER))
+        return True
     # The reader refuses the file (a line over its limit can come as either); out of memory
     # is not a refusal and is raised.
     except (duckdb.InvalidInputException, duckdb.NotImplementedException):
-        conn.execute("DROP TABLE IF EXISTS _file_lines")
+        pass
     with path.open("rb") as fh:
         _stream_lines(conn, fh, path, dated, cap)
+    return False
 
 
 def _load_gzip_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:

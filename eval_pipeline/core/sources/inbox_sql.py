@@ -1,8 +1,9 @@
 """The inbox's line classifier: every line of a day's files checked once, in DuckDB SQL.
 
-The readers in :mod:`eval_pipeline.core.sources.inbox` leave a file's lines in a temp table;
-the classifier turns them into trace rows or rejects with a reason, so a day of a million
-traces never goes through a Python loop per row.
+The readers in :mod:`eval_pipeline.core.sources.inbox` leave lines in the temp table _lines:
+every line of a gzip, Parquet or refused file, and the few lines of a plain file that the
+fast path (:mod:`eval_pipeline.core.sources.inbox_fast`) did not accept. The classifier
+turns them into trace rows or rejects with a reason, in SQL, never a Python loop per row.
 """
 
 from __future__ import annotations
@@ -137,44 +138,17 @@ LINES_DDL = (
 
 @dataclass
 class _Classifier:
-    """Classifies what the loaders left in _lines (or _file_lines) into _classified."""
+    """Classifies what the loaders left in _lines into _classified."""
 
     conn: duckdb.DuckDBPyConnection
     params: dict
 
-    def flush(self, path: Path, dated: bool) -> None:
+    def flush(self, path: Path, dated: bool, mark_empty: bool = True) -> None:
         conn = self.conn
-        if _has_table(conn, "_file_lines"):
-            # DuckDB's CSV reader kept the file's lines in order (blank ones as NULL), so a
-            # row's position is its line number.
-            lines = f"""(
-                SELECT $file AS source_file, rowid + 1 AS line_no,
-                       CASE WHEN strlen(raw) > $max_row_bytes THEN left(raw, {EXCERPT_CHARS})
-                            ELSE raw END AS raw,
-                       false AS decode_error, $dated AS dated,
-                       CASE WHEN strlen(raw) > $max_row_bytes THEN strlen(raw) END AS too_long
-                FROM _file_lines
-                -- blank lines carry nothing; a trailing CR is JSON whitespace and harmless
-                WHERE raw IS NOT NULL AND trim(raw, ' ' || chr(9) || chr(13)) <> '')"""
-            n = conn.execute(
-                _CLASSIFY_SQL.replace("__LINES__", lines),
-                {**self.params, "file": str(path), "dated": dated},
-            ).fetchone()
-            conn.execute("DROP TABLE _file_lines")
-            if n and n[0]:
-                return
-            conn.execute(LINES_DDL)
-        _mark_empty(conn, path, dated)
+        if mark_empty:
+            _mark_empty(conn, path, dated)
         conn.execute(_CLASSIFY_SQL.replace("__LINES__", "_lines"), self.params)
         conn.execute(LINES_DDL)
-
-
-def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [name]
-        ).fetchone()[0]
-    )
 
 
 def _mark_empty(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:

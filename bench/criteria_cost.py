@@ -34,10 +34,23 @@ def traces(n: int) -> list[RichRequest]:
             query=f"How do I change notification setting {i}? Keep it short.",
             response=f"Open Settings > Notifications, pick setting {i} and switch it off.",
             reference=f"Settings > Notifications > setting {i}: toggle off.",
-            context=f"Help article {i}: notification settings live under Settings > "
-            "Notifications; each can be switched on or off.",
-            conversation="user: hi\nassistant: Hello! How can I help?",
-            tool_calls=f'search_help(query="notification setting {i}") -> "Settings > ..."',
+            context=[
+                {
+                    "text": f"Help article {i}: notification settings live under Settings > "
+                    "Notifications; each can be switched on or off."
+                }
+            ],
+            conversation=[
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello! How can I help?"},
+            ],
+            tool_calls=[
+                {
+                    "name": "search_help",
+                    "arguments": {"query": f"notification setting {i}"},
+                    "result": "Settings > Notifications",
+                }
+            ],
         )
         for i in range(n)
     ]

@@ -8,7 +8,9 @@
    loop did not open exactly one incident for the injected regression (paged on its first
    day, resolved after the fix, prompt_version named, two notifications) or paged on a
    clean day, the gate let the regressed
-   prompt through, or no feedback candidate is left to review.
+   prompt through, or no feedback candidate is left to review; or if the groundedness
+   regression on the shipping segment (judged by rules with quality and safety) opened no
+   incident of its own, did not resolve, or another criterion incident opened.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from eval_pipeline import settings
 from eval_pipeline.demo import ab, feedback, health, judge, regression
 from eval_pipeline.demo.dagster_cli import dagster_materialize, demo_dir
 from eval_pipeline.demo.drift import (
+    DEMO_CRITERIA,
     drift_summary,
     ensure_traffic,
     incidents_config,
@@ -34,7 +37,8 @@ CHANNEL_VARIABLES = (
     "EVAL_PAGERDUTY_ROUTING_KEY",
 )
 # The other loops' steps, in the order the story is told; each adds to the summary.
-DEMO_STEPS = [judge, regression, ab, feedback, health]
+CRITERIA_STEPS = [judge]  # run with the drift step's criteria
+DEMO_STEPS = [regression, ab, feedback, health]
 
 
 def main() -> int:
@@ -45,6 +49,12 @@ def main() -> int:
     # a channel configured in the environment; other steps run with no channel at all.
     for name in CHANNEL_VARIABLES:
         os.environ.pop(name, None)
+    # The drift step and the judge step (its re-run of a day, all from the cache) judge
+    # several criteria (a criteria setting of your own wins); the later steps judge quality,
+    # as their stories are told.
+    own_criteria = "EVAL_JUDGE_CRITERIA" in os.environ
+    if not own_criteria:
+        os.environ["EVAL_JUDGE_CRITERIA"] = DEMO_CRITERIA
     try:
         with DemoReceiver() as receiver:
             os.environ["EVAL_ALERT_WEBHOOK_URL"] = receiver.url
@@ -55,12 +65,17 @@ def main() -> int:
                 config=incidents_config(manifest),
             )
             posts = list(receiver.posts)
+        os.environ.pop("EVAL_ALERT_WEBHOOK_URL", None)
+        if code != 0:
+            raise SystemExit(f"the drift backfill failed (exit {code}); see {demo_dir()}")
+        summary: dict = {"drift": drift_summary(manifest, posts)}
+        print_drift(summary)
+        for step in CRITERIA_STEPS:
+            step.run(summary)
     finally:
         os.environ.pop("EVAL_ALERT_WEBHOOK_URL", None)
-    if code != 0:
-        raise SystemExit(f"the drift backfill failed (exit {code}); see {demo_dir()}")
-    summary: dict = {"drift": drift_summary(manifest, posts)}
-    print_drift(summary)
+        if not own_criteria:
+            os.environ.pop("EVAL_JUDGE_CRITERIA", None)
     for step in DEMO_STEPS:
         step.run(summary)
     out = demo_dir() / "summary.json"
@@ -93,6 +108,16 @@ def demo_problems(summary: dict) -> list[str]:
         problems.append(f"{chk['notifications_received']} notifications instead of two")
     if chk["clean_day_alerts"]:
         problems.append(f"{chk['clean_day_alerts']} incidents paged on clean days")
+    crit = summary["drift"].get("criteria", {}).get("check")
+    if crit is not None:
+        if not crit["detected"]:
+            problems.append("the drift loop missed the injected groundedness regression")
+        elif not crit["resolved_after_end"]:
+            problems.append("the groundedness incident did not resolve after the regression")
+        if crit["detected"] and crit["notified"] != ["opened", "resolved"]:
+            problems.append(f"the groundedness incident notified {crit['notified']}")
+        if crit["other_incidents"]:
+            problems.append(f"{crit['other_incidents']} other criterion incidents (false alarms)")
     if "regression" in summary and not summary["regression"].get("gate_blocked_regressed"):
         problems.append("the golden-set gate did not block the regressed prompt")
     if "feedback" in summary and not summary["feedback"].get("pending_candidates"):

@@ -1,6 +1,7 @@
 """`make demo` end to end, in a temporary data folder and Dagster home: the injected
 regression opens one incident on its first day that resolves after the fix, with its cause
-named and two notifications, and no clean day pages."""
+named and two notifications, and no clean day pages; the groundedness regression opens one
+groundedness incident of its own."""
 
 from __future__ import annotations
 
@@ -47,10 +48,35 @@ def test_demo_finds_the_injected_regression_and_nothing_else(isolated_data):
     assert inc["resolved_on"] and fixed < dt.date.fromisoformat(inc["resolved_on"][:10])
     assert dt.date.fromisoformat(inc["last_degraded_on"][:10]) >= fixed - dt.timedelta(days=1)
     assert inc["cause_key"].startswith("prompt_version=")
-    assert [n["event"] for n in drift["notifications"]] == ["opened", "resolved"]
-    assert len(drift["received"]) == 2
+    quality = [n["event"] for n in drift["notifications"] if n["incident_id"] == inc["incident_id"]]
+    assert quality == ["opened", "resolved"]
+    assert drift["check"]["notifications_received"] == 2
     assert drift["check"]["clean_day_alerts"] == 0
     assert "detected on" in proc.stdout
+    # Groundedness (rules, judged with quality and safety) sees what quality does not: the
+    # shipping answers that stop following the documents open one incident of their own, on
+    # shipping, detected within two days of the start and resolved after the last bad day;
+    # safety and the other segments open none.
+    crit = drift["criteria"]
+    assert crit["judged"] == ["groundedness", "safety"]
+    assert len(crit["incidents"]) == 1, crit["incidents"]
+    (g,) = crit["incidents"]
+    assert g["criterion"] == "groundedness" and g["incident_id"].startswith("groundedness:")
+    assert demo_traffic.RAG_SEGMENT in g["segments"]
+    assert set(g["segments"]) <= {demo_traffic.RAG_SEGMENT, "__all__"}
+    g_start, g_end = demo_traffic.UNGROUNDED_START, demo_traffic.UNGROUNDED_END
+    assert g_start <= dt.date.fromisoformat(g["opened_on"]) <= g_start + dt.timedelta(days=2)
+    assert dt.date.fromisoformat(g["detected_on"]) <= g_start + dt.timedelta(days=2)
+    assert g["resolved_on"] and g_end < dt.date.fromisoformat(g["resolved_on"])
+    # Before the regression it opened after; the quality incident is its own.
+    assert dt.date.fromisoformat(g["resolved_on"]) <= start
+    assert crit["check"]["detected"] and crit["check"]["other_incidents"] == 0
+    # It notifies through the same lifecycle, once on open and once on resolve, named.
+    assert crit["check"]["notified"] == ["opened", "resolved"]
+    assert crit["check"]["notifications_received"] == 2
+    assert len(drift["received"]) == 4
+    assert sum("LLM groundedness drop in shipping" in t for t in drift["received"]) == 2
+    assert f"groundedness incident {g['incident_id']} on shipping" in proc.stdout
     # The manifest says what was injected.
     manifest = json.loads((isolated_data / "demo" / "manifest.json").read_text())
     assert manifest["injected_regression"]["from_day"] == start.isoformat()

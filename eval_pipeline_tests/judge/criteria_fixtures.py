@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from eval_pipeline.core import store
@@ -22,14 +21,9 @@ DAY = dt.date(2026, 10, 5)
 _NAMES = re.compile(r"on each criterion: ([a-z_, ]+)\.")
 
 
-@dataclass(frozen=True)
-class RichRequest(JudgeRequest):
-    """A request with rendered context, conversation and tool calls: the inputs a trace
-    carries once the trace-content fields exist."""
-
-    context: str | None = None
-    conversation: str | None = None
-    tool_calls: str | None = None
+# A request carrying every part (retrieved documents, earlier turns, tool calls): parts are
+# lists or their stored JSON text.
+RichRequest = JudgeRequest
 
 
 def one_call_names(body: dict) -> list[str]:

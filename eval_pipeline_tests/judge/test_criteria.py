@@ -47,7 +47,11 @@ def test_applicability_follows_needs():
     grounded = load_criterion("groundedness")
     assert not grounded.applies_to({"query": "q", "response": "a"})
     assert not grounded.applies_to({"query": "q", "response": "a", "context": "  "})
-    assert grounded.applies_to({"query": "q", "response": "", "context": "doc"})
+    # A part is its stored JSON list: an empty list (nothing retrieved) is not applicable.
+    assert not grounded.applies_to({"query": "q", "response": "a", "context": "[]"})
+    assert not grounded.applies_to({"query": "q", "response": "a", "context": "doc"})
+    doc = '[{"id": null, "text": "doc", "score": null}]'
+    assert grounded.applies_to({"query": "q", "response": "", "context": doc})
     assert load_criterion("safety").applies_to({"response": "a"})
     assert load_criterion("quality").applies_to({"query": "", "response": ""})
 

@@ -91,8 +91,10 @@ def test_the_default_writes_what_it_wrote_before(tmp_path):
 
 
 def test_the_heuristic_judge_refuses_criteria_it_cannot_judge():
-    with pytest.raises(ValueError, match="scores quality only, not safety"):
-        judge_from_env({"EVAL_JUDGE_CRITERIA": "quality,safety"})
+    with pytest.raises(ValueError, match="no rule for relevance, tool_use"):
+        judge_from_env({"EVAL_JUDGE_CRITERIA": "quality,relevance,safety,tool_use"})
+    rules = judge_from_env({"EVAL_JUDGE_CRITERIA": "quality,safety"})
+    assert list(rules.versions) == ["quality", "safety"]
     assert judge_from_env({"EVAL_JUDGE_CRITERIA": "quality"}).name == "heuristic"
 
 

@@ -2,10 +2,13 @@
 incident engine (``incidents.run_history``: healthy-day reference, day test, CUSUM) over its
 own score series, and stored in drift_incidents_criteria / drift_day_states_criteria.
 
-Quality's replay (history.py) is the one that notifies and that the judge gate and manual
-acts (acknowledge, resolve) apply to; a criterion's incidents are recorded and shown. A
+A criterion's incidents notify through the same lifecycle as quality's (``criteria_events``:
+ids ``<criterion>:inc-...``, the criterion named in every title and in the details), so
+the notifications table deduplicates them the same way; manual acts (acknowledge, resolve)
+apply to quality's incidents. A
 rebaseline of a segment applies to every criterion (it declares a new normal for the
-segment). Scores are not reweighted for a budgeted sample here, and no cause is named.
+segment). Scores are not reweighted for a budgeted sample here; the only cause named is a
+segment (for the overall row, so that it joins that segment's incident).
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.drift.history import judge_key, load_rebaselines
+from eval_pipeline.core.drift.cause import Cause
+from eval_pipeline.core.drift.history import (
+    cause_function,
+    events,
+    judge_key,
+    load_rebaselines,
+)
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
-from eval_pipeline.core.drift.records import History, SegmentDay
+from eval_pipeline.core.drift.records import ALL, History, SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.store import replace_rows
 
@@ -45,6 +54,37 @@ def load_criterion_days(conn: duckdb.DuckDBPyConnection, criterion: str) -> list
     ]
 
 
+def load_criterion_traces(conn: duckdb.DuckDBPyConnection, criterion: str) -> pd.DataFrame:
+    """One row per ok judgment of the criterion: day, segment, score. The only dimension a
+    cause can name is the segment, so the overall row's alarm joins the incident of the
+    segment that explains it rather than opening one of its own."""
+    frame = conn.execute(
+        "SELECT partition_date AS day, segment, score::DOUBLE AS score FROM judge_scores "
+        "WHERE state = 'ok' AND criterion = ?",
+        [criterion],
+    ).df()
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def segment_cause(traces: pd.DataFrame):
+    """A ``cause_fn`` that names segments only. A criterion judged on one segment alone (only
+    the RAG segment has documents to ground on) has an overall row that is that segment:
+    the overall row's cause is then that segment, so both are one incident."""
+    by_segment = cause_function(traces)
+
+    def cause_fn(segment: str, ref_days, cur_days, hypothesis: str | None = None) -> Cause:
+        if segment != ALL:  # a segment has no dimension left to name: no cause, no text
+            return Cause(None, "")
+        judged = set(traces.loc[traces["day"].isin(set(cur_days)), "segment"])
+        if len(judged) == 1:
+            (only,) = judged
+            return Cause(f"segment={only}", f"{only} is the only segment judged")
+        return by_segment(segment, ref_days, cur_days, hypothesis=hypothesis)
+
+    return cause_fn
+
+
 def recompute_criteria(
     conn: duckdb.DuckDBPyConnection, config: IncidentConfig | None = None
 ) -> dict[str, History]:
@@ -52,12 +92,29 @@ def recompute_criteria(
     rebaselines = load_rebaselines(conn)
     out = {
         c: run_history(
-            load_criterion_days(conn, c), config or IncidentConfig(), rebaselines=rebaselines
+            load_criterion_days(conn, c),
+            config or IncidentConfig(),
+            rebaselines=rebaselines,
+            cause_fn=segment_cause(load_criterion_traces(conn, c)),
         )
         for c in criteria_judged(conn)
     }
     _save(conn, out)
     return out
+
+
+def criteria_events(histories: dict[str, History], through: dt.date | None = None) -> list[dict]:
+    """Every criterion's lifecycle events as IncidentEvent fields, ids as stored
+    (``<criterion>:<id>``), the criterion named in the title and the details."""
+    return [
+        {
+            **e,
+            "incident_id": f"{crit}:{e['incident_id']}",
+            "details": {**e["details"], "criterion": crit},
+        }
+        for crit, h in histories.items()
+        for e in events(h, through=through, metric=crit)
+    ]
 
 
 def _save(conn: duckdb.DuckDBPyConnection, histories: dict[str, History]) -> None:

@@ -202,10 +202,11 @@ def _or_none(frame: pd.DataFrame) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def events(history: History, through: dt.date | None = None) -> list[dict]:
+def events(history: History, through: dt.date | None = None, metric: str = "quality") -> list[dict]:
     """Lifecycle events as IncidentEvent fields, plus a digest for each later open day up to
-    ``through`` (the notifications decide whether digests are sent)."""
-    out = planned_events(history.incidents)
+    ``through`` (the notifications decide whether digests are sent). ``metric``: the score
+    series, named in the titles."""
+    out = planned_events(history.incidents, metric)
     if through is None:
         return out
     for inc in history.incidents:

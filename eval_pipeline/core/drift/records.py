@@ -103,9 +103,10 @@ def incident_id(opened_on: dt.date, segment: str, kind: str = "drift") -> str:
     return "inc-" + hashlib.sha256(f"{kind}|{opened_on}|{segment}".encode()).hexdigest()[:12]
 
 
-def planned_events(incidents: Sequence[Incident]) -> list[dict]:
+def planned_events(incidents: Sequence[Incident], metric: str = "quality") -> list[dict]:
     """The lifecycle messages the incidents call for: one on open (dated the day it was
-    detected), one on resolve. Fields follow the notifications' IncidentEvent."""
+    detected), one on resolve. Fields follow the notifications' IncidentEvent. ``metric``:
+    the score series the incidents are about, named in the titles (a criterion's name)."""
     events = []
     for inc in incidents:
         base = {
@@ -122,7 +123,7 @@ def planned_events(incidents: Sequence[Incident]) -> list[dict]:
                 event="opened",
                 kind=inc.kind,
                 day=inc.detected_on,
-                title=f"LLM quality drop in {where} since {inc.opened_on} "
+                title=f"LLM {metric} drop in {where} since {inc.opened_on} "
                 f"(-{inc.detected_drop:.2f} points)",
                 segments=tuple(inc.segments),
                 details={**base, "current_mean": inc.detected_mean, "drop": inc.detected_drop},
@@ -135,7 +136,7 @@ def planned_events(incidents: Sequence[Incident]) -> list[dict]:
                     event="resolved",
                     kind=inc.kind,
                     day=inc.resolved_on,
-                    title=f"Resolved ({inc.resolution}): LLM quality drop in {where} "
+                    title=f"Resolved ({inc.resolution}): LLM {metric} drop in {where} "
                     f"from {inc.opened_on} to {inc.last_degraded_on}",
                     segments=tuple(inc.segments),
                     details={**base, "current_mean": inc.current_mean, "drop": inc.current_drop},

@@ -10,13 +10,14 @@ Nothing is dropped and no failure is turned into a score.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from eval_pipeline.core.judge.criteria import request_inputs
-from eval_pipeline.core.judge.rubric import OPTIONAL_INPUTS
+from eval_pipeline.core.judge import trace_view
+from eval_pipeline.core.judge.criteria import PARTS, request_inputs
 
 State = Literal["ok", "unparseable", "error"]
 STATES: tuple[State, ...] = ("ok", "unparseable", "error")
@@ -24,11 +25,29 @@ STATES: tuple[State, ...] = ("ok", "unparseable", "error")
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """What the judge sees: untrusted text, fenced by the judge before it reaches a model."""
+    """What the judge sees: untrusted text, fenced by the judge before it reaches a model.
+
+    ``context``, ``conversation``, ``tool_calls``: the trace's parts as ``raw_traces``
+    stores them (JSON text; a list is turned into that text); None: the trace has none.
+    """
 
     query: str
     response: str
     reference: str | None = None
+    context: str | None = None
+    conversation: str | None = None
+    tool_calls: str | None = None
+
+    def __post_init__(self) -> None:
+        # JSON text, not lists: a request is hashed and grouped by its inputs.
+        for name in PARTS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, json.dumps(value, ensure_ascii=False))
+
+    def parts(self) -> dict[str, str | None]:
+        """The parts by name, for trace_view's keyword arguments."""
+        return {name: getattr(self, name) for name in PARTS}
 
 
 @dataclass
@@ -100,10 +119,8 @@ def judgment_key(judge: Judge, request: JudgeRequest, version: str | None = None
         request.response,
         request.reference or "",
     ]
-    inputs = request_inputs(request)
-    for name in OPTIONAL_INPUTS[1:]:
-        if inputs[name] is not None:
-            parts += [name, inputs[name]]
+    if trace_view.has_parts(**request.parts()):
+        parts += ["parts", trace_view.parts_digest(**request.parts())]
     h = hashlib.sha256()
     for part in parts:
         data = part.encode("utf-8", errors="surrogatepass")
@@ -121,6 +138,9 @@ def judge_versions(judge: Judge) -> dict[str, str]:
 
 def applicable(judge: Judge, request: JudgeRequest) -> list[str]:
     """The judge's criteria that this request has the inputs for, in order."""
+    applies = getattr(judge, "applies", None)
+    if callable(applies):  # a judge whose criteria decide from the trace's content
+        return applies(request)
     criteria = getattr(judge, "criteria", None)
     if not criteria:
         return list(judge_versions(judge))

@@ -253,15 +253,21 @@ def plan_day(
     cached judgments and what is left to judge."""
     # The sample outlives the raw rows; judging it again needs their text.
     retention.require_raw_day(conn, day, "judging")
-    rows = conn.execute(
-        "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response "
+    # The parts as stored (JSON text): the judge renders them, the key hashes them.
+    found = conn.execute(
+        "SELECT s.trace_id, s.segment, t.user_query, t.assistant_response, "
+        "t.context::VARCHAR, t.conversation::VARCHAR, t.tool_calls::VARCHAR "
         "FROM sampled_traces s JOIN raw_traces t USING (partition_date, trace_id) "
         "WHERE s.partition_date = ? ORDER BY s.trace_id",
         [day],
     ).fetchall()
     if trace_ids is not None:
-        rows = [r for r in rows if r[0] in trace_ids]
-    requests = [JudgeRequest(query=q, response=a) for _, _, q, a in rows]
+        found = [r for r in found if r[0] in trace_ids]
+    rows = [r[:4] for r in found]
+    requests = [
+        JudgeRequest(query=q, response=a, context=c, conversation=v, tool_calls=t)
+        for _, _, q, a, c, v, t in found
+    ]
     versions = judge_versions(judge)
     by_criterion: dict[str, list[str | None]] = {name: [] for name in versions}
     for req in requests:
@@ -387,6 +393,7 @@ def record_day(
     result.criteria_mode = getattr(judge, "mode", "per-criterion")
     records: list[tuple] = []
     thresholds = {c.name: c.bad_at_or_below for c in getattr(judge, "criteria", ())}
+    thresholds |= getattr(judge, "bad_thresholds", {})  # a rule judge's criteria
     for name, keys in by_criterion.items():
         sub = _record_criterion(judge, plan, name, versions[name], keys, new, records)
         result.per_criterion[name] = sub

@@ -26,9 +26,11 @@ are not in it (they change no judgment). ``quality`` takes its prompt from the o
 ``quality-v1.txt``, so its version, and every cached judgment, is unchanged.
 
 Inputs are read from the judge request by name (``request_inputs``): ``query``,
-``response`` and ``reference`` today; a request that carries ``context``,
-``conversation`` or ``tool_calls`` (rendered text) gets them fenced and judged too. A
-criterion whose ``needs`` a trace lacks is not applicable to it: not judged, no score.
+``response``, ``reference`` and the trace's parts ``context``, ``conversation`` and
+``tool_calls`` (JSON text as stored), which a prompt shows rendered by ``trace_view``
+(``render_inputs``: each document, turn and tool call fenced on its own). A criterion whose
+``needs`` a trace lacks (an empty part counts as lacking) is not applicable to it: not
+judged, no score.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval_pipeline.core.judge import trace_view
 from eval_pipeline.core.judge.rubric import (
     FENCE_SCHEME,
     INPUT_LABELS,
@@ -54,6 +57,7 @@ from eval_pipeline.core.judge.rubric import (
 )
 
 DEFAULT_CRITERIA = ("quality",)
+PARTS = ("context", "conversation", "tool_calls")  # inputs rendered by trace_view
 MODES = ("per-criterion", "one-call")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
@@ -95,10 +99,7 @@ class Criterion:
         """Whether a trace has what this criterion needs. A blank optional input (no
         documents retrieved) counts as absent; a blank question or answer does not: an
         empty answer is exactly what a judge must score."""
-        return all(
-            inputs.get(n) is not None and (n in ("query", "response") or str(inputs[n]).strip())
-            for n in self.needs
-        )
+        return all(_present(n, inputs.get(n)) for n in self.needs)
 
     def schema(self) -> dict[str, Any]:
         """The structured-output schema of one criterion's reply."""
@@ -119,6 +120,41 @@ class Criterion:
 def request_inputs(request: Any) -> dict[str, str | None]:
     """The judge's inputs of a request, by name; None where the request has none."""
     return {name: getattr(request, name, None) for name in INPUT_LABELS}
+
+
+def _present(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if name in PARTS:
+        return bool(trace_view.load_part(value))
+    return name in ("query", "response") or bool(str(value).strip())
+
+
+def render_inputs(inputs: dict[str, str | None], nonce: str) -> dict[str, str]:
+    """The parts of a request rendered for a prompt, by name (fenced with ``nonce``)."""
+    return trace_view.render_parts(
+        inputs.get("query") or "",
+        context=inputs.get("context"),
+        conversation=inputs.get("conversation"),
+        tool_calls=inputs.get("tool_calls"),
+        nonce=nonce,
+    )
+
+
+def untrusted_texts(inputs: dict[str, str | None]) -> tuple[str, ...]:
+    """Every untrusted text a prompt shows, one by one (a reply repeating one is an echo)."""
+    texts = [v for k, v in inputs.items() if k not in PARTS and v]
+    for name in PARTS:
+        for item in trace_view.load_part(inputs.get(name)) or []:
+            if isinstance(item, dict):
+                texts += [_text(item.get(k)) for k in ("text", "content", "arguments", "result")]
+    return tuple(t for t in texts if t)
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -298,7 +334,7 @@ def joint_messages(
     # str.replace, not format: the template's {{placeholders}} must stay as they are.
     template = JOINT_USER.replace("{names}", ", ".join(c.name for c in criteria))
     template = template.replace("{reply}", reply)
-    user = fill_user(template, JOINT_BLOCKS, visible, nonce)
+    user = fill_user(template, JOINT_BLOCKS, visible, nonce, render_inputs(visible, nonce))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

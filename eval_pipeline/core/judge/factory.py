@@ -10,6 +10,7 @@ from eval_pipeline import settings
 from eval_pipeline.core.judge.base import HeuristicJudge, Judge
 from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
 from eval_pipeline.core.judge.llm_config import DEFAULT_API_KEY_ENV, LLMJudgeConfig
+from eval_pipeline.core.judge.rule_judge import RuleJudge
 
 JUDGE_KINDS = ("heuristic", "openai")
 
@@ -31,13 +32,12 @@ def judge_from_env(
     kind = settings.resolve(kind, env, "EVAL_JUDGE", "heuristic")
     if kind == "heuristic":
         criteria = settings.resolve(explicit.get("criteria"), env, "EVAL_JUDGE_CRITERIA", "")
-        others = [c.strip() for c in criteria.split(",") if c.strip() not in ("", "quality")]
-        if others:
-            raise ValueError(
-                f"the heuristic judge scores quality only, not {', '.join(others)} "
-                "(EVAL_JUDGE_CRITERIA): use an LLM judge (EVAL_JUDGE=openai)"
-            )
-        return HeuristicJudge()
+        names = tuple(c.strip() for c in criteria.split(",") if c.strip())
+        if names in ((), ("quality",)):
+            return HeuristicJudge()
+        # Rules score what they can see (groundedness, safety, instructions); any other
+        # criterion is refused with the reason.
+        return RuleJudge(names)
     if kind == "openai":
         config = LLMJudgeConfig.from_env(env, api_key_env=api_key_env, **explicit)
         return OpenAICompatibleJudge(config)

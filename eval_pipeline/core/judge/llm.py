@@ -51,7 +51,9 @@ from eval_pipeline.core.judge.criteria import (
     Criterion,
     joint_version,
     load_criteria,
+    render_inputs,
     request_inputs,
+    untrusted_texts,
 )
 from eval_pipeline.core.judge.llm_chat import (
     PAIRWISE_SCHEMA,
@@ -311,8 +313,8 @@ class OpenAICompatibleJudge(CriteriaMixin):
         # its fence. It is not in the judgment key, so the cache still hits on a re-run.
         nonce = new_nonce()
         inputs = request_inputs(req)
-        messages = crit.rubric.render(inputs, nonce)
-        fenced = Fenced(nonce, tuple(t for t in inputs.values() if t))
+        messages = crit.rubric.render(inputs, nonce, render_inputs(inputs, nonce))
+        fenced = Fenced(nonce, untrusted_texts(inputs))
         schema, scale = crit.schema(), crit.scale
         # The deadline (and the latency) start with the first request, not while the
         # judgment queues for a slot: a big batch must not time out in the queue.

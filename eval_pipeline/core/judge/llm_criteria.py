@@ -25,6 +25,7 @@ from eval_pipeline.core.judge.criteria import (
     joint_schema,
     reply_format,
     request_inputs,
+    untrusted_texts,
 )
 from eval_pipeline.core.judge.llm_chat import ChatCall, ChatFailed, RunStats
 from eval_pipeline.core.judge.llm_parse import (
@@ -124,7 +125,7 @@ class CriteriaMixin:
         nonce = new_nonce()
         inputs = request_inputs(req)
         messages = joint_messages(criteria, inputs, nonce)
-        fenced = Fenced(nonce, tuple(t for t in inputs.values() if t))
+        fenced = Fenced(nonce, untrusted_texts(inputs))
         scales = {c.name: c.scale for c in criteria}
         schema = joint_schema(criteria)
         call.timer = asyncio.timeout(None)

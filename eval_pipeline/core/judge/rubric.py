@@ -91,26 +91,48 @@ class Rubric:
         """The chat messages for one judgment, untrusted parts fenced with ``nonce``."""
         return self.render({"query": query, "response": response, "reference": reference}, nonce)
 
-    def render(self, inputs: dict[str, str | None], nonce: str) -> list[dict[str, str]]:
+    def render(
+        self,
+        inputs: dict[str, str | None],
+        nonce: str,
+        rendered: dict[str, str] | None = None,
+    ) -> list[dict[str, str]]:
         """The chat messages for one judgment from its inputs (``INPUT_LABELS``; None or
-        missing: absent), every untrusted part fenced with ``nonce``."""
+        missing: absent), every untrusted part fenced with ``nonce``. ``rendered``: inputs
+        already rendered and fenced with ``nonce`` (a trace's parts, by trace_view)."""
         templates = {"reference": self.reference_template, **dict(self.blocks)}
+        user = fill_user(self.user_template, templates, inputs, nonce, rendered)
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": fill_user(self.user_template, templates, inputs, nonce)},
+            {"role": "user", "content": user},
         ]
 
 
 def fill_user(
-    template: str, blocks: dict[str, str], inputs: dict[str, str | None], nonce: str
+    template: str,
+    blocks: dict[str, str],
+    inputs: dict[str, str | None],
+    nonce: str,
+    rendered: dict[str, str] | None = None,
 ) -> str:
-    """A user message: every input fenced, each optional block included when its input is."""
+    """A user message: every input fenced, each optional block included when its input is.
+
+    ``rendered``: inputs already rendered with their own fences (each document, turn and tool
+    call fenced on its own with ``nonce``), used as they are; "" leaves the block out.
+    """
+    rendered = rendered or {}
     values = {
-        name: fence(label, text, nonce) if (text := inputs.get(name)) is not None else ""
+        name: rendered[name]
+        if name in rendered
+        else (fence(label, text, nonce) if (text := inputs.get(name)) is not None else "")
         for name, label in INPUT_LABELS.items()
     }
     for name in OPTIONAL_INPUTS:
-        present = inputs.get(name) is not None and blocks.get(name)
+        present = (
+            inputs.get(name) is not None
+            and blocks.get(name)
+            and (name not in rendered or rendered[name])
+        )
         values[f"{name}_block"] = _fill(blocks[name], values).strip() + "\n" if present else ""
     user = _fill(template, values)
     # Collapse the blank lines an empty block leaves behind.

@@ -4,6 +4,7 @@ actions, grouping under one cause, and the same history however the days are rep
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from eval_pipeline.core.drift.cause import Cause, ValueFinding
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
@@ -200,3 +201,39 @@ def test_a_noisy_segment_needs_more_healthy_days_than_k():
     assert tested.resolved_on == day(17)
     strict = dataclasses.replace(ONE, recovery_alpha=0.05)
     assert run_history(days({"s": pattern}), strict).incidents[0].resolved_on == day(19)
+
+
+# Slightly low: each day a shortfall that builds the CUSUM but alarms neither detector.
+MILD = Counts((2, 3, 5, 12, 18))  # mean 4.025
+
+
+def test_a_day_alarm_after_a_building_cusum_run_keeps_the_run_out_of_the_reference():
+    pattern = [HEALTHY] * 10 + [MILD] * 2 + [BROKEN] * 2 + [HEALTHY] * 6
+    history = run_history(days({"s": pattern}), PLAIN)
+    # the setup: days 10-11 build a CUSUM run without an alarm, day 12 is a day-test alarm
+    for i in (10, 11):
+        v = history.verdict(day(i), "s")
+        assert v.state == "healthy" and v.cusum > 0
+    assert "day-test" in history.incidents[0].detector
+    inc = history.incidents[0]
+    # The page and the incident's span are unchanged: opened and paged on day 12, the run's
+    # days are not inside it.
+    assert inc.opened_on == inc.detected_on == day(12)
+    assert [e["day"] for e in planned_events([inc]) if e["event"] == "opened"] == [day(12)]
+    assert history.verdict(day(11), "s").incident_id is None
+    # ... but the run's days never enter the reference after the open.
+    assert inc.degraded_since == day(10)
+    assert planned_events([inc])[0]["details"]["degraded_since"] == day(10).isoformat()
+    assert inc.resolved_on is not None
+    after = history.verdict(inc.resolved_on + dt.timedelta(days=1), "s")
+    assert after.reference_days == 10 and after.reference_mean == HEALTHY.mean
+
+
+def test_a_day_alarm_without_a_cusum_run_has_no_earlier_degraded_day():
+    pattern = [HEALTHY] * 10 + [BROKEN] * 2 + [HEALTHY] * 6
+    history = run_history(days({"s": pattern}), PLAIN)
+    inc = history.incidents[0]
+    assert inc.opened_on == inc.detected_on == day(10) and inc.degraded_since is None
+    assert "degraded_since" not in planned_events([inc])[0]["details"]
+    after = history.verdict(inc.resolved_on + dt.timedelta(days=1), "s")
+    assert after.reference_days == 10

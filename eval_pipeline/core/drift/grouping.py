@@ -217,3 +217,18 @@ def _attach(inc, seg, start, day, segs, verdicts) -> None:
     for (d, s), v in verdicts.items():
         if s == seg and start <= d <= day:
             v.incident_id = inc.incident_id
+
+
+def mark_run_degraded(st: SegState, since: dt.date, day: dt.date) -> None:
+    """A day-test alarm that fired while a CUSUM run was building: the run's earlier days
+    (from ``since``, its first day) were low already, so they leave the reference, without
+    changing the incident's dates or its page. The incident records ``degraded_since``."""
+    inc = st.incident
+    if inc is None:
+        return
+    st.history = [
+        HistoryDay(h.day, h.counts, h.judge, False) if since <= h.day <= day else h
+        for h in st.history
+    ]
+    if since < inc.opened_on:
+        inc.degraded_since = min(inc.degraded_since or since, since)

@@ -17,6 +17,9 @@ Per segment (and the overall row), each day is one of:
 - otherwise tested: the day test and the CUSUM (``detectors``). An alarm opens an
   incident. A CUSUM alarm dates the incident from the first day of the CUSUM run that
   led to it (the change-point estimate), so the reference stops using those days too.
+  A day-test alarm dates the incident from today (the page and the incident's span are
+  today's), but when a CUSUM run was building before it, the run's days were already
+  low: they leave the reference too, and the incident records ``degraded_since``.
 
 How the day's alarms become incidents (grouping by cause) is ``grouping``; the records
 (verdicts, incidents, actions, events) are ``records``.
@@ -37,6 +40,7 @@ from eval_pipeline.core.drift.grouping import (
     fold_signal_alarms,
     is_value_cause,
     join_by_cause,
+    mark_run_degraded,
     open_incidents,
     peak,
     reference_days_at,
@@ -246,6 +250,7 @@ def run_history(
             verdicts[(day, seg)].p_holm = p_adj
 
         candidates: list[tuple[str, str, dt.date]] = []  # (segment, detector, start)
+        run_since: dict[str, dt.date] = {}  # a day-test alarm's earlier CUSUM run start
         for seg, (sf, _ref, ref_mean, _ref_n) in tested.items():
             st, v = segs[seg], verdicts[(day, seg)]
             counts_today = today.get(seg) if seg != ALL else None
@@ -294,6 +299,8 @@ def run_history(
                 # first day of the CUSUM run (the change-point estimate).
                 start = day if day_alarm else (st.run_start or day)
                 candidates.append((seg, detector, start))
+                if st.run_start is not None and st.run_start < start:
+                    run_since[seg] = st.run_start
                 v.state = "alarm"
                 v.verdict = f"quality dropped ({detector}): {figures}, CUSUM {st.s:.1f}"
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=False))
@@ -304,6 +311,8 @@ def run_history(
 
         fold_signal_alarms(day, signal_alarms, candidates, segs, verdicts)
         open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
+        for seg, since in run_since.items():
+            mark_run_degraded(segs[seg], since, day)
         if cause_fn is not None:
             # An incident opened before its cause showed clearly keeps looking, so later
             # alarms with the same cause join it instead of paging again.

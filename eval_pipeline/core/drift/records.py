@@ -84,6 +84,9 @@ class Incident:
     acknowledged_by: str | None = None
     acknowledged_at: dt.datetime | None = None
     kind: str = "drift"
+    # First day the data shows degraded, when before opened_on: a day-test alarm dates the
+    # incident from today, but a CUSUM run was already building (its days leave the reference).
+    degraded_since: dt.date | None = None
 
     @property
     def status(self) -> str:
@@ -116,6 +119,8 @@ def planned_events(incidents: Sequence[Incident], metric: str = "quality") -> li
             "opened_on": inc.opened_on.isoformat(),
             "peak_drop": inc.peak_drop,
         }
+        if inc.degraded_since is not None:
+            base["degraded_since"] = inc.degraded_since.isoformat()
         where = ", ".join("overall" if s == ALL else s for s in inc.segments)
         events.append(
             dict(

@@ -5,24 +5,13 @@ test checks prompts, structured output and parsing per criterion on a real serve
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-
-import httpx
 import pytest
 
 from eval_pipeline.core.judge.criteria import bundled_names
 from eval_pipeline.core.judge.llm import OpenAICompatibleJudge
 from eval_pipeline.core.judge.llm_config import LLMJudgeConfig
 from eval_pipeline_tests.judge.criteria_fixtures import RichRequest
-from eval_pipeline_tests.judge.test_llm_server_integration import (
-    PYTHON,
-    START_TIMEOUT,
-    _free_port,
-    _model_file,
-    _tail,
-)
+from eval_pipeline_tests.judge.llm_server_fixtures import llama_server
 
 pytestmark = pytest.mark.llm_server
 
@@ -31,42 +20,9 @@ pytestmark = pytest.mark.llm_server
 def big_context_server(tmp_path_factory):
     """The model server with room for a one-call prompt of every criterion (n_ctx 4096);
     stopped by its PID afterwards."""
-    model = _model_file()
-    if not PYTHON.exists() or model is None:
-        pytest.skip("llm server set-up absent: run `make llm-setup` (scripts/setup_llm_server.sh)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llm_server") / "server.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [str(PYTHON), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
-        + ["--port", str(port), "--n_ctx", "4096"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited ({proc.returncode}): {_tail(log_path)}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready: {_tail(log_path)}")
-            time.sleep(0.5)
+    log_dir = tmp_path_factory.mktemp("llm_server")
+    with llama_server(log_dir, n_ctx=4096, env={"OMP_NUM_THREADS": "1"}) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
 
 
 TRACES = [

@@ -9,14 +9,7 @@ output, fallbacks, parsing, states, accounting, cache), not the quality of its s
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
-from pathlib import Path
-
 import dagster as dg
-import httpx
 import pytest
 
 from eval_pipeline import settings
@@ -24,87 +17,16 @@ from eval_pipeline.core import store
 from eval_pipeline.defs import drift_loop
 from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
 from eval_pipeline.demo import traffic as demo_traffic
+from eval_pipeline_tests.judge.llm_server_fixtures import llama_server
 
 pytestmark = pytest.mark.llm_server
-
-ROOT = Path(__file__).resolve().parents[2]
-TOOLS = Path(os.environ.get("EVAL_TOOLS_DIR", ROOT / ".tools"))
-PYTHON = TOOLS / "llm-venv" / "bin" / "python"
-START_TIMEOUT = 120.0
-
-
-def _model_file() -> Path | None:
-    models = sorted((TOOLS / "models").glob("*.gguf"))
-    return models[0] if models else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def llm_server(tmp_path_factory):
     """Start the model server once per session; stop it by its PID afterwards."""
-    model = _model_file()
-    if not PYTHON.exists() or model is None:
-        pytest.skip(
-            f"llm server set-up absent ({PYTHON} or {TOOLS / 'models'}/*.gguf missing): "
-            "run `make llm-setup` (scripts/setup_llm_server.sh)"
-        )
-    check = subprocess.run(
-        [str(PYTHON), "-c", "import llama_cpp.server"], capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        pytest.skip(f"llama_cpp.server does not import in {PYTHON}: {check.stderr[-300:]}")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llm_server") / "server.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [
-            str(PYTHON),
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited ({proc.returncode}): {_tail(log_path)}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready in {START_TIMEOUT:g}s: {_tail(log_path)}")
-            time.sleep(0.5)
+    with llama_server(tmp_path_factory.mktemp("llm_server")) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-1500:]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """What a day's sample can see: minimum detectable drop, sample needed, and the two-look
 threshold of the adaptive follow-up.
 
-All figures are for the day test of ``detectors``: a one-sided two-sample z-test of
-today's mean against the reference mean,
+A segment's stated minimum detectable drop is that of the engine's exact-tail day test
+(``exact_mde``, at the end of this module). The other figures are for the normal
+approximation of the day test, a one-sided two-sample z-test of today's mean against the
+reference mean,
 
     z = drop / se,   se = sd * sqrt(1 / n + 1 / n_ref)
 

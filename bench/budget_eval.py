@@ -23,8 +23,10 @@ The incident engine, the cause attribution and the tally are the real ones
 - unbiasedness: the post-stratified overall mean of a budgeted day with oversampling on,
   minus the population's true mean, over many seeds (mean error and its standard error);
 - the minimum detectable drop: for a segment's sample, drops of exactly the stated MDE are
-  detected (day test at its per-row alpha) in about 80% of runs: under a location shift
-  and under more broken answers with the normal tail, and through the engine's exact tail.
+  detected (day test at its per-row alpha) in about 80% of runs: the z-formula's through
+  the normal-tail test under a location shift, and the exact-test MDE the reports state
+  through the engine's exact tail, under more broken answers (the alternative it is
+  computed for) and under a location shift.
 
     python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
 """
@@ -49,7 +51,7 @@ from eval_pipeline.core.drift.budget_sampling import (
     plan_budgeted,
     watch_set,
 )
-from eval_pipeline.core.drift.calibration import CLEAN_SCORES, score_probs
+from eval_pipeline.core.drift.calibration import BROKEN_SCORES, CLEAN_SCORES, score_probs
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
@@ -281,7 +283,13 @@ def unbiasedness(seeds: int, cfg: BudgetedSamplingConfig) -> str:
 
 
 def mde_check(runs: int, alpha: float) -> str:
-    """Drops of exactly the stated MDE, detected by the day test at ``alpha``."""
+    """Drops of exactly the stated MDE, detected by the day test at ``alpha``.
+
+    z-formula MDE (``power.mde``) through the normal-tail z-test under a location shift
+    (the alternative that formula assumes); the exact MDE (``power.exact_mde``, what the
+    reports state for a segment, computed from the true healthy distribution) through the
+    engine's own exact-tail test, as ``incidents.py`` calls it, under more broken answers
+    (the alternative it is computed for) and under a location shift."""
     rng = np.random.default_rng(2026)
     sd = float(
         math.sqrt(CLEAN_SCORES @ np.arange(1, 6) ** 2 - (CLEAN_SCORES @ np.arange(1, 6)) ** 2)
@@ -289,33 +297,31 @@ def mde_check(runs: int, alpha: float) -> str:
     lines = [
         f"minimum detectable drop ({runs} runs each, one-sided day test at alpha={alpha:.2g}, "
         f"reference of 21 days):",
-        f"  {'n today':>8} {'n ref':>6} {'MDE':>6} {'shifted':>9} {'more broken':>11} "
-        f"{'exact tail':>10}",
+        f"  {'n today':>8} {'n ref':>6} {'z MDE':>6} {'z shifted':>9} {'exact MDE':>9} "
+        f"{'exact broken':>12} {'exact shifted':>13}",
     ]
     for n in (10, 20, 40, 80):
         n_ref = 21 * n
         m = power.mde(sd, n, n_ref, alpha)
-        hits = mix_hits = exact_hits = 0
+        mx = power.exact_mde(CLEAN_SCORES, n, n_ref, alpha, BROKEN_SCORES)
+        hits = mix_hits = shift_hits = 0
         for _ in range(runs):
             ref = rng.choice(np.arange(1, 6), size=n_ref, p=CLEAN_SCORES)
-            # The drop is a location shift of the healthy distribution (same spread), the
-            # alternative the formula assumes.
-            today = rng.choice(np.arange(1, 6), size=n, p=CLEAN_SCORES) - m
             rc = Counts.of(ref)
-            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(today.mean()), n)
+            healthy = rng.choice(np.arange(1, 6), size=n, p=CLEAN_SCORES)
+            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(healthy.mean() - m), n)
             hits += sf.p < alpha
-            # The harness's own alternative: more broken answers, which also widen the spread.
-            mixed = rng.choice(np.arange(1, 6), size=n, p=score_probs(de.broken_for_drop(m)))
-            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n)
-            mix_hits += sf.p < alpha
-            # The same days through the engine's own day test: the exact lattice tail under
-            # the reference's score distribution (integer scores), as incidents.py calls it.
+            # The engine's day test: exact lattice tail under the reference's distribution.
+            mixed = rng.choice(np.arange(1, 6), size=n, p=score_probs(de.broken_for_drop(mx)))
             sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n,
                                      ref_probs=rc.probs())  # fmt: skip
-            exact_hits += sf.p < alpha
+            mix_hits += sf.p < alpha
+            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(healthy.mean() - mx), n,
+                                     ref_probs=rc.probs())  # fmt: skip
+            shift_hits += sf.p < alpha
         lines.append(
-            f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mix_hits / runs:11.1%} "
-            f"{exact_hits / runs:10.1%}"
+            f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mx:9.2f} "
+            f"{mix_hits / runs:12.1%} {shift_hits / runs:13.1%}"
         )
     return "\n".join(lines)
 

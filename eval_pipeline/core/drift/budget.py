@@ -32,6 +32,7 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift import detectors, power
+from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
@@ -285,8 +286,10 @@ class SegmentPower:
     cusum_drop: float | None = None  # persistent drop paged within CUSUM_DAYS on average
 
     def sentence(self) -> str:
-        if self.mde is None:
+        if self.reference_sd is None:
             return f"{self.segment}: no reference yet, nothing to compare with"
+        if self.mde is None:
+            return f"{self.segment}: today's sample is too small to detect any drop at 80%"
         need = f"{self.n_for_target} judged traces a day"
         persistent = (
             f"; a lasting drop of {self.cusum_drop:.2f} within {CUSUM_DAYS} days (CUSUM)"
@@ -305,9 +308,13 @@ def sample_power(
     alpha: float,
     target_drop: float = 0.3,
     min_drop: float = 0.0,
+    ref_probs: dict[str, Sequence[float]] | None = None,
 ) -> list[SegmentPower]:
     """Per segment: the minimum drop detectable at 80% power with today's effective sample
-    (never below the day test's practical floor ``min_drop``); the judged traces a day a
+    (never below the day test's practical floor ``min_drop``): for a segment with its
+    reference's score distribution in ``ref_probs``, that of the engine's exact day test
+    against more broken answers (``power.exact_mde``), else the normal formula (the overall
+    row, a pinned value); the judged traces a day a
     ``target_drop`` would need (once the reference holds 21 days of that size); the lasting
     drop the CUSUM pages on within ``CUSUM_DAYS`` days on average.
     reference: segment -> (sd, n) of its healthy reference."""
@@ -317,7 +324,12 @@ def sample_power(
         sd, n_ref = reference.get(seg, (None, None))
         m = need = lasting = None
         if sd is not None and est.n_eff > 0:
-            m = max(power.mde(sd, est.n_eff, n_ref, alpha), min_drop)
+            probs = (ref_probs or {}).get(seg)
+            if probs is None:
+                m = max(power.mde(sd, est.n_eff, n_ref, alpha), min_drop)
+            else:
+                exact = power.exact_mde(probs, est.n_eff, n_ref, alpha, BROKEN_SCORES)
+                m = None if exact is None else max(exact, min_drop)
             lasting = power.cusum_drop(
                 power.se_of(sd, est.n_eff, n_ref), CUSUM_DAYS, detectors.CUSUM_K, detectors.CUSUM_H
             )
@@ -418,7 +430,12 @@ def day_power(
     if pooled.n:
         reference[ALL_SEGMENTS] = (math.sqrt(pooled.variance), float(pooled.n))
     rows = sample_power(
-        est, reference, row_alpha(day_alpha, max(len(est), 1)), target_drop, min_drop
+        est,
+        reference,
+        row_alpha(day_alpha, max(len(est), 1)),
+        target_drop,
+        min_drop,
+        ref_probs={s: c.probs() for s, c in ref_counts.items() if c.n},
     )
     out = pd.DataFrame(
         {

@@ -1,8 +1,10 @@
 """What a day's sample can see: minimum detectable drop, sample needed, and the two-look
 threshold of the adaptive follow-up.
 
-All figures are for the day test of ``detectors``: a one-sided two-sample z-test of
-today's mean against the reference mean,
+A segment's stated minimum detectable drop is that of the engine's exact-tail day test
+(``exact_mde``, at the end of this module). The other figures are for the normal
+approximation of the day test, a one-sided two-sample z-test of today's mean against the
+reference mean,
 
     z = drop / se,   se = sd * sqrt(1 / n + 1 / n_ref)
 
@@ -30,6 +32,7 @@ reference's spread; ``n`` is today's effective sample size when the sample is we
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -152,3 +155,93 @@ def cusum_drop(se: float, days: float, k: float, h: float) -> float:
     at the day's standard error ``se``."""
     mu = optimize.brentq(lambda m: cusum_arl(m, k, h) - days, k - 5.0, k + 50.0, xtol=1e-6)
     return mu * se
+
+
+# --- the MDE of the test the engine runs: exact lattice tail ----------------------------
+# The segment rows' day test (``detectors.shortfall`` with ``ref_probs``) is the exact
+# lower tail of today's score sum under the reference's 1-5 distribution, its normal score
+# shrunk by sqrt(se2_today / se2). With no between-day variance that ratio is
+# n_ref / (n + n_ref), so "p < alpha" is "P_ref(S <= s) < alpha_today" with
+#     alpha_today = P(Z >= z_{1-alpha} * sqrt(1 + n / n_ref)),
+# a fixed critical sum, and the power against any alternative distribution q of one score
+# is P_q(S <= s_crit), exact by convolution. The alternative is the drift harness's "more
+# broken answers": today = (1 - w) * reference + w * BROKEN_SCORES, a drop of
+# w * (reference mean - broken mean) points. The MDE is the drop where that power is 80%
+# (continuous in w, found by brentq).
+
+_LEVELS = np.arange(1, 6, dtype=float)
+
+
+def _sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
+    """P(sum of ``n`` i.i.d. 1..5 scores = n + j) for j = 0..4n (repeated squaring)."""
+    result, base, k = np.array([1.0]), np.asarray(probs, dtype=float), n
+    while k:
+        if k & 1:
+            result = np.convolve(result, base)
+        k >>= 1
+        if k:
+            base = np.convolve(base, base)
+    return result
+
+
+def exact_critical_index(
+    ref_probs: np.ndarray, n: int, n_ref: float | None, alpha: float
+) -> int | None:
+    """The largest j with P_ref(S <= n + j) < alpha_today (None: no sum alarms)."""
+    shrink = math.sqrt(1.0 + (n / n_ref if n_ref else 0.0))
+    alpha_today = float(stats.norm.sf(stats.norm.isf(alpha) * shrink))
+    below = np.flatnonzero(np.cumsum(_sum_pmf(ref_probs, n)) < alpha_today)
+    return int(below[-1]) if below.size else None
+
+
+def exact_power_at(
+    share: float, ref_probs: np.ndarray, n: int, n_ref: float | None, alpha: float,
+    broken: np.ndarray,
+) -> float:  # fmt: skip
+    """Power of the exact day test when a ``share`` of today's answers are broken."""
+    crit = exact_critical_index(ref_probs, n, n_ref, alpha)
+    if crit is None:
+        return 0.0
+    q = (1.0 - share) * np.asarray(ref_probs, dtype=float) + share * broken
+    return float(min(1.0, _sum_pmf(q, n)[: crit + 1].sum()))
+
+
+def exact_mde(
+    ref_probs: np.ndarray,
+    n: float,
+    n_ref: float | None,
+    alpha: float,
+    broken: np.ndarray,
+    power: float = POWER,
+) -> float | None:
+    """The drop (points) of "more broken answers" the exact day test detects with
+    ``power`` at ``n`` judged traces (rounded: the engine tests whole counts); None when
+    even all answers broken would not reach it."""
+    n_int = int(round(n))
+    if n_int < 1:
+        return None
+    ref = tuple(float(x) for x in ref_probs)
+    bad = tuple(float(x) for x in broken)
+    # The lattice makes the raw figure a sawtooth in n (a larger day can have a smaller
+    # attainable size): state the largest over n..1.25n + 2, so it never rises with n and
+    # holds at every larger day too (the sawtooth's teeth are ~1%, the decline over 25%
+    # of n ~10%).
+    found = [_exact_mde(ref, m, n_ref, alpha, bad, power) for m in range(n_int, n_int * 5 // 4 + 3)]
+    return None if any(f is None for f in found) else max(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_mde(ref, n, n_ref, alpha, broken, power) -> float | None:
+    ref_a, broken_a = np.array(ref), np.array(broken)
+    gap = float(ref_a @ _LEVELS - broken_a @ _LEVELS)
+    if gap <= 0:
+        return None
+
+    def f(w: float) -> float:
+        return exact_power_at(w, ref_a, n, n_ref, alpha, broken_a) - power
+
+    if f(1.0) < 0:
+        return None
+    if f(0.0) >= 0:
+        return 0.0
+    return float(optimize.brentq(f, 0.0, 1.0, xtol=1e-6)) * gap

@@ -231,7 +231,7 @@ def test_thresholds_per_criterion_and_a_judge_error_is_an_error(judge_env, tmp_p
 def test_a_judge_without_the_criteria_is_not_run(tmp_path, monkeypatch):
     monkeypatch.delenv("EVAL_JUDGE", raising=False)
     path = golden(tmp_path, ROWS[:1])
-    with pytest.raises(JudgeSetupError, match="heuristic judge scores quality only"):
+    with pytest.raises(JudgeSetupError, match="heuristic judge has no rule for correctness"):
         regression.run_gate(spec(path))
     with pytest.raises(JudgeSetupError, match="not configured for: correctness, safety"):
         regression.run_gate(spec(path), judge_factory=HeuristicJudge)

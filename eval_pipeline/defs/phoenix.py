@@ -80,6 +80,7 @@ def judge_annotations(
             "failed_by_reason": MD.json(dict(res.errors)),
             "undelivered_in_store": MD.int(res.still_failing_total),
             "annotation_name": MD.text(res.name),
+            "annotation_names": MD.text(", ".join(res.names) or "none"),
             "identifiers": MD.text(", ".join(res.identifiers) or "none"),
             "phoenix_url": MD.url(cfg.safe_url()),
             "phoenix_unreachable": MD.bool(res.unreachable),

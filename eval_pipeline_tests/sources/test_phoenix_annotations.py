@@ -9,7 +9,11 @@ import json
 import httpx
 
 from eval_pipeline.core import store
-from eval_pipeline.core.sources.phoenix.annotations import annotate_day, phoenix_judgments
+from eval_pipeline.core.sources.phoenix.annotations import (
+    annotate_day,
+    annotation_name,
+    phoenix_judgments,
+)
 from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 from eval_pipeline_tests.sources.phoenix_samples import Script
 
@@ -140,3 +144,69 @@ def test_failed_span_dropped_from_a_resampled_day_is_still_retried(tmp_path):
         assert sorted(d["span_id"] for d in posted[0]) == spans
         status = dict(conn.execute("SELECT span_id, status FROM phoenix_annotations").fetchall())
         assert status == {spans[0]: "sent", spans[1]: "failed", spans[2]: "sent"}
+
+
+def add_criterion(conn, day, criterion: str, scores: dict[str, int]) -> None:
+    """A second criterion's judgments for the seeded traces (trace id -> score)."""
+    for trace_id, score in scores.items():
+        key = f"{criterion}-{day}-{trace_id}"
+        conn.execute(
+            "INSERT INTO judgments (judgment_key, judge_name, judge_model, rubric_version, "
+            "state, score, reason, judged_at, criterion) "
+            "VALUES (?, 'heuristic', NULL, ?, 'ok', ?, 'why', now(), ?)",
+            [key, f"{criterion}-v1", score, criterion],
+        )
+        conn.execute(
+            "INSERT INTO judge_scores (partition_date, trace_id, segment, judgment_key, state, "
+            "score, judge_name, judge_model, rubric_version, cache_hit, criterion) "
+            "VALUES (?, ?, 'all', ?, 'ok', ?, 'heuristic', NULL, ?, false, ?)",
+            [day, trace_id, key, score, f"{criterion}-v1", criterion],
+        )
+
+
+def test_one_annotation_per_criterion_with_delivery_and_retries_per_name(tmp_path):
+    spans = ["a" * 16, "c" * 16]  # quality scores 1 and 2 (2: the fake server rejects it)
+    cfg = PhoenixConfig(base_url="http://phx.test", annotation_name="myapp.quality")
+    with store.connect(tmp_path / "db.duckdb") as conn:
+        seed_judged_day(conn, DAY, spans)
+        add_criterion(conn, DAY, "groundedness", {"t0": 5, "t1": 4})
+        handler, posted = annotation_server(missing=set())
+        res = annotate_day(conn, cfg, DAY, transport=httpx.MockTransport(Script(handler)))
+        assert res.names == ["myapp.groundedness", "myapp.quality"]
+        assert res.name == "myapp.quality"
+        # only the quality annotation of span c (score 2) is rejected, not its groundedness
+        assert (res.eligible, res.sent, res.failed) == (4, 3, 1)
+        rows = conn.execute(
+            "SELECT span_id, name, identifier, status, label FROM phoenix_annotations "
+            "ORDER BY span_id, name"
+        ).fetchall()
+        assert rows == [
+            (spans[0], "myapp.groundedness", "heuristic|-|groundedness-v1", "sent", "5"),
+            (spans[0], "myapp.quality", "heuristic|-|heuristic-v2", "sent", "bad"),
+            (spans[1], "myapp.groundedness", "heuristic|-|groundedness-v1", "sent", "4"),
+            (spans[1], "myapp.quality", "heuristic|-|heuristic-v2", "failed", "bad"),
+        ]
+        grounded = [d for batch in posted for d in batch if d["name"] == "myapp.groundedness"]
+        assert {d["metadata"]["criterion"] for d in grounded} == {"groundedness"}
+        assert res.still_failing_total == 1
+
+        # The next run retries only the failed (span, name): the quality annotation of c.
+        conn.execute("DELETE FROM judge_scores")
+        handler, posted = annotation_server(missing=set())
+        conn.execute("UPDATE judgments SET score = 3 WHERE judgment_key = ?", [f"key-{DAY}-1"])
+        res = annotate_day(conn, cfg, DAY, transport=httpx.MockTransport(Script(handler)))
+        assert (res.eligible, res.retried_earlier, res.sent, res.failed) == (0, 1, 1, 0)
+        assert [(d["span_id"], d["name"]) for d in posted[0]] == [(spans[1], "myapp.quality")]
+        attempts = conn.execute(
+            "SELECT name, attempts FROM phoenix_annotations WHERE span_id = ? ORDER BY name",
+            [spans[1]],
+        ).fetchall()
+        assert attempts == [("myapp.groundedness", 1), ("myapp.quality", 2)]
+        assert res.still_failing_total == 0
+
+
+def test_annotation_names_derive_from_the_configured_prefix():
+    assert annotation_name("eval_pipeline.quality", "quality") == "eval_pipeline.quality"
+    assert annotation_name("eval_pipeline.quality", "safety") == "eval_pipeline.safety"
+    assert annotation_name("a.b.score", "safety") == "a.b.safety"
+    assert annotation_name("myscore", "safety") == "myscore.safety"

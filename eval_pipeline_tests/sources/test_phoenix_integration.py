@@ -18,6 +18,8 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.sources.phoenix.annotations import annotate_day
+from eval_pipeline.core.sources.phoenix.config import PhoenixConfig
 from eval_pipeline.core.sources.phoenix.source import skipped_spans
 from eval_pipeline.defs.drift_loop import judge_scores, raw_traces, sampled_traces
 from eval_pipeline.defs.phoenix import judge_annotations
@@ -397,3 +399,36 @@ def test_a_range_of_phoenix_days_runs_as_one_run(phoenix_env):
     assert query("SELECT status, count(*) FROM phoenix_annotations GROUP BY 1") == [("sent", 8)]
     span_ids_ = list(expect["day1_traces"]) + list(expect["day2_traces"])
     assert len(span_annotations(server, expect["project"], span_ids_)) == 8
+
+
+def test_every_judged_criterion_becomes_its_own_annotation(phoenix_env):
+    server, expect = phoenix_env
+    assert run(dg.DagsterInstance.ephemeral(), DAY1).success
+    span_id, trace_id = query(
+        "SELECT t.source_ref, t.trace_id FROM judge_scores s JOIN raw_traces t "
+        "USING (partition_date, trace_id) WHERE s.partition_date = ? ORDER BY 1 LIMIT 1",
+        [DAY1],
+    )[0]
+    with store.connect(settings.duckdb_path()) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO judgments (judgment_key, judge_name, judge_model, "
+            "rubric_version, state, score, reason, judged_at, criterion) "
+            "VALUES ('g-1', 'heuristic', NULL, 'groundedness-v1', 'ok', 2, 'unsupported', "
+            "now(), 'groundedness')"
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO judge_scores (partition_date, trace_id, segment, "
+            "judgment_key, state, score, judge_name, judge_model, rubric_version, cache_hit, "
+            "criterion) VALUES (?, ?, 'all', 'g-1', 'ok', 2, 'heuristic', NULL, "
+            "'groundedness-v1', false, 'groundedness')",
+            [DAY1, trace_id],
+        )
+        res = annotate_day(conn, PhoenixConfig.from_env(), dt.date.fromisoformat(DAY1))
+    assert (res.eligible, res.sent, res.failed) == (5, 5, 0)
+    anns = span_annotations(server, expect["project"], [span_id])
+    by_name = {a["name"]: a for a in anns}
+    assert set(by_name) == {"eval_pipeline.quality", "eval_pipeline.groundedness"}
+    grounded = by_name["eval_pipeline.groundedness"]
+    assert grounded["result"]["score"] == 2.0 and grounded["result"]["label"] == "2"
+    assert grounded["identifier"] == "heuristic|-|groundedness-v1"
+    assert grounded["metadata"]["criterion"] == "groundedness"

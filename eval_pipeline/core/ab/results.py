@@ -87,6 +87,10 @@ class ABResult:
     judgment_criteria: dict[str, str] = field(default_factory=dict)  # judgment key -> criterion
     # The scoring judge's trust status (None: not looked up); it never changes the verdict.
     judge_trust: TrustStatus | None = None
+    # What the scoring cost the judge's daily budget (its "ab" line in judge_spend); the
+    # pairwise judge's comparisons are not counted there.
+    judge_calls: int = 0
+    judge_cost: float | None = None
 
     @property
     def baseline(self) -> str:

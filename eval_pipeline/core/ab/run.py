@@ -54,6 +54,7 @@ from eval_pipeline.core.judge.base import (
     judge_versions,
     judgment_key,
 )
+from eval_pipeline.core.judge.spend import SpendMeter
 from eval_pipeline.core.regression import graders
 from eval_pipeline.core.regression.case import Case, input_text, reference_text
 from eval_pipeline.core.regression.cases import golden_version, load_cases
@@ -344,7 +345,8 @@ def compare_variants(
         raise ABSetupError(str(exc)) from exc
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     calls = run_variants(cases, variants, log)
-    case_scores, new_judgments, judgment_criteria = score_calls(cases, calls, judge)
+    meter = SpendMeter(judge)  # the run's own line in the judge's daily ledger
+    case_scores, new_judgments, judgment_criteria = score_calls(cases, calls, meter)  # type: ignore[arg-type]
     criteria = ab_criteria.order(judge, case_scores)
     primary = next(iter(judge_versions(judge)))
     base = variants[0].name
@@ -454,4 +456,6 @@ def compare_variants(
         pairwise_rows=pairwise_rows,
         new_judgments=new_judgments,
         run_errors=run_errors,
+        judge_calls=meter.calls,
+        judge_cost=meter.cost(),
     )

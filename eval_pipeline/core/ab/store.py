@@ -13,6 +13,7 @@ import pandas as pd
 from eval_pipeline.core.ab.report import markdown_report
 from eval_pipeline.core.ab.results import ABResult
 from eval_pipeline.core.judge.cache import store_judgments
+from eval_pipeline.core.judge.spend import add_spend, judge_key, run_day
 
 
 def _comparison_rows(result: ABResult) -> list[dict[str, Any]]:
@@ -166,6 +167,9 @@ def store_ab(conn: duckdb.DuckDBPyConnection, result: ABResult) -> None:
             result.new_judgments,
             result.judgment_criteria or None,
         )
+    # The run's judging draws on the judge's daily budget like the drift loop's.
+    key = judge_key(result.judge_name, result.judge_model, result.rubric_version)
+    add_spend(conn, run_day(result.started_at), key, "ab", result.judge_calls, result.judge_cost)
 
 
 @dataclass

@@ -39,9 +39,12 @@ from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
 from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
 from eval_pipeline.core.judge.cache import DayPlan
+
+# The ledger lives in core/judge (below the gate and the A/B run); re-exported here.
+from eval_pipeline.core.judge.spend import PURPOSES as PURPOSES
+from eval_pipeline.core.judge.spend import record_spend as record_spend
 from eval_pipeline.core.store import replace_rows
 
-PURPOSES = ("drift", "drift-follow-up", "anchors", "repeats", "ab", "gate")
 BUDGET_REASON = "budget: the judge's daily budget was spent"
 REFERENCE_DAYS = 21  # the incident reference's trailing healthy days (ReferenceConfig.days)
 CUSUM_DAYS = 5  # the report states the persistent drop the CUSUM pages on within this
@@ -96,35 +99,6 @@ def expected_cost_per_call(
 
 
 # --- the ledger ---------------------------------------------------------------------------
-
-
-def record_spend(
-    conn: duckdb.DuckDBPyConnection,
-    day: dt.date,
-    judge: str,
-    purpose: str,
-    calls: int,
-    cost: float | None,
-) -> None:
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown purpose {purpose!r} (known: {', '.join(PURPOSES)})")
-    frame = pd.DataFrame(
-        {
-            "partition_date": [day],
-            "judge": [judge],
-            "purpose": [purpose],
-            "calls": [int(calls)],
-            "cost": pd.array([cost], dtype="Float64"),
-            "recorded_at": [pd.Timestamp.now(tz="UTC").tz_localize(None)],
-        }
-    )
-    replace_rows(
-        conn,
-        "judge_spend",
-        "partition_date = ? AND judge = ? AND purpose = ?",
-        [day, judge, purpose],
-        frame=frame,
-    )
 
 
 def spent(

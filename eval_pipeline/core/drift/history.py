@@ -22,6 +22,7 @@ from eval_pipeline.core.drift.cause import Cause, attribute
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, planned_events
 from eval_pipeline.core.drift.reference import Counts, Rebaseline
+from eval_pipeline.core.judge.spend import judge_key  # re-exported: the judge identity
 from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows
 
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 TRACE_DIMENSIONS = ("prompt_version", "model")
 SAFE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def judge_key(name: str | None, model: str | None, rubric: str | None) -> str:
-    return "/".join(x for x in (name, model, rubric) if x)
 
 
 def load_segment_days(conn: duckdb.DuckDBPyConnection) -> list[SegmentDay]:

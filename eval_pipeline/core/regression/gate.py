@@ -36,6 +36,7 @@ from eval_pipeline import settings
 from eval_pipeline.core.judge.agreement import TrustStatus
 from eval_pipeline.core.judge.base import Judge, JudgeRequest
 from eval_pipeline.core.judge.factory import judge_from_env
+from eval_pipeline.core.judge.spend import SpendMeter
 from eval_pipeline.core.regression import graders
 from eval_pipeline.core.regression.cases import Case, golden_version, input_text, load_cases
 from eval_pipeline.core.regression.criteria import CriterionSummary, missing_from, needed, summarise
@@ -89,6 +90,9 @@ class RegressionRun:
     rubric_version: str | None = None
     judge_mean: float | None = None
     judge_n: int = 0
+    # What the run cost the judge's daily budget (its "gate" line in judge_spend).
+    judge_calls: int = 0
+    judge_cost: float | None = None
     # The trust status of the judge (None: no judge, or not looked up); it never changes
     # the verdict, the reports say it.
     judge_trust: TrustStatus | None = None
@@ -190,7 +194,13 @@ def execute(
     """Call the target with every case, grade the answers; no store access."""
     started = _now()
     calls: list[Call] = runner.run_many([c.input for c in cases], progress=progress)
-    context = graders.GradingContext(judge_factory)
+    meters: list[SpendMeter] = []
+
+    def metered() -> Judge:
+        meters.append(SpendMeter((judge_factory or judge_from_env)()))
+        return meters[-1]  # type: ignore[return-value]
+
+    context = graders.GradingContext(metered)
     answered = [i for i, c in enumerate(calls) if c.ok]
     grades = graders.grade_many([(cases[i], calls[i].output or "") for i in answered], context)
     by_index = dict(zip(answered, grades, strict=True))
@@ -257,6 +267,8 @@ def execute(
         rubric_version=getattr(judge, "rubric_version", None),
         judge_mean=sum(scores) / len(scores) if scores else None,
         judge_n=len(scores),
+        judge_calls=sum(m.calls for m in meters),
+        judge_cost=meters[0].cost() if meters else None,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from eval_pipeline.core.judge.spend import add_spend, judge_key, run_day
 from eval_pipeline.core.regression.gate import RegressionRun
 from eval_pipeline.core.store import replace_rows
 
@@ -154,6 +155,10 @@ def record(conn: duckdb.DuckDBPyConnection, run: RegressionRun) -> Comparison:
     """Compare with the previous completed run against the same target, then store."""
     comparison = compare(previous_outcomes(conn, run.target, run.run_id), run)
     save_run(conn, run, comparison)
+    if run.judge_name:
+        # The gate's judging draws on the judge's daily budget like the drift loop's.
+        key = judge_key(run.judge_name, run.judge_model, run.rubric_version)
+        add_spend(conn, run_day(run.started_at), key, "gate", run.judge_calls, run.judge_cost)
     return comparison
 
 

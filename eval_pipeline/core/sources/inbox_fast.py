@@ -38,14 +38,18 @@ FILES_DDL = (
     "CREATE OR REPLACE TEMP TABLE _files (file_no INTEGER, source_file VARCHAR, base BIGINT)"
 )
 
-# Strings come out of json_transform as VARCHAR (unescaped once, by the parser); the two
-# fields that may be other types come out as JSON text, whose first character is the type.
+# Strings come out of json_transform as VARCHAR (unescaped once, by the parser); the fields
+# that may be other types come out as JSON text, whose first character is the type. A trace's
+# lists of parts come out typed, so checking and normalising them needs no second parse.
 _SCHEMA = (
     '{"trace_id": "VARCHAR", "timestamp": "JSON", "user_query": "VARCHAR", '
     '"assistant_response": "VARCHAR", "segment": "VARCHAR", "model": "VARCHAR", '
     '"prompt_version": "VARCHAR", "user_id": "VARCHAR", "metadata": "JSON", '
-    '"context": "JSON", "retrieved_documents": "JSON", "conversation": "JSON", '
-    '"tool_calls": "JSON"}'
+    '"context": "JSON", '
+    '"retrieved_documents": [{"id": "VARCHAR", "text": "VARCHAR", "content": "VARCHAR", '
+    '"score": "JSON"}], '
+    '"conversation": [{"role": "VARCHAR", "content": "VARCHAR"}], '
+    '"tool_calls": [{"name": "VARCHAR", "arguments": "JSON", "result": "JSON"}]}'
 )
 _STRINGS = ("trace_id", "user_query", "assistant_response", "segment", "model")
 _STRINGS += ("prompt_version", "user_id")
@@ -64,6 +68,79 @@ def _is_string(field: str) -> str:
     )
 
 
+def _text(x: str) -> str:
+    """SQL: a part's string field (VARCHAR from json_transform) is a string within the cap.
+
+    A non-string comes out as its JSON text, which is valid JSON; a string that is valid JSON
+    too is left to the classifier. strlen counts bytes, never fewer than the characters the
+    classifier counts, so a text within it is within the classifier's cap.
+    """
+    return f"({x} IS NOT NULL AND NOT json_valid({x}) AND strlen({x}) <= $max_chars)"
+
+
+# An element that is not an object comes out with every field NULL, so it fails these.
+_DOC_OK = (
+    f"({_text('e.text')} OR (e.text IS NULL AND {_text('e.content')}))"
+    # an id is a string or an integer (either comes out as its text; an integer past 18 digits
+    # may be read as a double, so the classifier decides); anything else is JSON
+    " AND (e.id IS NULL OR NOT json_valid(e.id) OR regexp_full_match(e.id, '-?[0-9]{1,18}'))"
+    " AND (e.score IS NULL OR left(e.score, 1) IN"
+    " ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))"
+)
+_TURN_OK = f"{_text('e.role')} AND trim(e.role) <> '' AND {_text('e.content')}"
+_CALL_OK = (
+    f"{_text('e.name')} AND trim(e.name) <> ''"
+    " AND coalesce(strlen(e.arguments), 0) <= $max_chars"
+    " AND coalesce(strlen(e.result), 0) <= $max_chars"
+)
+
+
+def _all(items: str, limit: int, ok: str) -> str:
+    return (
+        f"(len({items}) <= {limit} AND "
+        f"coalesce(list_bool_and(list_transform({items}, lambda e: coalesce({ok}, false))), true))"
+    )
+
+
+# The typed lists of a line are NULL both when the field is absent (or null) and when it is
+# not a list: a field named in the line but not read as a list is left to the classifier. A
+# key can also be written with escapes (json_transform decodes it): such lines are checked
+# against the parser's own reading of the keys.
+_PARTS_FIELDS = ("retrieved_documents", "conversation", "tool_calls")
+_PARTS_CHECK = f"""
+        WHEN p_ctx IS NOT NULL AND (left(p_ctx, 1) <> '"' OR strlen(p_ctx) > $max_chars
+            OR p_docs IS NOT NULL) THEN {CHECK}
+        WHEN p_docs IS NULL AND contains(raw, '"retrieved_documents"') THEN {CHECK}
+        WHEN p_conv IS NULL AND contains(raw, '"conversation"') THEN {CHECK}
+        WHEN p_calls IS NULL AND contains(raw, '"tool_calls"') THEN {CHECK}
+        WHEN (p_docs IS NULL OR p_conv IS NULL OR p_calls IS NULL) AND contains(raw, '\\u')
+            AND list_transform(json_type(raw, [{", ".join(f"'$.{f}'" for f in _PARTS_FIELDS)}]),
+                lambda t: coalesce(t, 'NULL') <> 'NULL')
+                <> [p_docs IS NOT NULL, p_conv IS NOT NULL, p_calls IS NOT NULL] THEN {CHECK}
+        WHEN p_docs IS NOT NULL AND NOT {_all("p_docs", trace_parts.MAX_DOCUMENTS, _DOC_OK)}
+            THEN {CHECK}
+        WHEN p_conv IS NOT NULL AND NOT {_all("p_conv", trace_parts.MAX_TURNS, _TURN_OK)}
+            THEN {CHECK}
+        WHEN p_calls IS NOT NULL AND NOT {_all("p_calls", trace_parts.MAX_TOOL_CALLS, _CALL_OK)}
+            THEN {CHECK}"""
+
+# The same values as trace_parts.columns_sql gives the classifier (to_json of a struct writes
+# what json_object writes).
+_PARTS_COLUMNS = """
+    CASE WHEN p_ctx IS NOT NULL THEN
+            CASE WHEN trim(p_ctx ->> '$') = '' THEN '[]'::JSON
+                 ELSE json_array(json_object('id', NULL, 'text', p_ctx ->> '$', 'score', NULL))
+            END
+         WHEN p_docs IS NOT NULL THEN to_json(list_transform(p_docs, lambda e: {
+            'id': e.id, 'text': coalesce(e.text, e.content), 'score': try_cast(CAST(e.score AS VARCHAR) AS DOUBLE)}))
+    END AS context,
+    CASE WHEN p_conv IS NOT NULL THEN to_json(list_transform(p_conv,
+        lambda e: {'role': e.role, 'content': e.content}))
+    END AS conversation,
+    CASE WHEN p_calls IS NOT NULL THEN to_json(list_transform(p_calls,
+        lambda e: {'name': e.name, 'arguments': e.arguments, 'result': e.result}))
+    END AS tool_calls"""
+
 _FAST_SQL = f"""
 INSERT INTO _fast
 SELECT $file_no, trace_id, ts,
@@ -71,7 +148,7 @@ SELECT $file_no, trace_id, ts,
     CASE WHEN verdict = {GOOD} THEN assistant_response END,
     segment, model, prompt_version, user_id,
     CASE WHEN verdict = {GOOD} THEN metadata END,
-    {trace_parts.columns_sql("p_ctx", "p_docs", "p_conv", "p_calls")},
+    {_PARTS_COLUMNS},
     verdict, CASE WHEN verdict = {CHECK} THEN raw END
 FROM (
     SELECT *, CASE
@@ -88,9 +165,8 @@ FROM (
         WHEN strlen(user_query) > $max_chars OR strlen(assistant_response) > $max_chars
             THEN {CHECK}
         WHEN metadata IS NOT NULL AND left(metadata, 1) <> '{{' THEN {CHECK}
-        -- a trace's parts: the classifier's own checks (core/sources/trace_parts.py)
-        WHEN has_parts AND ({trace_parts.problem_sql("p_ctx", "p_docs", "p_conv", "p_calls")})
-            IS NOT NULL THEN {CHECK}
+        -- a trace's parts: the classifier's checks (core/sources/trace_parts.py) on the typed lists
+        {_PARTS_CHECK}
         WHEN ts >= $start AND ts < $end THEN {GOOD}
         WHEN $dated THEN {CHECK}
         ELSE {OTHER_DAY}
@@ -100,8 +176,6 @@ FROM (
             s.prompt_version, s.user_id, s.metadata, s.timestamp AS ts_json,
             s.context AS p_ctx, s.retrieved_documents AS p_docs, s.conversation AS p_conv,
             s.tool_calls AS p_calls,
-            s.context IS NOT NULL OR s.retrieved_documents IS NOT NULL
-                OR s.conversation IS NOT NULL OR s.tool_calls IS NOT NULL AS has_parts,
             CASE left(s.timestamp, 1)
                 WHEN '"' THEN try_cast(s.timestamp ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
                 WHEN '-' THEN try(epoch_ms(CAST(CAST(s.timestamp AS DOUBLE) AS BIGINT)))

@@ -40,17 +40,19 @@ FILES_DDL = (
 
 # Strings come out of json_transform as VARCHAR (unescaped once, by the parser); the fields
 # that may be other types come out as JSON text, whose first character is the type. A trace's
-# lists of parts come out typed, so checking and normalising them needs no second parse.
+# lists of parts come out as JSON text too (absent on most lines); a list is then read into
+# typed structs from its own text, so it is checked and normalised without parsing the line
+# or the list again.
 _SCHEMA = (
     '{"trace_id": "VARCHAR", "timestamp": "JSON", "user_query": "VARCHAR", '
     '"assistant_response": "VARCHAR", "segment": "VARCHAR", "model": "VARCHAR", '
     '"prompt_version": "VARCHAR", "user_id": "VARCHAR", "metadata": "JSON", '
-    '"context": "JSON", '
-    '"retrieved_documents": [{"id": "VARCHAR", "text": "VARCHAR", "content": "VARCHAR", '
-    '"score": "JSON"}], '
-    '"conversation": [{"role": "VARCHAR", "content": "VARCHAR"}], '
-    '"tool_calls": [{"name": "VARCHAR", "arguments": "JSON", "result": "JSON"}]}'
+    '"context": "JSON", "retrieved_documents": "JSON", "conversation": "JSON", '
+    '"tool_calls": "JSON"}'
 )
+_DOCS = '[{"id": "VARCHAR", "text": "VARCHAR", "content": "VARCHAR", "score": "JSON"}]'
+_TURNS = '[{"role": "VARCHAR", "content": "VARCHAR"}]'
+_CALLS = '[{"name": "VARCHAR", "arguments": "JSON", "result": "JSON"}]'
 _STRINGS = ("trace_id", "user_query", "assistant_response", "segment", "model")
 _STRINGS += ("prompt_version", "user_id")
 
@@ -102,21 +104,12 @@ def _all(items: str, limit: int, ok: str) -> str:
     )
 
 
-# The typed lists of a line are NULL both when the field is absent (or null) and when it is
-# not a list: a field named in the line but not read as a list is left to the classifier. A
-# key can also be written with escapes (json_transform decodes it): such lines are checked
-# against the parser's own reading of the keys.
-_PARTS_FIELDS = ("retrieved_documents", "conversation", "tool_calls")
+# A list field that is not a JSON array (the classifier names what it is) is left to it.
 _PARTS_CHECK = f"""
         WHEN p_ctx IS NOT NULL AND (left(p_ctx, 1) <> '"' OR strlen(p_ctx) > $max_chars
-            OR p_docs IS NOT NULL) THEN {CHECK}
-        WHEN p_docs IS NULL AND contains(raw, '"retrieved_documents"') THEN {CHECK}
-        WHEN p_conv IS NULL AND contains(raw, '"conversation"') THEN {CHECK}
-        WHEN p_calls IS NULL AND contains(raw, '"tool_calls"') THEN {CHECK}
-        WHEN (p_docs IS NULL OR p_conv IS NULL OR p_calls IS NULL) AND contains(raw, '\\u')
-            AND list_transform(json_type(raw, [{", ".join(f"'$.{f}'" for f in _PARTS_FIELDS)}]),
-                lambda t: coalesce(t, 'NULL') <> 'NULL')
-                <> [p_docs IS NOT NULL, p_conv IS NOT NULL, p_calls IS NOT NULL] THEN {CHECK}
+            OR j_docs IS NOT NULL) THEN {CHECK}
+        WHEN (j_docs IS NOT NULL AND p_docs IS NULL) OR (j_conv IS NOT NULL AND p_conv IS NULL)
+            OR (j_calls IS NOT NULL AND p_calls IS NULL) THEN {CHECK}
         WHEN p_docs IS NOT NULL AND NOT {_all("p_docs", trace_parts.MAX_DOCUMENTS, _DOC_OK)}
             THEN {CHECK}
         WHEN p_conv IS NOT NULL AND NOT {_all("p_conv", trace_parts.MAX_TURNS, _TURN_OK)}
@@ -174,8 +167,14 @@ FROM (
     FROM (
         SELECT raw, s IS NULL AS unparsed, s.trace_id, s.user_query, s.assistant_response, s.segment, s.model,
             s.prompt_version, s.user_id, s.metadata, s.timestamp AS ts_json,
-            s.context AS p_ctx, s.retrieved_documents AS p_docs, s.conversation AS p_conv,
-            s.tool_calls AS p_calls,
+            s.context AS p_ctx, s.retrieved_documents AS j_docs, s.conversation AS j_conv,
+            s.tool_calls AS j_calls,
+            CASE WHEN left(s.retrieved_documents, 1) = '[' THEN
+                try(json_transform(s.retrieved_documents, '{_DOCS}')) END AS p_docs,
+            CASE WHEN left(s.conversation, 1) = '[' THEN
+                try(json_transform(s.conversation, '{_TURNS}')) END AS p_conv,
+            CASE WHEN left(s.tool_calls, 1) = '[' THEN
+                try(json_transform(s.tool_calls, '{_CALLS}')) END AS p_calls,
             CASE left(s.timestamp, 1)
                 WHEN '"' THEN try_cast(s.timestamp ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
                 WHEN '-' THEN try(epoch_ms(CAST(CAST(s.timestamp AS DOUBLE) AS BIGINT)))

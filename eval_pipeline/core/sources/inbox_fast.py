@@ -6,8 +6,9 @@ table ``_fast``. A line is accepted here only when every check of the full class
 (:mod:`eval_pipeline.core.sources.inbox_sql`) would accept it with the same values; any
 other line keeps its text and goes to that classifier, which gives the reject its reason.
 Bad lines are rare, so the day pays for one parse. A trace's parts (retrieved documents, a
-conversation, tool calls) are checked and normalised by the same SQL as in the classifier
-(:mod:`eval_pipeline.core.sources.trace_parts`).
+conversation, tool calls) are read from their own JSON text into typed lists and checked
+against the limits and shapes of :mod:`eval_pipeline.core.sources.trace_parts`; the values
+are the classifier's (the tests hold the two paths to the same rows and rejects).
 
 Line numbers: an INSERT from the CSV reader keeps the file's order (``preserve_insertion_order``)
 and appends one row per line (blank lines included), so a row's line number is its rowid

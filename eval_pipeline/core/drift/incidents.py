@@ -44,6 +44,7 @@ from eval_pipeline.core.drift.grouping import (
     open_incidents,
     peak,
     reference_days_at,
+    release_held,
 )
 from eval_pipeline.core.drift.records import (
     ALL,
@@ -82,6 +83,11 @@ class IncidentConfig:
     recovery_alpha: float | None = 0.2
     overall: bool = True  # test the overall row too (mix-standardised)
     use_day_test: bool = True
+    # A day tested while the CUSUM is above this (a run under way) waits out of the
+    # reference until the run ends without an alarm; otherwise a shift too small to page
+    # at once is absorbed by the trailing reference before the CUSUM can add it up.
+    # None: every tested day without an alarm enters the reference at once.
+    hold_run_s: float | None = None
 
 
 def _overall_shortfall(
@@ -295,9 +301,10 @@ def run_history(
                 detector = "+".join(
                     n for n, on in (("day-test", day_alarm), ("cusum", cusum_alarm)) if on
                 )
-                # A day-test alarm is a jump today; a CUSUM alarm dates the change from the
-                # first day of the CUSUM run (the change-point estimate).
-                start = day if day_alarm else (st.run_start or day)
+                # A CUSUM alarm dates the change from the first day of the CUSUM run (the
+                # change-point estimate), also when the day test fires with it; the day
+                # test alone is a jump today.
+                start = (st.run_start or day) if cusum_alarm else day
                 candidates.append((seg, detector, start))
                 if st.run_start is not None and st.run_start < start:
                     run_since[seg] = st.run_start
@@ -307,7 +314,12 @@ def run_history(
             else:
                 v.state = "healthy"
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
-                st.history.append(HistoryDay(day, hist_counts, judge, healthy=True))
+                held = config.hold_run_s is not None and st.s > config.hold_run_s
+                st.history.append(HistoryDay(day, hist_counts, judge, healthy=not held))
+                if held:
+                    st.held.append(day)
+                elif st.held:
+                    release_held(st)
 
         fold_signal_alarms(day, signal_alarms, candidates, segs, verdicts)
         open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)

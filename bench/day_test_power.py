@@ -70,14 +70,25 @@ def upper_rank(null: np.ndarray, values: np.ndarray) -> np.ndarray:
     return 1.0 - np.searchsorted(ordered, values, side="left") / len(ordered)
 
 
-def powers(n_today: int, drop: float, segment: str, level: float, seed: int = 7) -> dict:
+def powers(
+    n_today: int,
+    drop: float,
+    segment: str,
+    level: float,
+    *,
+    seed: int = 7,
+    null_sims: int = 400_000,
+    hit_sims: int = 20_000,
+) -> dict[str, float]:
+    """Each test's share of step days beyond its own simulated null quantile at ``level``."""
     rng = np.random.default_rng(seed)
     base = score_probs(BASE_BROKEN[segment])
-    alt = score_probs(BASE_BROKEN[segment] + broken_for_drop(drop))
-    null = statistics(rng, base, base, alt, n_today, 400_000)
-    hit = statistics(rng, base, alt, alt, n_today, 20_000)
+    # drop 0 makes the alternative the null itself (the ceiling's statistic is then 0).
+    alt = score_probs(BASE_BROKEN[segment] + broken_for_drop(drop)) if drop > 0 else base
+    null = statistics(rng, base, base, alt, n_today, null_sims)
+    hit = statistics(rng, base, alt, alt, n_today, hit_sims)
     # A second null sample calibrates the min-p combination (its own quantile).
-    null2 = statistics(rng, base, base, alt, n_today, 400_000)
+    null2 = statistics(rng, base, base, alt, n_today, null_sims)
     out = {
         name: float(np.mean(hit[name] > np.quantile(values, 1 - level)))
         for name, values in null.items()

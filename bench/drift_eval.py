@@ -15,7 +15,9 @@ day-to-day wobble per segment), and replays the days through
   its cumulative drop passed 0.2 points) to the first page, mean and worst;
 - false alarms per 1,000 clean row-days (segments and the overall row, warm-up included);
 - notifications per incident (open + resolve) and pages per degradation episode;
-- cause: share of roll-out runs whose incidents all name prompt_version=v2.
+- cause: share of roll-out runs whose incidents all name prompt_version=v2 (the
+  incidents open on or after the roll-out's first day; one that ended before it is a
+  false alarm, counted as such).
 
     python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...] [--first-seed 0]
                                [--k K] [--h H] [--recovery-alpha A] [--hold-run-s S]
@@ -230,10 +232,17 @@ def evaluate(kind: str, seed: int, config: IncidentConfig, sim=None) -> Tally:
             t.missed += 1
     if kind == "rollout":
         t.rollouts += 1
+        # The roll-out's incidents: those still open on or after a segment's change. A
+        # false alarm that ended before the roll-out began is counted under FA/1000, not
+        # here (it has no roll-out to name).
         true_incs = [
             i
             for i in history.incidents
-            if any(s in truth.episode_start for s in i.segments if s != ALL)
+            if any(
+                s in truth.episode_start and (i.resolved_on or last) >= truth.episode_start[s]
+                for s in i.segments
+                if s != ALL
+            )
         ]
         t.rollouts_named += bool(true_incs) and all(
             i.cause_key == "prompt_version=v2" for i in true_incs

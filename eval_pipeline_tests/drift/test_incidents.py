@@ -286,3 +286,23 @@ def test_a_cusum_alarm_with_the_day_test_is_dated_from_the_runs_start():
     assert "cusum" in inc.detector and "day-test" in inc.detector
     assert inc.detected_on == day(14) and inc.opened_on == day(10)
     assert history.verdict(day(11), "s").incident_id == inc.incident_id
+
+
+def test_the_cause_of_a_several_segment_incident_is_looked_for_in_its_largest_segment():
+    small_healthy, small_broken = Counts((1, 1, 2, 6, 10)), Counts((10, 4, 2, 2, 2))
+    assert small_broken.mean < BROKEN.mean  # the small segment has the larger drop
+    pattern = {
+        "big": [HEALTHY] * 8 + [BROKEN] * 4,
+        "small": [small_healthy] * 8 + [small_broken] * 4,
+    }
+    calls = []
+
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
+        calls.append(segment)
+        return Cause("prompt_version=v2", "cause prompt_version=v2")
+
+    history = run_history(days(pattern), ONE, cause_fn=cause_fn)
+    assert [sorted(i.segments) for i in history.incidents] == [["big", "small"]]
+    # The final attribution (the last call) reads the segment with the most judged scores
+    # in the incident, not the one with the largest (noisiest) drop.
+    assert calls[-1] == "big"

@@ -136,6 +136,22 @@ def _recovered(st: SegState, config: IncidentConfig) -> bool:
     )
 
 
+def _primary(inc: Incident, verdicts: dict, min_drop: float) -> str:
+    """The segment whose traffic the incident's cause is looked for in: of the segments
+    that dropped by ``min_drop`` at some point (else all), the one with the most judged
+    scores inside the incident. The largest drop would pick the noisiest (smallest)
+    segment of a change seen in several, where a spurious value is likeliest to win."""
+    members = [s for s in inc.segments if s != ALL] or list(inc.segments)
+    dropped = [s for s in members if peak(verdicts, inc.incident_id, s) >= min_drop] or members
+
+    def judged(seg: str) -> int:
+        return sum(
+            v.n for (_, s), v in verdicts.items() if s == seg and v.incident_id == inc.incident_id
+        )
+
+    return max(dropped, key=lambda s: (judged(s), s))
+
+
 def run_history(
     days: Sequence[SegmentDay],
     config: IncidentConfig = IncidentConfig(),
@@ -359,9 +375,7 @@ def run_history(
 
     if cause_fn is not None:
         for inc in incidents:
-            primary = max(
-                inc.segments, key=lambda s: (s != ALL, peak(verdicts, inc.incident_id, s))
-            )
+            primary = _primary(inc, verdicts, config.min_drop)
             cur_days = tuple(
                 d
                 for (d, s), v in sorted(verdicts.items())

@@ -317,10 +317,10 @@ def run_history(
                 detector = "+".join(
                     n for n, on in (("day-test", day_alarm), ("cusum", cusum_alarm)) if on
                 )
-                # A CUSUM alarm dates the change from the first day of the CUSUM run (the
-                # change-point estimate), also when the day test fires with it; the day
-                # test alone is a jump today.
-                start = (st.run_start or day) if cusum_alarm else day
+                # A day-test alarm is a jump today (also when the CUSUM passes h with it: a
+                # run of one or two noisy days before a step is no change-point); a CUSUM
+                # alarm alone dates the change from the first day of its run.
+                start = day if day_alarm else (st.run_start or day)
                 candidates.append((seg, detector, start))
                 if st.run_start is not None and st.run_start < start:
                     run_since[seg] = st.run_start

@@ -83,10 +83,11 @@ class IncidentConfig:
     recovery_alpha: float | None = 0.2
     overall: bool = True  # test the overall row too (mix-standardised)
     use_day_test: bool = True
-    # A day tested while the CUSUM is above this (a run under way) waits out of the
-    # reference until the run ends without an alarm; otherwise a shift too small to page
-    # at once is absorbed by the trailing reference before the CUSUM can add it up.
-    # None: every tested day without an alarm enters the reference at once.
+    # A day tested while the CUSUM is above this waits out of the reference until the
+    # CUSUM falls back to it without an alarm (for 0: until the run ends), so a shift too
+    # small to page at once is not absorbed before the CUSUM adds it up. None (the
+    # default): off, because a frozen reference shares its own error with every day of
+    # the run and the CUSUM adds it up too (false alarms: docs/incidents.md).
     hold_run_s: float | None = None
 
 

@@ -15,10 +15,12 @@ day-to-day wobble per segment), and replays the days through
   its cumulative drop passed 0.2 points) to the first page, mean and worst;
 - false alarms per 1,000 clean row-days (segments and the overall row, warm-up included);
 - notifications per incident (open + resolve) and pages per degradation episode;
-- cause: share of roll-out runs whose incidents all name prompt_version=v2.
+- cause: share of roll-out runs whose incidents all name prompt_version=v2 (the
+  incidents open on or after the roll-out's first day; one that ended before it is a
+  false alarm, counted as such).
 
     python -m bench.drift_eval [--seeds 20] [--kinds clean,step,...] [--first-seed 0]
-                               [--k K] [--h H] [--recovery-alpha A]
+                               [--k K] [--h H] [--recovery-alpha A] [--hold-run-s S]
 """
 
 from __future__ import annotations
@@ -230,10 +232,17 @@ def evaluate(kind: str, seed: int, config: IncidentConfig, sim=None) -> Tally:
             t.missed += 1
     if kind == "rollout":
         t.rollouts += 1
+        # The roll-out's incidents: those still open on or after a segment's change. A
+        # false alarm that ended before the roll-out began is counted under FA/1000, not
+        # here (it has no roll-out to name).
         true_incs = [
             i
             for i in history.incidents
-            if any(s in truth.episode_start for s in i.segments if s != ALL)
+            if any(
+                s in truth.episode_start and (i.resolved_on or last) >= truth.episode_start[s]
+                for s in i.segments
+                if s != ALL
+            )
         ]
         t.rollouts_named += bool(true_incs) and all(
             i.cause_key == "prompt_version=v2" for i in true_incs
@@ -269,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument(
         "--first-seed",
+        "--seed-start",
         type=int,
         default=0,
         help="seeds first..first+seeds-1 (tune settings on other seeds than the reported 0-19)",
@@ -283,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         default=IncidentConfig.recovery_alpha,
         help="level of the recovery test before an incident resolves (<= 0: K days only)",
     )
+    parser.add_argument(
+        "--hold-run-s",
+        type=float,
+        default=IncidentConfig.hold_run_s,
+        help="a day tested with the CUSUM above this waits out of the reference until the "
+        "run ends (< 0: off, every day without an alarm enters the reference at once)",
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(KINDS)
@@ -293,12 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, h=args.h)
     if args.k is not None:
         config = dataclasses.replace(config, k=args.k)
+    hold = args.hold_run_s if args.hold_run_s is not None and args.hold_run_s >= 0 else None
+    config = dataclasses.replace(config, hold_run_s=hold)
 
     began = time.monotonic()
     print(
         f"drift-eval: {args.seeds} seeds x {len(kinds)} kinds, {N_DAYS} days, "
         f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}, "
-        f"recovery alpha={config.recovery_alpha}, seeds from {args.first_seed}"
+        f"recovery alpha={config.recovery_alpha}, hold run S>{config.hold_run_s}, "
+        f"seeds from {args.first_seed}"
     )
     print(HEADER)
     overall = Tally()

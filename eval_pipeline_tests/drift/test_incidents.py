@@ -207,14 +207,18 @@ def test_a_noisy_segment_needs_more_healthy_days_than_k():
 MILD = Counts((2, 3, 5, 12, 18))  # mean 4.025
 
 
+# Low enough for the day test (z about 3.4), not for the CUSUM after two MILD days.
+LOW = Counts((7, 3, 5, 11, 14))  # mean 3.55
+
+
 def test_a_day_alarm_after_a_building_cusum_run_keeps_the_run_out_of_the_reference():
-    pattern = [HEALTHY] * 10 + [MILD] * 2 + [BROKEN] * 2 + [HEALTHY] * 6
+    pattern = [HEALTHY] * 10 + [MILD] * 2 + [LOW] * 2 + [HEALTHY] * 6
     history = run_history(days({"s": pattern}), PLAIN)
     # the setup: days 10-11 build a CUSUM run without an alarm, day 12 is a day-test alarm
     for i in (10, 11):
         v = history.verdict(day(i), "s")
         assert v.state == "healthy" and v.cusum > 0
-    assert "day-test" in history.incidents[0].detector
+    assert history.incidents[0].detector == "day-test"
     inc = history.incidents[0]
     # The page and the incident's span are unchanged: opened and paged on day 12, the run's
     # days are not inside it.
@@ -237,3 +241,70 @@ def test_a_day_alarm_without_a_cusum_run_has_no_earlier_degraded_day():
     assert "degraded_since" not in planned_events([inc])[0]["details"]
     after = history.verdict(inc.resolved_on + dt.timedelta(days=1), "s")
     assert after.reference_days == 10
+
+
+# The option that holds a CUSUM run's days out of the reference (off by default: see
+# docs/incidents.md for what it costs in false alarms).
+HOLD = dataclasses.replace(PLAIN, hold_run_s=0.0)
+
+
+def test_a_cusum_runs_days_wait_out_of_the_reference_and_return_when_it_ends():
+    pattern = [HEALTHY] * 10 + [MILD] * 2 + [HEALTHY] * 5
+    history = run_history(days({"s": pattern}), HOLD)
+    assert history.incidents == []
+    # Days 10-13 are in a run (S > 0): the reference stays the ten healthy days.
+    for i in (10, 11, 12, 13):
+        assert history.verdict(day(i), "s").reference_days == 10
+        assert history.verdict(day(i), "s").reference_mean == HEALTHY.mean
+    assert history.verdict(day(13), "s").cusum > 0 and history.verdict(day(14), "s").cusum == 0
+    # Day 14 ends the run without an alarm: its days were noise, all back in the reference.
+    assert history.verdict(day(15), "s").reference_days == 15
+    assert run_history(days({"s": pattern}), PLAIN).verdict(day(11), "s").reference_days == 11
+
+
+def test_a_held_run_is_not_absorbed_before_the_cusum_adds_it_up():
+    pattern = [HEALTHY] * 10 + [MILD] * 25
+    held = run_history(days({"s": pattern}), HOLD)
+    inc = held.incidents[0]
+    assert inc.detector == "cusum" and inc.opened_on == day(10) and inc.detected_on == day(17)
+    assert held.verdict(day(30), "s").reference_mean == HEALTHY.mean
+    # By default the run's days enter the trailing reference: the shortfall shrinks day by
+    # day, the CUSUM peaks under h and the shift becomes the baseline.
+    absorbed = run_history(days({"s": pattern}), PLAIN)
+    assert absorbed.incidents == []
+    assert absorbed.verdict(day(34), "s").reference_mean == MILD.mean
+    # Held only above S = 3, the run's first days (S <= 3) still enter: it pages later.
+    late = run_history(days({"s": pattern}), dataclasses.replace(PLAIN, hold_run_s=3.0))
+    assert late.incidents and late.incidents[0].detected_on > day(17)
+
+
+def test_a_cusum_alarm_with_the_day_test_is_dated_from_the_jump():
+    pattern = [HEALTHY] * 10 + [MILD] * 4 + [BROKEN] * 3 + [HEALTHY] * 4
+    history = run_history(days({"s": pattern}), PLAIN)
+    inc = history.incidents[0]
+    assert history.verdict(day(13), "s").cusum > 0
+    assert "cusum" in inc.detector and "day-test" in inc.detector
+    # Dated and paged from the jump; the run's days leave the reference all the same.
+    assert inc.detected_on == inc.opened_on == day(14)
+    assert inc.degraded_since == day(10)
+    assert history.verdict(day(11), "s").incident_id is None
+
+
+def test_the_cause_of_a_several_segment_incident_is_looked_for_in_its_largest_segment():
+    small_healthy, small_broken = Counts((1, 1, 2, 6, 10)), Counts((10, 4, 2, 2, 2))
+    assert small_broken.mean < BROKEN.mean  # the small segment has the larger drop
+    pattern = {
+        "big": [HEALTHY] * 8 + [BROKEN] * 4,
+        "small": [small_healthy] * 8 + [small_broken] * 4,
+    }
+    calls = []
+
+    def cause_fn(segment, ref_days, cur_days, hypothesis=None):
+        calls.append(segment)
+        return Cause("prompt_version=v2", "cause prompt_version=v2")
+
+    history = run_history(days(pattern), ONE, cause_fn=cause_fn)
+    assert [sorted(i.segments) for i in history.incidents] == [["big", "small"]]
+    # The final attribution (the last call) reads the segment with the most judged scores
+    # in the incident, not the one with the largest (noisiest) drop.
+    assert calls[-1] == "big"

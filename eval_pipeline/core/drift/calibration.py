@@ -13,11 +13,13 @@ The seeds here (0-3 of this module's own generator) are not the evaluation harne
 (``bench/drift_eval.py`` draws its traffic from another generator keyed by seed and kind),
 so h is never tuned on the traffic it is judged on.
 
-    python -m eval_pipeline.core.drift.calibration      # prints the table and the chosen h
+    python -m eval_pipeline.core.drift.calibration [--first-seed N] [--grid-from H]
+                                                     # prints the table and the chosen h
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import sys
 
@@ -54,12 +56,19 @@ def clean_days(
 
 
 def false_alarm_rate(
-    h: float, k: float = 0.5, *, seeds: int = 4, n_segments: int = 40, n_days: int = 250
+    h: float,
+    k: float = 0.5,
+    *,
+    seeds: int = 4,
+    first_seed: int = 0,
+    n_segments: int = 40,
+    n_days: int = 250,
+    hold_run_s: float | None = None,
 ) -> tuple[float, int, int]:
     """(incidents per 1,000 clean segment-days, incidents, segment-days) for the CUSUM alone."""
-    config = IncidentConfig(k=k, h=h, use_day_test=False, overall=False)
+    config = IncidentConfig(k=k, h=h, use_day_test=False, overall=False, hold_run_s=hold_run_s)
     alarms = segment_days = 0
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         days = clean_days(np.random.default_rng(seed), n_segments, n_days)
         history = run_history(days, config)
         alarms += len(history.incidents)
@@ -68,14 +77,19 @@ def false_alarm_rate(
 
 
 def day_test_false_alarm_rate(
-    day_alpha: float | None = None, *, seeds: int = 4, n_segments: int = 40, n_days: int = 250
+    day_alpha: float | None = None,
+    *,
+    seeds: int = 4,
+    first_seed: int = 0,
+    n_segments: int = 40,
+    n_days: int = 250,
 ) -> tuple[float, int, int]:
     """(incidents per 1,000 clean segment-days, incidents, segment-days) for the day test."""
     config = IncidentConfig(h=float("inf"), overall=False)
     if day_alpha is not None:
         config = IncidentConfig(h=float("inf"), overall=False, day_alpha=day_alpha)
     alarms = segment_days = 0
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         days = clean_days(np.random.default_rng(seed), n_segments, n_days)
         history = run_history(days, config)
         alarms += len(history.incidents)
@@ -98,13 +112,27 @@ def calibrate_h(
     return chosen, table
 
 
-def main() -> int:
-    chosen, table = calibrate_h()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+3")
+    parser.add_argument("--grid-from", type=float, default=4.0, help="smallest h tried")
+    parser.add_argument(
+        "--hold-run-s",
+        type=float,
+        default=None,
+        help="hold a CUSUM run's days out of the reference above this S (default: off)",
+    )
+    args = parser.parse_args(argv)
+    chosen, table = calibrate_h(
+        grid=np.arange(args.grid_from, 8.01, 0.25),
+        first_seed=args.first_seed,
+        hold_run_s=args.hold_run_s,
+    )
     print("h      false alarms / 1,000 clean segment-days   (alarms / segment-days)")
     for h, rate, alarms, n in table:
         print(f"{h:<6.2f} {rate:8.3f}   ({alarms} / {n})")
-    print(f"chosen h = {chosen} (k = 0.5, target <= 0.5 per 1,000)")
-    rate, alarms, n = day_test_false_alarm_rate()
+    print(f"chosen h = {chosen} (k = 0.5, target <= 0.5 per 1,000, seeds from {args.first_seed})")
+    rate, alarms, n = day_test_false_alarm_rate(first_seed=args.first_seed)
     print(f"day test alone (alpha per row as configured): {rate:.3f} per 1,000 ({alarms} / {n})")
     return 0 if chosen is not None else 1
 

@@ -32,6 +32,18 @@ class SegState:
     recovery: list = field(default_factory=list)
     rebaseline_from: dt.date | None = None
     reference_days: tuple[dt.date, ...] = ()
+    # days of the CUSUM run under way, held out of the reference until it ends
+    held: list[dt.date] = field(default_factory=list)
+
+
+def release_held(st: SegState) -> None:
+    """The CUSUM run ended without an alarm: its held days were noise, back into the
+    reference."""
+    held = set(st.held)
+    st.history = [
+        HistoryDay(h.day, h.counts, h.judge, True) if h.day in held else h for h in st.history
+    ]
+    st.held = []
 
 
 def fold_signal_alarms(day, signal_alarms, candidates, segs, verdicts) -> None:
@@ -209,6 +221,7 @@ def _join(inc, seg, detector, start, day, segs, verdicts) -> None:
 def _attach(inc, seg, start, day, segs, verdicts) -> None:
     st = segs[seg]
     st.incident, st.s, st.run_start, st.streak = inc, 0.0, None, 0
+    st.held = []  # the run's days are the incident's now (or, before its start, stay out)
     # The days since the change-point belong to the incident: out of the reference.
     st.history = [
         HistoryDay(h.day, h.counts, h.judge, False) if start <= h.day <= day else h

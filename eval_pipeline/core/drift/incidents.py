@@ -44,6 +44,7 @@ from eval_pipeline.core.drift.grouping import (
     open_incidents,
     peak,
     reference_days_at,
+    release_held,
 )
 from eval_pipeline.core.drift.records import (
     ALL,
@@ -82,6 +83,12 @@ class IncidentConfig:
     recovery_alpha: float | None = 0.2
     overall: bool = True  # test the overall row too (mix-standardised)
     use_day_test: bool = True
+    # A day tested while the CUSUM is above this waits out of the reference until the
+    # CUSUM falls back to it without an alarm (for 0: until the run ends), so a shift too
+    # small to page at once is not absorbed before the CUSUM adds it up. None (the
+    # default): off, because a frozen reference shares its own error with every day of
+    # the run and the CUSUM adds it up too (false alarms: docs/incidents.md).
+    hold_run_s: float | None = None
 
 
 def _overall_shortfall(
@@ -128,6 +135,22 @@ def _recovered(st: SegState, config: IncidentConfig) -> bool:
         detectors.recovery_z(run, config.min_drop) > z_crit
         or detectors.recovery_z(st.recovery, config.min_drop) > z_crit
     )
+
+
+def _primary(inc: Incident, verdicts: dict, min_drop: float) -> str:
+    """The segment whose traffic the incident's cause is looked for in: of the segments
+    that dropped by ``min_drop`` at some point (else all), the one with the most judged
+    scores inside the incident. The largest drop would pick the noisiest (smallest)
+    segment of a change seen in several, where a spurious value is likeliest to win."""
+    members = [s for s in inc.segments if s != ALL] or list(inc.segments)
+    dropped = [s for s in members if peak(verdicts, inc.incident_id, s) >= min_drop] or members
+
+    def judged(seg: str) -> int:
+        return sum(
+            v.n for (_, s), v in verdicts.items() if s == seg and v.incident_id == inc.incident_id
+        )
+
+    return max(dropped, key=lambda s: (judged(s), s))
 
 
 def run_history(
@@ -295,8 +318,9 @@ def run_history(
                 detector = "+".join(
                     n for n, on in (("day-test", day_alarm), ("cusum", cusum_alarm)) if on
                 )
-                # A day-test alarm is a jump today; a CUSUM alarm dates the change from the
-                # first day of the CUSUM run (the change-point estimate).
+                # A day-test alarm is a jump today (also when the CUSUM passes h with it: a
+                # run of one or two noisy days before a step is no change-point); a CUSUM
+                # alarm alone dates the change from the first day of its run.
                 start = day if day_alarm else (st.run_start or day)
                 candidates.append((seg, detector, start))
                 if st.run_start is not None and st.run_start < start:
@@ -307,7 +331,12 @@ def run_history(
             else:
                 v.state = "healthy"
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
-                st.history.append(HistoryDay(day, hist_counts, judge, healthy=True))
+                held = config.hold_run_s is not None and st.s > config.hold_run_s
+                st.history.append(HistoryDay(day, hist_counts, judge, healthy=not held))
+                if held:
+                    st.held.append(day)
+                elif st.held:
+                    release_held(st)
 
         fold_signal_alarms(day, signal_alarms, candidates, segs, verdicts)
         open_incidents(candidates, day, segs, verdicts, incidents, cause_fn)
@@ -347,9 +376,7 @@ def run_history(
 
     if cause_fn is not None:
         for inc in incidents:
-            primary = max(
-                inc.segments, key=lambda s: (s != ALL, peak(verdicts, inc.incident_id, s))
-            )
+            primary = _primary(inc, verdicts, config.min_drop)
             cur_days = tuple(
                 d
                 for (d, s), v in sorted(verdicts.items())

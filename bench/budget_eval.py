@@ -352,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             ratio = totals["budget"][1] / totals["fixed"][1]
             print(f"judge calls, budgeted / fixed: {ratio:.3f}")
     print(unbiasedness(args.bias_seeds, cfg))
-    print(power_eval.mde_check(args.mde_references, args.mde_days, fixed_cfg.day_alpha))
-    print(power_eval.two_stage_check(args.two_stage_seeds, 5000, fixed_cfg.day_alpha))
+    if args.mde_references > 0:
+        print(power_eval.mde_check(args.mde_references, args.mde_days, fixed_cfg.day_alpha))
+    if args.two_stage_seeds > 0:
+        print(power_eval.two_stage_check(args.two_stage_seeds, 5000, fixed_cfg.day_alpha))
     print(f"({time.monotonic() - began:.0f} s)")
     return 0
 

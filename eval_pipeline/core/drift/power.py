@@ -22,14 +22,13 @@ Size Calculations in Clinical Research*, 2008, section 3.2.1) solved for the dif
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 POWER = 0.8
 
@@ -152,7 +151,9 @@ def _sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
 def _critical(test: DayTest, n: int, n_ref: float, ref_cdf: np.ndarray) -> int | None:
     """The largest j such that a sum of n + j alarms (None: no sum alarms)."""
     shrink = math.sqrt(1.0 + n / n_ref + n * test.tau2 / test.var)
-    alpha_today = float(stats.norm.sf(stats.norm.isf(test.alpha) * shrink))
+    # ndtr/ndtri: the normal CDF and quantile without scipy.stats' per-call overhead
+    # (this runs once per day size of every scan).
+    alpha_today = float(special.ndtr(special.ndtri(test.alpha) * shrink))
     below = np.flatnonzero(ref_cdf < alpha_today)
     if not below.size:
         return None
@@ -267,11 +268,15 @@ def exact_n_for_drop(
 
     The same rule as the stated figure: the smallest n with power >= ``power`` at every
     m in n..1.25n + 2. The sum's distributions are grown one score at a time."""
-    if test.gap <= 0 or drop <= 0:
+    # Below the floor, more traces only make the observed drop settle under it.
+    if test.gap <= 0 or drop <= test.min_drop:
         return None
-    far = dataclasses.replace(test, n_ref=float(ref_days * max_n))
-    if exact_power(far, max_n, drop) < power:
-        return None
+    # As n grows the critical drop tends to z_{1-alpha} * tau and the day's drop to the
+    # true one plus its wobble: power tends to Phi(drop / tau - z_{1-alpha}).
+    if test.tau2 > 0:
+        limit = special.ndtr(drop / math.sqrt(test.tau2) + special.ndtri(test.alpha))
+        if limit < power:
+            return None
     p_ref = np.asarray(test.ref_probs)
     p_alt = alternative(test.ref_probs, test.broken, test.shape, drop)
     ref_pmf, alt_pmf = np.array([1.0]), np.array([1.0])

@@ -75,6 +75,10 @@ class JudgeFailureConfig(dg.Config):
     max_segments: int = 50
     risk_oversample: float = 3.0
     target_drop: float = 0.3  # the report states the judged traces this drop would need
+    # The day test the statement of what the sample can see is for: keep them equal to
+    # drift_incidents' day_alpha and min_drop (the assets do not read each other's config).
+    day_alpha: float = detectors.DAY_ALPHA
+    min_drop: float = 0.2
 
 
 @dg.asset(kinds={"duckdb", "python"}, **COMMON)
@@ -323,7 +327,7 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
         if config.follow_up_calls <= 0:
             break
     with store.connect() as conn:
-        powers = budget.day_power(conn, day, detectors.DAY_ALPHA, config.target_drop)
+        powers = budget.day_power(conn, day, config.day_alpha, config.target_drop, config.min_drop)
         if the_budget is not None:
             acct = budget.accounting(conn, day, the_budget)
             meta["budget_calls_spent"] = MD.int(acct["calls"])

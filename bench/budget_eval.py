@@ -12,21 +12,19 @@ draw from the same traffic:
   open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
   slices oversampled 3x: traces of a prompt_version first seen in the last 7 days and
   traces with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z
-  lands in [z_follow, c) get the reserve. Scores enter the incident engine as weighted
-  whole counts (``weights.effective_counts``), the engine's ``min_n`` is ``--min-n``, and
-  its day test runs at the alpha that accounts for the second look
-  (``budget.two_look_day_alpha``).
+  reaches z_follow get the reserve (``budget.suspects``: those already significant too, so
+  the engine's one day test on the full day keeps its own alpha). Scores enter the
+  incident engine as weighted whole counts (``weights.effective_counts``) and the engine's
+  ``min_n`` is ``--min-n``.
 
 The incident engine, the cause attribution and the tally are the real ones
 (``bench.drift_eval.evaluate``). Then two checks of the estimates:
 
 - unbiasedness: the post-stratified overall mean of a budgeted day with oversampling on,
   minus the population's true mean, over many seeds (mean error and its standard error);
-- the minimum detectable drop: for a segment's sample, drops of exactly the stated MDE are
-  detected (day test at its per-row alpha) in about 80% of runs: the z-formula's through
-  the normal-tail test under a location shift, and the exact-test MDE the reports state
-  through the engine's exact tail, under more broken answers (the alternative it is
-  computed for) and under a location shift.
+- what a day's sample can see (``bench.power_eval``): drops of the stated MDE, each shape
+  at its own figure, detected in about 80% of runs by the engine's day test; and the
+  same-day follow-up's false-alarm rate on clean traffic.
 
     python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
 """
@@ -44,14 +42,15 @@ import numpy as np
 import pandas as pd
 
 from bench import drift_eval as de
-from eval_pipeline.core.drift import budget, detectors, power
+from bench import power_eval
+from eval_pipeline.core.drift import budget, detectors
 from eval_pipeline.core.drift.budget_sampling import (
     BudgetedSamplingConfig,
     follow_up,
     plan_budgeted,
     watch_set,
 )
-from eval_pipeline.core.drift.calibration import BROKEN_SCORES, CLEAN_SCORES, score_probs
+from eval_pipeline.core.drift.calibration import score_probs
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
@@ -60,8 +59,7 @@ from eval_pipeline.core.drift.weights import effective_counts, estimates, trace_
 
 NEW_DAYS = 7  # a prompt_version first seen within this many days is a risk
 THUMBS_DOWN = {True: 0.10, False: 0.01}  # P(thumbs-down | broken answer), healthy answer
-RULE = budget.FollowUpRule(z_follow=1.0, info_fraction=0.4)
-ROWS = len(de.SHARES) + 1  # segments + the overall row: the day test's Holm family
+RULE = budget.FollowUpRule(z_follow=1.0)
 
 
 @dataclass
@@ -199,7 +197,7 @@ def run_budgeted(kind: str, seed: int, cfg: BudgetedSamplingConfig, inc_cfg: Inc
         }
         extra = follow_up(
             plan,
-            budget.suspects(zs, detectors.DAY_ALPHA, ROWS, RULE),
+            budget.suspects(zs, RULE),
             cfg.reserve,
             cfg.risk_oversample,
         )
@@ -282,50 +280,6 @@ def unbiasedness(seeds: int, cfg: BudgetedSamplingConfig) -> str:
     )
 
 
-def mde_check(runs: int, alpha: float) -> str:
-    """Drops of exactly the stated MDE, detected by the day test at ``alpha``.
-
-    z-formula MDE (``power.mde``) through the normal-tail z-test under a location shift
-    (the alternative that formula assumes); the exact MDE (``power.exact_mde``, what the
-    reports state for a segment, computed from the true healthy distribution) through the
-    engine's own exact-tail test, as ``incidents.py`` calls it, under more broken answers
-    (the alternative it is computed for) and under a location shift."""
-    rng = np.random.default_rng(2026)
-    sd = float(
-        math.sqrt(CLEAN_SCORES @ np.arange(1, 6) ** 2 - (CLEAN_SCORES @ np.arange(1, 6)) ** 2)
-    )
-    lines = [
-        f"minimum detectable drop ({runs} runs each, one-sided day test at alpha={alpha:.2g}, "
-        f"reference of 21 days):",
-        f"  {'n today':>8} {'n ref':>6} {'z MDE':>6} {'z shifted':>9} {'exact MDE':>9} "
-        f"{'exact broken':>12} {'exact shifted':>13}",
-    ]
-    for n in (10, 20, 40, 80):
-        n_ref = 21 * n
-        m = power.mde(sd, n, n_ref, alpha)
-        mx = power.exact_mde(CLEAN_SCORES, n, n_ref, alpha, BROKEN_SCORES)
-        hits = mix_hits = shift_hits = 0
-        for _ in range(runs):
-            ref = rng.choice(np.arange(1, 6), size=n_ref, p=CLEAN_SCORES)
-            rc = Counts.of(ref)
-            healthy = rng.choice(np.arange(1, 6), size=n, p=CLEAN_SCORES)
-            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(healthy.mean() - m), n)
-            hits += sf.p < alpha
-            # The engine's day test: exact lattice tail under the reference's distribution.
-            mixed = rng.choice(np.arange(1, 6), size=n, p=score_probs(de.broken_for_drop(mx)))
-            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(mixed.mean()), n,
-                                     ref_probs=rc.probs())  # fmt: skip
-            mix_hits += sf.p < alpha
-            sf = detectors.shortfall(rc.mean, rc.variance, rc.n, float(healthy.mean() - mx), n,
-                                     ref_probs=rc.probs())  # fmt: skip
-            shift_hits += sf.p < alpha
-        lines.append(
-            f"  {n:>8} {n_ref:>6} {m:6.2f} {hits / runs:9.1%} {mx:9.2f} "
-            f"{mix_hits / runs:12.1%} {shift_hits / runs:13.1%}"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -344,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
     parser.add_argument("--bias-seeds", type=int, default=1000)
-    parser.add_argument("--mde-runs", type=int, default=4000)
+    parser.add_argument("--mde-references", type=int, default=100)
+    parser.add_argument("--mde-days", type=int, default=40, help="days per reference")
+    parser.add_argument("--two-stage-seeds", type=int, default=200)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
@@ -358,15 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         watch_cusum=args.watch_cusum,
     )
     fixed_cfg = IncidentConfig()
-    day_alpha = budget.two_look_day_alpha(fixed_cfg.day_alpha, ROWS, RULE)
-    budget_cfg = IncidentConfig(day_alpha=day_alpha, min_n=args.min_n)
+    budget_cfg = IncidentConfig(min_n=args.min_n)
     began = time.monotonic()
     print(
         f"budget-eval: {args.seeds} seeds x {len(kinds)} kinds, {de.N_DAYS} days; fixed "
         f"{de.SAMPLE}/day (floor {de.FLOOR}) vs budgeted {cfg.calls}/day (stage 1 "
         f"{cfg.stage1_calls}, reserve {cfg.reserve}, floor {cfg.floor_per_segment}, risk "
-        f"x{cfg.risk_oversample:g}, watch CUSUM {cfg.watch_cusum}); seeds from {args.seed_start}; day alpha {fixed_cfg.day_alpha} vs {day_alpha:.5f} "
-        f"(two looks, z_follow={RULE.z_follow}); engine min_n {fixed_cfg.min_n} vs {args.min_n}"
+        f"x{cfg.risk_oversample:g}, watch CUSUM {cfg.watch_cusum}); seeds from {args.seed_start}; day alpha {fixed_cfg.day_alpha} "
+        f"(follow-up at z >= {RULE.z_follow}, decided on the full day); engine min_n {fixed_cfg.min_n} vs {args.min_n}"
     )
     print(f"{'sampler':<9}{de.HEADER} {'calls/day':>9}")
     totals = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
@@ -397,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             ratio = totals["budget"][1] / totals["fixed"][1]
             print(f"judge calls, budgeted / fixed: {ratio:.3f}")
     print(unbiasedness(args.bias_seeds, cfg))
-    print(mde_check(args.mde_runs, budget.row_alpha(fixed_cfg.day_alpha, ROWS)))
+    if args.mde_references > 0:
+        print(power_eval.mde_check(args.mde_references, args.mde_days, fixed_cfg.day_alpha))
+    if args.two_stage_seeds > 0:
+        print(power_eval.two_stage_check(args.two_stage_seeds, 5000, fixed_cfg.day_alpha))
     print(f"({time.monotonic() - began:.0f} s)")
     return 0
 

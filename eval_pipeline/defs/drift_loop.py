@@ -75,6 +75,10 @@ class JudgeFailureConfig(dg.Config):
     max_segments: int = 50
     risk_oversample: float = 3.0
     target_drop: float = 0.3  # the report states the judged traces this drop would need
+    # The day test the statement of what the sample can see is for: keep them equal to
+    # drift_incidents' day_alpha and min_drop (the assets do not read each other's config).
+    day_alpha: float = detectors.DAY_ALPHA
+    min_drop: float = 0.2
 
 
 @dg.asset(kinds={"duckdb", "python"}, **COMMON)
@@ -122,7 +126,9 @@ def raw_traces(
     yield from materialize_days(context, days, per_day)
 
 
-@dg.asset(kinds={"duckdb"}, deps=[raw_traces], **COMMON)
+# trace_signals (defs/signals.py, by key: it imports this module) runs on every trace of
+# the day before sampling, so a budgeted sample can oversample segments whose signal moved.
+@dg.asset(kinds={"duckdb"}, deps=[raw_traces, "trace_signals"], **COMMON)
 def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
     """A reproducible stratified sample of the day's traces (a floor per segment)."""
     cfg = sampling.SamplingConfig(
@@ -142,7 +148,10 @@ def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, st
     with store.connect() as conn:
         for day in days:
             if config.budget_calls > 0:
-                res = budget_sampling.sample_day_budgeted(conn, day, budgeted)
+                moved = budget.moved_segments(conn, day)
+                res = budget_sampling.sample_day_budgeted(conn, day, budgeted, moved)
+                if moved:
+                    context.log.info(f"{day}: cheap signal moved in {', '.join(sorted(moved))}")
             else:
                 res = sampling.sample_day(conn, day, cfg)
             meta = {
@@ -257,16 +266,21 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
         with store.connect() as conn:
             if stage == 2:
-                suspects = budget.store_suspects(
-                    conn, day, detectors.DAY_ALPHA, budget.FollowUpRule()
-                )
+                # Every segment at or past the follow-up line, significant ones included:
+                # the engine's day test then decides on the full day only, at its own alpha.
+                suspects = budget.store_suspects(conn, day, budget.FollowUpRule())
                 cfg = budget_sampling.BudgetedSamplingConfig(
                     seed=config.sample_seed,
                     max_segments=config.max_segments,
                     risk_oversample=config.risk_oversample,
                 )
                 extra = budget_sampling.follow_up_day(
-                    conn, day, cfg, suspects, config.follow_up_calls
+                    conn,
+                    day,
+                    cfg,
+                    suspects,
+                    config.follow_up_calls,
+                    budget.moved_segments(conn, day),
                 )
                 meta["follow_up"] = MD.json(extra)
                 if not extra:
@@ -313,7 +327,7 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
         if config.follow_up_calls <= 0:
             break
     with store.connect() as conn:
-        powers = budget.day_power(conn, day, detectors.DAY_ALPHA, config.target_drop)
+        powers = budget.day_power(conn, day, config.day_alpha, config.target_drop, config.min_drop)
         if the_budget is not None:
             acct = budget.accounting(conn, day, the_budget)
             meta["budget_calls_spent"] = MD.int(acct["calls"])
@@ -323,6 +337,8 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     for p in powers:
         name = "overall" if p.segment == drift.ALL_SEGMENTS else p.segment
         meta[f"mde/{name}"] = plot_float(p.mde)
+        if p.segment != drift.ALL_SEGMENTS:
+            meta[f"mde_shift/{name}"] = plot_float(p.mde_shift)
         meta[f"cusum_drop/{name}"] = plot_float(p.cusum_drop)
         meta[f"weighted_mean/{name}"] = plot_float(p.weighted_mean)
     meta["what_the_sample_can_see"] = MD.md("\n".join(f"- {p.sentence()}" for p in powers))

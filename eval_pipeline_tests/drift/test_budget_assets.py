@@ -10,6 +10,8 @@ import pytest
 
 from eval_pipeline import settings
 from eval_pipeline.core import store
+from eval_pipeline.core.drift import budget
+from eval_pipeline.defs import drift_loop
 from eval_pipeline.defs.drift_incidents import IncidentsConfig
 from eval_pipeline.demo import traffic as demo_traffic
 from eval_pipeline_tests.drift.drift_fixtures import DRIFT_ASSETS, DRIFT_RESOURCES
@@ -63,3 +65,40 @@ def test_min_n_follows_the_one_precedence_rule(monkeypatch):
     monkeypatch.setenv("EVAL_DRIFT_MIN_N", "six")
     with pytest.raises(ValueError, match="EVAL_DRIFT_MIN_N"):
         IncidentsConfig().incident_config()
+
+
+def _sampled_by_segment(day: str) -> dict[str, int]:
+    result = dg.materialize(
+        [drift_loop.raw_traces, drift_loop.sampled_traces],
+        resources=DRIFT_RESOURCES,
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day,
+        run_config={
+            "ops": {"sampled_traces": {"config": {"budget_calls": 40, "floor_per_segment": 5}}}
+        },
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("sampled_traces")[0].metadata
+    return {s: v["sampled"] for s, v in meta["by_segment"].value.items()}
+
+
+def test_a_segment_whose_cheap_signal_moved_gets_more_of_the_budgeted_sample(demo_days):
+    # trace_signals runs before the sample in the daily job, so its fired tests are there.
+    deps = drift_loop.sampled_traces.asset_deps[dg.AssetKey("sampled_traces")]
+    assert dg.AssetKey("trace_signals") in deps
+    day = demo_days[0].isoformat()
+    before = _sampled_by_segment(day)
+    seg = min((s for s in before if s != "billing"), key=lambda s: (before[s], s))
+    with store.connect(settings.duckdb_path()) as conn:
+        conn.execute(
+            "INSERT INTO trace_signal_tests (partition_date, segment, signal, key, kind, test, "
+            "pages, fired, n, reference_n, reference_days, message) VALUES "
+            "(?, ?, 'refusal_rate', '', 'rate', 'Fisher exact', false, true, 60, 900, 14, 'x'), "
+            "(?, '__all__', 'prompt_version_share', 'v9', 'new_value', 'never seen', false, "
+            "true, 300, 0, 14, 'x')",
+            [demo_days[0], seg, demo_days[0]],
+        )
+        assert budget.moved_segments(conn, demo_days[0]) == {seg}
+    after = _sampled_by_segment(day)
+    assert sum(after.values()) == sum(before.values()) == 40
+    assert after[seg] > before[seg]

@@ -14,9 +14,12 @@ went, and what the day's sample can see.
   judge failures. It drops traces from the end of each stratum's content order, evenly
   across strata, so what is judged stays a simple random sample of each stratum and the
   weights (``weights``) stay right.
-- The follow-up rule and what the sample can see (``power``): which segments are
-  suspicious after stage 1, the day-test alpha that accounts for the second look, and per
-  segment the minimum detectable drop at 80% power and the sample a target drop needs.
+- The follow-up rule (``suspects``: which segments get the same-day second stage, chosen
+  so that the engine's one test at its own alpha still holds the day's false-alarm rate)
+  and what the sample can see (``power``): per segment the minimum detectable drop at 80%
+  power of the engine's day test, the sample a target drop needs, and the CUSUM's figure.
+- The cheap signals' say (``moved_segments``): segments whose ``trace_signals`` test
+  fired today, for the budgeted sampler's ``moved=``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from eval_pipeline.core.drift import detectors, power
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
 from eval_pipeline.core.drift.records import SegmentDay
-from eval_pipeline.core.drift.reference import Counts
+from eval_pipeline.core.drift.reference import Counts, ReferenceConfig, between_day_variance
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
 from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
 from eval_pipeline.core.judge.cache import DayPlan
@@ -215,33 +218,35 @@ def record_skips(
 
 @dataclass(frozen=True)
 class FollowUpRule:
-    """A segment whose stage-1 shortfall z lands in [z_follow, c) is suspicious: it gets
-    part of the reserve the same day. ``info_fraction`` is the planned n1 / (n1 + n2) of a
-    suspicious segment; ``c`` comes from ``power.two_look_threshold``."""
+    """The same-day follow-up: a segment whose stage-1 shortfall z is at least
+    ``z_follow`` gets a share of the reserve (``suspects``)."""
 
     z_follow: float = 1.0
-    info_fraction: float = 0.4
 
 
-def row_alpha(day_alpha: float, rows: int) -> float:
-    """The per-row level of the day test's first Holm step (Bonferroni over the rows)."""
-    return day_alpha / max(rows, 1)
+def suspects(stage1: dict[str, Shortfall], rule: FollowUpRule) -> list[str]:
+    """Segments for the second stage: stage-1 z >= z_follow, those already past the day
+    test's line included, in name order.
+
+    Why this keeps the day test's false-alarm rate with no adjusted boundary: every
+    segment that could alarm on stage 1 (z >= c > z_follow) gets stage 2, so an alarm is
+    only ever raised on the day's full sample, by the engine's one test at its own alpha:
+    P(alarm) <= P(Z_final >= c) = alpha whatever stage 1 showed. That needs stage 2's size
+    not to depend on a segment's own scores beyond this yes/no: the reserve is split
+    evenly in name order (``budget_sampling.follow_up``), never by how suspicious a segment
+    looks. Following up only the segments not yet past c, and letting either look alarm,
+    would spend P(Z1 >= c) + P(z_follow <= Z1 < c, Z >= c) > alpha (bench.power_eval
+    measures both on clean traffic)."""
+    return sorted(s for s, sf in stage1.items() if sf.z >= rule.z_follow)
 
 
-def two_look_day_alpha(day_alpha: float, rows: int, rule: FollowUpRule) -> float:
-    """The family alpha to give the one-look day test so that, with the follow-up's second
-    look, each row still spends ``day_alpha / rows`` (see ``power.two_look_threshold``)."""
-    look = power.two_look_threshold(row_alpha(day_alpha, rows), rule.z_follow, rule.info_fraction)
-    return look.alpha_per_look * max(rows, 1)
+@dataclass(frozen=True)
+class HealthyReference:
+    """A segment's healthy reference as the day test uses it."""
 
-
-def suspects(
-    stage1: dict[str, Shortfall], day_alpha: float, rows: int, rule: FollowUpRule
-) -> list[str]:
-    """Segments worth a second look, most suspicious first: z in [z_follow, c)."""
-    c = power.two_look_threshold(row_alpha(day_alpha, rows), rule.z_follow, rule.info_fraction).c
-    hits = [(s, sf.z) for s, sf in stage1.items() if rule.z_follow <= sf.z < c]
-    return [s for s, _ in sorted(hits, key=lambda x: (-x[1], x[0]))]
+    counts: Counts  # the scores of its healthy days, pooled
+    tau2: float = 0.0  # between-day variance of those days (reference.between_day_variance)
+    days: int = 0
 
 
 @dataclass(frozen=True)
@@ -254,79 +259,89 @@ class SegmentPower:
     weighted_se: float | None
     reference_sd: float | None
     reference_n: float | None
-    mde: float | None  # points; None without a reference
+    mde: float | None  # points, more broken answers; None: no reference, or nothing seen
     target_drop: float
     n_for_target: int | None
     cusum_drop: float | None = None  # persistent drop paged within CUSUM_DAYS on average
+    mde_shift: float | None = None  # points, every answer a little worse (segments only)
+    reference_tau2: float | None = None
 
     def sentence(self) -> str:
         if self.reference_sd is None:
             return f"{self.segment}: no reference yet, nothing to compare with"
         if self.mde is None:
             return f"{self.segment}: today's sample is too small to detect any drop at 80%"
-        need = f"{self.n_for_target} judged traces a day"
+        need = (
+            f"{self.target_drop:.2f} needs {self.n_for_target} judged traces a day"
+            if self.n_for_target is not None
+            else f"{self.target_drop:.2f} is out of the day test's reach at any daily sample"
+        )
+        shift = (
+            f", {self.mde_shift:.2f} if every answer gets a little worse"
+            if self.mde_shift is not None
+            else ""
+        )
         persistent = (
             f"; a lasting drop of {self.cusum_drop:.2f} within {CUSUM_DAYS} days (CUSUM)"
             if self.cusum_drop is not None
             else ""
         )
         return (
-            f"{self.segment}: a drop of {self.mde:.2f} points or more today "
-            f"({self.target_drop:.2f} needs {need}){persistent}"
+            f"{self.segment}: a drop of {self.mde:.2f} points or more today if answers break"
+            f"{shift} ({need}){persistent}"
         )
+
+
+def _segment_power(
+    est: Estimate, ref: HealthyReference, alpha: float, target_drop: float, min_drop: float
+) -> tuple[float | None, float | None, int | None, float]:
+    """(MDE broken, MDE shift, judged traces a day for the target, the day's se) of the
+    engine's exact day test of one segment (``power.DayTest``)."""
+    c = ref.counts
+    test = power.DayTest.of(c.probs(), c.n, c.variance, c.mean, alpha, BROKEN_SCORES,
+                            tau2=ref.tau2, min_drop=min_drop)  # fmt: skip
+    mde = power.exact_mde(test, est.n_eff)
+    shift = power.exact_mde(dataclasses.replace(test, shape="shift"), est.n_eff)
+    need = power.exact_n_for_drop(test, target_drop, REFERENCE_DAYS)
+    if need is not None and est.n_eff > 0 and est.n:
+        # In judged traces: the weights cost n / n_eff of them per effective one.
+        need = math.ceil(need * est.n / est.n_eff)
+    se = math.sqrt(power.se_of(math.sqrt(c.variance), est.n_eff, c.n) ** 2 + ref.tau2)
+    return mde, shift, need, se
 
 
 def sample_power(
     estimates: dict[str, Estimate],
-    reference: dict[str, tuple[float, float]],
+    references: dict[str, HealthyReference],
     alpha: float,
     target_drop: float = 0.3,
     min_drop: float = 0.0,
-    ref_probs: dict[str, Sequence[float]] | None = None,
 ) -> list[SegmentPower]:
-    """Per segment: the minimum drop detectable at 80% power with today's effective sample
-    (never below the day test's practical floor ``min_drop``): for a segment with its
-    reference's score distribution in ``ref_probs``, that of the engine's exact day test
-    against more broken answers (``power.exact_mde``), else the normal formula (the overall
-    row, a pinned value); the judged traces a day a
-    ``target_drop`` would need (once the reference holds 21 days of that size); the lasting
-    drop the CUSUM pages on within ``CUSUM_DAYS`` days on average.
-    reference: segment -> (sd, n) of its healthy reference."""
+    """Per segment, what today's effective sample can see with the day test at ``alpha``
+    (the engine's per-row ``day_alpha``) and its floor ``min_drop``: the minimum drop
+    detectable at 80% power for each shape of drop (``power.exact_mde``: exact, with the
+    reference's between-day variance), the judged traces a day a ``target_drop`` would
+    need once the reference holds 21 such days (``power.exact_n_for_drop``, the broken
+    shape), and the lasting drop the CUSUM pages on within ``CUSUM_DAYS`` days on average.
+    The overall row (``ALL_SEGMENTS``, a weighted mean the engine tests with a normal
+    tail) gets the normal formula."""
     out = []
     for seg in sorted(estimates):
-        est = estimates[seg]
-        sd, n_ref = reference.get(seg, (None, None))
-        m = need = lasting = None
-        if sd is not None and est.n_eff > 0:
-            probs = (ref_probs or {}).get(seg)
-            if probs is None:
+        est, ref = estimates[seg], references.get(seg)
+        m = shift = need = lasting = sd = n_ref = tau2 = None
+        if ref is not None and ref.counts.n and est.n_eff > 0:
+            sd, n_ref, tau2 = math.sqrt(ref.counts.variance), float(ref.counts.n), ref.tau2
+            if seg == ALL_SEGMENTS:
                 m = max(power.mde(sd, est.n_eff, n_ref, alpha), min_drop)
+                need = power.n_per_day_for_drop(target_drop, sd, alpha, REFERENCE_DAYS)
+                se = power.se_of(sd, est.n_eff, n_ref)
             else:
-                exact = power.exact_mde(probs, est.n_eff, n_ref, alpha, BROKEN_SCORES)
-                m = None if exact is None else max(exact, min_drop)
-            lasting = power.cusum_drop(
-                power.se_of(sd, est.n_eff, n_ref), CUSUM_DAYS, detectors.CUSUM_K, detectors.CUSUM_H
-            )
-            need = power.n_per_day_for_drop(target_drop, sd, alpha, REFERENCE_DAYS)
-            if est.n_eff > 0 and est.n:
-                # In judged traces: the weights cost n / n_eff of them per effective one.
-                need = math.ceil(need * est.n / est.n_eff)
+                m, shift, need, se = _segment_power(est, ref, alpha, target_drop, min_drop)
+            lasting = power.cusum_drop(se, CUSUM_DAYS, detectors.CUSUM_K, detectors.CUSUM_H)
         out.append(
-            SegmentPower(
-                seg,
-                est.n,
-                est.n_eff,
-                est.population,
-                est.mean,
-                est.se,
-                sd,
-                n_ref,
-                m,
-                target_drop,
-                need,
-                lasting,
-            )
-        )
+            SegmentPower(seg, est.n, est.n_eff, est.population, est.mean, est.se, sd, n_ref, m,
+                         target_drop, need, lasting, shift, tau2)
+        )  # fmt: skip
     return out
 
 
@@ -348,44 +363,73 @@ def day_sample(conn: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
     return frame
 
 
-def healthy_reference(
-    conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = 21
-) -> dict[str, Counts]:
-    """Each segment's scores on its healthy days (per the incident history) before ``day``."""
-    rows = conn.execute(
-        "SELECT s.segment, "
-        + ", ".join(f"count(*) FILTER (WHERE s.score = {v})" for v in range(1, 6))
-        + " FROM judge_scores s JOIN drift_day_states d USING (partition_date, segment) "
-        "WHERE d.state = 'healthy' AND s.state = 'ok' AND s.criterion = 'quality' "
-        "AND s.partition_date < ? "
-        "AND s.partition_date >= ? GROUP BY 1",
-        [day, day - dt.timedelta(days=days)],
-    ).fetchall()
-    return {seg: Counts(tuple(int(x) for x in c)) for seg, *c in rows}
-
-
-def stage1_shortfalls(
-    frame: pd.DataFrame, reference: dict[str, Counts], min_ref: int = 30
-) -> dict[str, Shortfall]:
-    """Each segment's weighted stage-1 shortfall against its healthy reference."""
+def healthy_references(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = REFERENCE_DAYS
+) -> dict[str, HealthyReference]:
+    """Each segment's reference as the engine builds it: its last ``days`` days before
+    ``day`` that the incident history judged healthy, each day's scores weighted as the
+    engine weights them (a budgeted day's effective counts), pooled, with the between-day
+    variance of those days. The overall row (``ALL_SEGMENTS``) pools every segment."""
+    frame = conn.execute(
+        "WITH d AS (SELECT partition_date, segment, row_number() OVER (PARTITION BY segment "
+        "ORDER BY partition_date DESC) AS k FROM drift_day_states "
+        "WHERE state = 'healthy' AND partition_date < ?) "
+        "SELECT s.partition_date AS day, s.segment, x.stratum, x.stratum_size, "
+        "s.score::DOUBLE AS score FROM judge_scores s "
+        "JOIN d USING (partition_date, segment) "
+        "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
+        "WHERE d.k <= ? AND s.state = 'ok' AND s.criterion = 'quality'",
+        [day, days],
+    ).df()
+    per_day: dict[str, list[Counts]] = {}
+    for (_, seg), g in frame.groupby(["day", "segment"], sort=True):
+        if g["stratum"].notna().all():
+            c = effective_counts(g["score"], trace_weights(g), g["stratum"])
+        else:
+            c = Counts.of(g["score"])
+        per_day.setdefault(seg, []).append(c)
     out = {}
-    ok = frame[frame["state"] == "ok"]
-    for seg, g in ok.groupby("segment", sort=True):
-        ref = reference.get(seg)
-        if ref is None or ref.n < min_ref or len(g) == 0:
-            continue
-        c = effective_counts(g["score"], trace_weights(g), g["stratum"])
-        out[seg] = detectors.shortfall(ref.mean, ref.variance, ref.n, c.mean, c.n)
+    for seg, kept in per_day.items():
+        out[seg] = HealthyReference(sum(kept, Counts()), between_day_variance(kept), len(kept))
+    if out:
+        out[ALL_SEGMENTS] = HealthyReference(sum((r.counts for r in out.values()), Counts()))
     return out
 
 
-def store_suspects(
-    conn: duckdb.DuckDBPyConnection, day: dt.date, day_alpha: float, rule: FollowUpRule
-) -> list[str]:
-    frame = day_sample(conn, day)
-    shortfalls = stage1_shortfalls(frame, healthy_reference(conn, day))
-    rows = frame["segment"].nunique() + 1  # the segments and the overall row
-    return suspects(shortfalls, day_alpha, rows, rule)
+def stage1_shortfalls(
+    frame: pd.DataFrame, references: dict[str, HealthyReference]
+) -> dict[str, Shortfall]:
+    """Each segment's weighted stage-1 shortfall, by the engine's own segment test (exact
+    tail, the reference's error and between-day variance); segments whose reference the
+    engine would call thin are left out (no verdict, so no alarm, either way)."""
+    out = {}
+    thin = ReferenceConfig()
+    ok = frame[frame["state"] == "ok"]
+    for seg, g in ok.groupby("segment", sort=True):
+        ref = references.get(seg)
+        if ref is None or ref.counts.n < thin.min_n or ref.days < thin.min_days or len(g) == 0:
+            continue
+        c = effective_counts(g["score"], trace_weights(g), g["stratum"])
+        r = ref.counts
+        out[seg] = detectors.shortfall(
+            r.mean, r.variance, r.n, c.mean, c.n, ref_probs=r.probs(), tau2=ref.tau2
+        )
+    return out
+
+
+def store_suspects(conn: duckdb.DuckDBPyConnection, day: dt.date, rule: FollowUpRule) -> list[str]:
+    return suspects(stage1_shortfalls(day_sample(conn, day), healthy_references(conn, day)), rule)
+
+
+def moved_segments(conn: duckdb.DuckDBPyConnection, day: dt.date) -> set[str]:
+    """Segments whose cheap signal moved today: a fired test (paging or informing) of
+    ``trace_signal_tests`` on the segment's own rows, or on its share of the day."""
+    rows = conn.execute(
+        "SELECT DISTINCT CASE WHEN signal = 'segment_share' THEN key ELSE segment END "
+        "FROM trace_signal_tests WHERE partition_date = ? AND fired AND kind <> 'new_value'",
+        [day],
+    ).fetchall()
+    return {r[0] for r in rows if r[0] and r[0] != ALL_SEGMENTS}
 
 
 def day_power(
@@ -398,19 +442,13 @@ def day_power(
     """The day's weighted estimates and what its sample can see, stored in sample_power."""
     frame = day_sample(conn, day)
     est = estimates(frame, ALL_SEGMENTS) if len(frame) else {}
-    ref_counts = healthy_reference(conn, day)
-    reference = {s: (math.sqrt(c.variance), float(c.n)) for s, c in ref_counts.items() if c.n}
-    pooled = sum(ref_counts.values(), Counts())
-    if pooled.n:
-        reference[ALL_SEGMENTS] = (math.sqrt(pooled.variance), float(pooled.n))
-    rows = sample_power(
-        est,
-        reference,
-        row_alpha(day_alpha, max(len(est), 1)),
-        target_drop,
-        min_drop,
-        ref_probs={s: c.probs() for s, c in ref_counts.items() if c.n},
-    )
+    rows = sample_power(est, healthy_references(conn, day), day_alpha, target_drop, min_drop)
+    floats = {
+        "weighted_mean": "weighted_mean", "weighted_se": "weighted_se",
+        "reference_sd": "reference_sd", "reference_n": "reference_n", "mde": "mde",
+        "cusum_drop": "cusum_drop", "mde_shift": "mde_shift",
+        "reference_tau2": "reference_tau2",
+    }  # fmt: skip
     out = pd.DataFrame(
         {
             "partition_date": day,
@@ -418,16 +456,12 @@ def day_power(
             "n": [r.n for r in rows],
             "n_eff": [float(r.n_eff) for r in rows],
             "population": [r.population for r in rows],
-            "weighted_mean": pd.array([r.weighted_mean for r in rows], dtype="Float64"),
-            "weighted_se": pd.array([r.weighted_se for r in rows], dtype="Float64"),
-            "reference_sd": pd.array([r.reference_sd for r in rows], dtype="Float64"),
-            "reference_n": pd.array([r.reference_n for r in rows], dtype="Float64"),
-            "mde": pd.array([r.mde for r in rows], dtype="Float64"),
+            **{c: pd.array([getattr(r, a) for r in rows], dtype="Float64")
+               for c, a in floats.items()},
             "target_drop": [r.target_drop for r in rows],
             "n_for_target": pd.array([r.n_for_target for r in rows], dtype="Int64"),
-            "cusum_drop": pd.array([r.cusum_drop for r in rows], dtype="Float64"),
         }
-    )
+    )  # fmt: skip
     replace_rows(conn, "sample_power", "partition_date = ?", [day], frame=out if rows else None)
     return rows
 

@@ -1,43 +1,34 @@
-"""What a day's sample can see: minimum detectable drop, sample needed, and the two-look
-threshold of the adaptive follow-up.
+"""What a day's sample can see: the minimum detectable drop of the engine's day test, the
+daily sample a target drop needs, and the CUSUM's figure for a lasting drop.
 
-A segment's stated minimum detectable drop is that of the engine's exact-tail day test
-(``exact_mde``, at the end of this module). The other figures are for the normal
-approximation of the day test, a one-sided two-sample z-test of today's mean against the
-reference mean,
+A segment's figures are those of the test the engine runs (``detectors.shortfall`` with
+the reference's 1-5 distribution, as ``incidents.run_history`` calls it): the exact lower
+tail of today's score sum, its normal score shrunk by sqrt(se2_today / se2), where se2
+holds today's sampling error, the reference mean's and the between-day variance tau2 that
+the reference shows (``reference.between_day_variance``), and the practical floor: an
+alarm needs p < alpha *and* a drop of at least ``min_drop`` points. ``DayTest`` holds what
+that test depends on; ``exact_mde`` and ``exact_n_for_drop`` are exact for it.
+
+The overall row (a weighted mean, Edgeworth tail) and a pinned reference keep the normal
+approximation, a one-sided two-sample z-test of today's mean against the reference mean,
 
     z = drop / se,   se = sd * sqrt(1 / n + 1 / n_ref)
 
-(normal approximation to the mean of >= 10 scores on a 1-5 scale; ``sd`` is the healthy
-reference's spread; ``n`` is today's effective sample size when the sample is weighted).
+with the textbook sample-size formula for comparing two means (Chow, Shao & Wang, *Sample
+Size Calculations in Clinical Research*, 2008, section 3.2.1) solved for the difference:
 
-- Minimum detectable drop at power 1 - beta (the textbook sample-size formula for
-  comparing two means, e.g. Chow, Shao & Wang, *Sample Size Calculations in Clinical
-  Research*, 2008, section 3.2.1, solved for the difference):
-
-      MDE = (z_{1-alpha} + z_{1-beta}) * se
-
-  and, the other way round, the n that makes ``se`` small enough for a target drop.
-- The two-look design of the follow-up: stage 1 judges ``n1`` traces; a segment whose
-  stage-1 statistic lands in [z_follow, c) gets ``n2`` more the same day and is tested on
-  all ``n1 + n2``; any other segment is tested on stage 1. The day test then alarms when
-  either look's z reaches c, so its false-alarm probability is
-
-      P(Z1 >= c) + P(z_follow <= Z1 < c, Z >= c),   corr(Z1, Z) = sqrt(n1 / (n1 + n2)),
-
-  larger than P(Z >= c) of one look. ``two_look_threshold`` finds the c that spends
-  exactly ``alpha`` across both looks (a Pocock-type constant boundary, Pocock 1977),
-  with the bivariate normal from scipy.
+    MDE = (z_{1-alpha} + z_{1-beta}) * se.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 POWER = 0.8
 
@@ -62,77 +53,13 @@ def power_at(drop: float, sd: float, n: float, n_ref: float | None, alpha: float
     return float(stats.norm.sf(stats.norm.isf(alpha) - drop / se))
 
 
-def n_for_drop(
-    drop: float, sd: float, n_ref: float | None, alpha: float, power: float = POWER
-) -> int | None:
-    """Judged traces needed today to detect ``drop`` with ``power``; None when even an
-    unlimited sample could not (the reference itself is too noisy)."""
-    target_se = drop / (stats.norm.isf(alpha) + stats.norm.ppf(power))
-    room = (target_se / sd) ** 2 - (1.0 / n_ref if n_ref else 0.0)
-    if room <= 0:
-        return None
-    return math.ceil(1.0 / room - 1e-9)
-
-
 def n_per_day_for_drop(
     drop: float, sd: float, alpha: float, ref_days: int, power: float = POWER
 ) -> int:
     """The daily sample at which, once the reference holds ``ref_days`` such days, the
-    day test detects ``drop`` with ``power``: n with sd^2 (1/n + 1/(ref_days n)) = se^2."""
+    z-test detects ``drop`` with ``power``: n with sd^2 (1/n + 1/(ref_days n)) = se^2."""
     target_se = drop / (stats.norm.isf(alpha) + stats.norm.ppf(power))
     return math.ceil((sd / target_se) ** 2 * (1 + 1 / ref_days) - 1e-9)
-
-
-def _two_look_size(c: float, z_follow: float, rho: float) -> float:
-    """P(Z1 >= c) + P(z_follow <= Z1 < c, Z >= c) with corr(Z1, Z) = rho, under the null."""
-    first = stats.norm.sf(c)
-    if z_follow >= c:
-        return float(first)
-    mvn = stats.multivariate_normal(mean=[0.0, 0.0], cov=[[1.0, rho], [rho, 1.0]])
-    # P(a <= Z1 < c, Z >= c) = P(Z1 < c) - P(Z1 < a) - [P(Z1 < c, Z < c) - P(Z1 < a, Z < c)]
-    below_c = mvn.cdf([c, c])
-    below_a = mvn.cdf([z_follow, c])
-    second = stats.norm.cdf(c) - stats.norm.cdf(z_follow) - (below_c - below_a)
-    return float(first + max(second, 0.0))
-
-
-@dataclass(frozen=True)
-class TwoLook:
-    alpha: float  # spent across both looks
-    c: float  # the boundary on either look's z
-    alpha_per_look: float  # P(Z >= c): the nominal alpha to give a one-look test
-    z_follow: float
-    info_fraction: float  # n1 / (n1 + n2)
-
-
-def two_look_threshold(alpha: float, z_follow: float, info_fraction: float) -> TwoLook:
-    """The constant boundary c whose two-look false-alarm probability is ``alpha``."""
-    if not 0 < info_fraction <= 1:
-        raise ValueError("info_fraction must be in (0, 1]")
-    rho = math.sqrt(info_fraction)
-    one_look = stats.norm.isf(alpha)
-    if info_fraction == 1 or z_follow >= one_look:
-        return TwoLook(alpha, one_look, alpha, z_follow, info_fraction)
-    c = optimize.brentq(
-        lambda x: _two_look_size(x, z_follow, rho) - alpha, one_look, one_look + 3.0, xtol=1e-6
-    )
-    return TwoLook(alpha, float(c), float(stats.norm.sf(c)), z_follow, info_fraction)
-
-
-def two_look_size(look: TwoLook) -> float:
-    """The false-alarm probability of the design (for checks and docs)."""
-    return _two_look_size(look.c, look.z_follow, math.sqrt(look.info_fraction))
-
-
-def simulate_two_look_size(look: TwoLook, rng: np.random.Generator, runs: int = 200_000) -> float:
-    """Monte Carlo of the same probability from independent stage increments."""
-    t = look.info_fraction
-    z1 = rng.standard_normal(runs)
-    z2 = rng.standard_normal(runs)
-    z_all = math.sqrt(t) * z1 + math.sqrt(1 - t) * z2
-    follow = (z1 >= look.z_follow) & (z1 < look.c)
-    alarm = (z1 >= look.c) | (follow & (z_all >= look.c))
-    return float(alarm.mean())
 
 
 # --- the CUSUM's side: persistent drops over several days -----------------------------
@@ -157,19 +84,56 @@ def cusum_drop(se: float, days: float, k: float, h: float) -> float:
     return mu * se
 
 
-# --- the MDE of the test the engine runs: exact lattice tail ----------------------------
-# The segment rows' day test (``detectors.shortfall`` with ``ref_probs``) is the exact
-# lower tail of today's score sum under the reference's 1-5 distribution, its normal score
-# shrunk by sqrt(se2_today / se2). With no between-day variance that ratio is
-# n_ref / (n + n_ref), so "p < alpha" is "P_ref(S <= s) < alpha_today" with
-#     alpha_today = P(Z >= z_{1-alpha} * sqrt(1 + n / n_ref)),
-# a fixed critical sum, and the power against any alternative distribution q of one score
-# is P_q(S <= s_crit), exact by convolution. The alternative is the drift harness's "more
-# broken answers": today = (1 - w) * reference + w * BROKEN_SCORES, a drop of
-# w * (reference mean - broken mean) points. The MDE is the drop where that power is 80%
-# (continuous in w, found by brentq).
+# --- the engine's segment day test: exact lattice tail ----------------------------------
+# With se2 = var/n + var/n_ref + tau2, "p < alpha" is "P_ref(S <= s) < alpha_today",
+#     alpha_today = P(Z >= z_{1-alpha} * sqrt(1 + n / n_ref + n * tau2 / var)),
+# a fixed critical sum; the floor adds S <= n * (ref_mean - min_drop). The power against
+# an alternative distribution q of one score is P_q(S <= s_crit), exact by convolution.
+# Two shapes of a drop of D points:
+# - "broken": more broken answers, q = (1 - w) ref + w broken, w = D / (ref mean - broken
+#   mean) (the drift harness's model of a drop: the low tail grows, the spread widens);
+# - "shift": every answer a little worse, each score s levels lower (floored at 1; a
+#   whole level for every answer and one more for a share frac(s)), s such that the mean
+#   drops by D: a location shift on the 1-5 lattice, the spread roughly kept.
+# At the same D the test sees the shift more often (about 10 points of power more at the
+# broken shape's 80% point), so no one figure is right for both: each has its own MDE.
+# With tau2 > 0 the day's own true mean wobbles around its expectation by tau2 (what the
+# reference shows between healthy days): the power is averaged over that wobble, a normal
+# location shift of the day's mean (Gauss-Hermite, 9 nodes).
 
+SHAPES = ("broken", "shift")
 _LEVELS = np.arange(1, 6, dtype=float)
+_HERMITE = np.polynomial.hermite.hermgauss(9)
+
+
+@dataclass(frozen=True)
+class DayTest:
+    """What the engine's day test of one segment depends on (``detectors.shortfall``)."""
+
+    ref_probs: tuple[float, ...]  # the reference's P(score = 1..5), as Counts.probs()
+    n_ref: float  # the reference's scores
+    alpha: float  # the per-row day alpha (IncidentConfig.day_alpha)
+    var: float  # the reference's score variance, floored as the engine floors it
+    ref_mean: float  # the reference mean the drop is measured from
+    broken: tuple[float, ...]  # P(score = 1..5) of a broken answer
+    tau2: float = 0.0  # between-day variance of the true mean (0 when Cochran's Q holds)
+    min_drop: float = 0.0  # the day test's practical floor, points
+    shape: str = "broken"  # which alternative (SHAPES)
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r} (known: {', '.join(SHAPES)})")
+
+    @classmethod
+    def of(cls, probs: Sequence[float], n_ref: float, var: float, mean: float,
+           alpha: float, broken: Sequence[float], **kw) -> DayTest:  # fmt: skip
+        return cls(tuple(float(x) for x in probs), float(n_ref), float(alpha), float(var),
+                   float(mean), tuple(float(x) for x in broken), **kw)  # fmt: skip
+
+    @property
+    def gap(self) -> float:
+        """Points lost when every answer is broken."""
+        return float(np.asarray(self.ref_probs) @ _LEVELS - np.asarray(self.broken) @ _LEVELS)
 
 
 def _sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
@@ -184,64 +148,145 @@ def _sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
     return result
 
 
-def exact_critical_index(
-    ref_probs: np.ndarray, n: int, n_ref: float | None, alpha: float
-) -> int | None:
-    """The largest j with P_ref(S <= n + j) < alpha_today (None: no sum alarms)."""
-    shrink = math.sqrt(1.0 + (n / n_ref if n_ref else 0.0))
-    alpha_today = float(stats.norm.sf(stats.norm.isf(alpha) * shrink))
-    below = np.flatnonzero(np.cumsum(_sum_pmf(ref_probs, n)) < alpha_today)
-    return int(below[-1]) if below.size else None
+def _critical(test: DayTest, n: int, n_ref: float, ref_cdf: np.ndarray) -> int | None:
+    """The largest j such that a sum of n + j alarms (None: no sum alarms)."""
+    shrink = math.sqrt(1.0 + n / n_ref + n * test.tau2 / test.var)
+    # ndtr/ndtri: the normal CDF and quantile without scipy.stats' per-call overhead
+    # (this runs once per day size of every scan).
+    alpha_today = float(special.ndtr(special.ndtri(test.alpha) * shrink))
+    below = np.flatnonzero(ref_cdf < alpha_today)
+    if not below.size:
+        return None
+    j = min(int(below[-1]), math.floor(n * (test.ref_mean - test.min_drop) + 1e-9) - n)
+    return j if j >= 0 else None
 
 
-def exact_power_at(
-    share: float, ref_probs: np.ndarray, n: int, n_ref: float | None, alpha: float,
-    broken: np.ndarray,
-) -> float:  # fmt: skip
-    """Power of the exact day test when a ``share`` of today's answers are broken."""
-    crit = exact_critical_index(ref_probs, n, n_ref, alpha)
+def _shift_down(probs: np.ndarray, k: int) -> np.ndarray:
+    """Every score ``k`` levels lower, floored at 1."""
+    out = np.zeros(5)
+    for level, p in enumerate(probs):
+        out[max(level - k, 0)] += p
+    return out
+
+
+def alternative(probs: Sequence[float], broken: Sequence[float], shape: str, drop: float):
+    """P(score = 1..5) of a day ``drop`` points below ``probs``, in ``shape`` (SHAPES)."""
+    ref, drop = np.asarray(probs, dtype=float), max(drop, 0.0)
+    if shape == "broken":
+        gap = float(ref @ _LEVELS - np.asarray(broken) @ _LEVELS)
+        w = min(drop / gap, 1.0) if gap > 0 else 0.0
+        return (1.0 - w) * ref + w * np.asarray(broken, dtype=float)
+    # A shift of s levels: floor(s) levels for every answer, one more for a share frac(s)
+    # of them; the mean is linear in s between whole levels, so s is found exactly.
+    steps = [_shift_down(ref, k) for k in range(5)]
+    lost = [float((ref - d) @ _LEVELS) for d in steps]
+    if drop >= lost[-1]:
+        return steps[-1]
+    k = int(np.searchsorted(lost, drop, side="right")) - 1
+    frac = (drop - lost[k]) / (lost[k + 1] - lost[k])
+    return (1.0 - frac) * steps[k] + frac * steps[k + 1]
+
+
+def _wobble(tau2: float) -> list[tuple[float, float]]:
+    """(offset of the day's mean, weight): N(0, tau2) by Gauss-Hermite, or no wobble."""
+    if tau2 <= 0:
+        return [(0.0, 1.0)]
+    x, w = _HERMITE
+    return list(zip(math.sqrt(2 * tau2) * x, w / math.sqrt(math.pi), strict=True))
+
+
+def _power(test: DayTest, n: int, crit: int | None, alt_cdf: np.ndarray) -> float:
+    """P(alarm) given the CDF of today's sum under the alternative, averaged over the
+    day's wobble."""
     if crit is None:
         return 0.0
-    q = (1.0 - share) * np.asarray(ref_probs, dtype=float) + share * broken
-    return float(min(1.0, _sum_pmf(q, n)[: crit + 1].sum()))
+    out = 0.0
+    for u, weight in _wobble(test.tau2):
+        i = math.floor(crit - n * u + 0.5)  # the day's sum is a whole count
+        out += weight * (0.0 if i < 0 else min(float(alt_cdf[min(i, len(alt_cdf) - 1)]), 1.0))
+    return out
 
 
-def exact_mde(
-    ref_probs: np.ndarray,
-    n: float,
-    n_ref: float | None,
-    alpha: float,
-    broken: np.ndarray,
-    power: float = POWER,
-) -> float | None:
-    """The drop (points) of "more broken answers" the exact day test detects with
-    ``power`` at ``n`` judged traces (rounded: the engine tests whole counts); None when
-    even all answers broken would not reach it."""
-    n_int = int(round(n))
-    if n_int < 1:
+def _alt_cdf(test: DayTest, n: int, drop: float) -> np.ndarray:
+    return np.cumsum(_sum_pmf(alternative(test.ref_probs, test.broken, test.shape, drop), n))
+
+
+def exact_power(test: DayTest, n: int, drop: float) -> float:
+    """Power of the day test on ``n`` scores against a true drop of ``drop`` points."""
+    ref_cdf = np.cumsum(_sum_pmf(np.asarray(test.ref_probs), n))
+    crit = _critical(test, n, test.n_ref, ref_cdf)
+    return _power(test, n, crit, _alt_cdf(test, n, drop))
+
+
+def exact_mde(test: DayTest, n: float, power: float = POWER) -> float | None:
+    """The drop (points) the day test detects with ``power`` at ``n`` effective traces
+    (rounded down: the engine tests whole counts, never more than the design has); None
+    when even every answer broken would not reach it.
+
+    The lattice makes the raw figure a sawtooth in n (a larger day can have a smaller
+    attainable size): the stated figure is the largest over n..1.25n + 2, i.e. the
+    smallest drop whose power is at least ``power`` at every day size in that window, so
+    it never rises with n and holds at every larger day too (the teeth are ~1%, the
+    decline over 25% of n ~10%)."""
+    n_int = math.floor(n + 1e-9)
+    if n_int < 1 or test.gap <= 0:
         return None
-    ref = tuple(float(x) for x in ref_probs)
-    bad = tuple(float(x) for x in broken)
-    # The lattice makes the raw figure a sawtooth in n (a larger day can have a smaller
-    # attainable size): state the largest over n..1.25n + 2, so it never rises with n and
-    # holds at every larger day too (the sawtooth's teeth are ~1%, the decline over 25%
-    # of n ~10%).
-    found = [_exact_mde(ref, m, n_ref, alpha, bad, power) for m in range(n_int, n_int * 5 // 4 + 3)]
-    return None if any(f is None for f in found) else max(found)
+    return _stated_mde(test, n_int, power)
 
 
 @functools.lru_cache(maxsize=4096)
-def _exact_mde(ref, n, n_ref, alpha, broken, power) -> float | None:
-    ref_a, broken_a = np.array(ref), np.array(broken)
-    gap = float(ref_a @ _LEVELS - broken_a @ _LEVELS)
-    if gap <= 0:
+def _stated_mde(test: DayTest, n: int, power: float) -> float | None:
+    sizes = range(n, n * 5 // 4 + 3)
+    ref_pmf, crits = _sum_pmf(np.asarray(test.ref_probs), n), []
+    for m in sizes:  # the critical sums depend on the reference only: once per window
+        crits.append(_critical(test, m, test.n_ref, np.cumsum(ref_pmf)))
+        ref_pmf = np.convolve(ref_pmf, test.ref_probs)
+    if any(c is None for c in crits):
         return None
 
-    def f(w: float) -> float:
-        return exact_power_at(w, ref_a, n, n_ref, alpha, broken_a) - power
+    def f(drop: float) -> float:
+        alt = alternative(test.ref_probs, test.broken, test.shape, drop)
+        pmf, worst = _sum_pmf(alt, n), 1.0
+        for m, crit in zip(sizes, crits, strict=True):
+            worst = min(worst, _power(test, m, crit, np.cumsum(pmf)))
+            pmf = np.convolve(pmf, alt)
+        return worst - power
 
-    if f(1.0) < 0:
+    if f(test.gap) < 0:
         return None
     if f(0.0) >= 0:
         return 0.0
-    return float(optimize.brentq(f, 0.0, 1.0, xtol=1e-6)) * gap
+    return float(optimize.brentq(f, 0.0, test.gap, xtol=1e-6))
+
+
+def exact_n_for_drop(
+    test: DayTest, drop: float, ref_days: int, power: float = POWER, max_n: int = 5000
+) -> int | None:
+    """The daily sample whose stated MDE (``exact_mde``) is at most ``drop`` once the
+    reference holds ``ref_days`` days of that size (n_ref = ref_days * n); None when no
+    sample up to ``max_n`` reaches it (a large tau2 puts a floor under the MDE).
+
+    The same rule as the stated figure: the smallest n with power >= ``power`` at every
+    m in n..1.25n + 2. The sum's distributions are grown one score at a time."""
+    # Below the floor, more traces only make the observed drop settle under it.
+    if test.gap <= 0 or drop <= test.min_drop:
+        return None
+    # As n grows the critical drop tends to z_{1-alpha} * tau and the day's drop to the
+    # true one plus its wobble: power tends to Phi(drop / tau - z_{1-alpha}).
+    if test.tau2 > 0:
+        limit = special.ndtr(drop / math.sqrt(test.tau2) + special.ndtri(test.alpha))
+        if limit < power:
+            return None
+    p_ref = np.asarray(test.ref_probs)
+    p_alt = alternative(test.ref_probs, test.broken, test.shape, drop)
+    ref_pmf, alt_pmf = np.array([1.0]), np.array([1.0])
+    last_fail = 0
+    for m in range(1, max_n + 1):
+        ref_pmf, alt_pmf = np.convolve(ref_pmf, p_ref), np.convolve(alt_pmf, p_alt)
+        crit = _critical(test, m, ref_days * m, np.cumsum(ref_pmf))
+        if _power(test, m, crit, np.cumsum(alt_pmf)) < power:
+            last_fail = m
+        n = last_fail + 1
+        if m >= n * 5 // 4 + 2:
+            return n
+    return None

@@ -47,6 +47,7 @@ from bench import drift_eval as de
 from eval_pipeline.core.drift import budget, detectors, power
 from eval_pipeline.core.drift.budget_sampling import (
     BudgetedSamplingConfig,
+    engine_counts,
     follow_up,
     plan_budgeted,
     watch_set,
@@ -127,11 +128,16 @@ def judged(day_idx: int, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+ENGINE_COUNTS = {"drawn": "drawn"}
+
+
 def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[SegmentDay]:
     out = []
     for seg, g in rows.groupby("segment", sort=True):
         ok = g[g["state"] == "ok"]
-        if weighted and len(ok):
+        if weighted and len(ok) and ENGINE_COUNTS["drawn"] == "drawn":
+            counts = engine_counts(ok)
+        elif weighted and len(ok):
             counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
         else:
             counts = Counts.of(ok["score"])
@@ -341,12 +347,15 @@ def main(argv: list[str] | None = None) -> int:
         help="segments in an incident or with CUSUM >= this get the calls above the floors "
         "('off': Neyman for all)",
     )
+    parser.add_argument("--risk-oversample", type=float, default=3.0)
+    parser.add_argument("--engine-counts", default="drawn", choices=["drawn", "weighted"])
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
     parser.add_argument("--bias-seeds", type=int, default=1000)
     parser.add_argument("--mde-runs", type=int, default=4000)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
+    ENGINE_COUNTS["drawn"] = args.engine_counts
     arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
     unknown = set(kinds) - set(de.KINDS)
     if unknown:
@@ -356,9 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         reserve_fraction=args.reserve,
         floor_per_segment=args.floor,
         watch_cusum=args.watch_cusum,
+        risk_oversample=args.risk_oversample,
     )
     fixed_cfg = IncidentConfig()
-    day_alpha = budget.two_look_day_alpha(fixed_cfg.day_alpha, ROWS, RULE)
+    # No reserve, no second look: the day test keeps the fixed arm's alpha.
+    day_alpha = (
+        budget.two_look_day_alpha(fixed_cfg.day_alpha, ROWS, RULE)
+        if cfg.reserve > 0
+        else fixed_cfg.day_alpha
+    )
     budget_cfg = IncidentConfig(day_alpha=day_alpha, min_n=args.min_n)
     began = time.monotonic()
     print(

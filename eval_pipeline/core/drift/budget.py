@@ -32,12 +32,13 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift import detectors, power
+from eval_pipeline.core.drift.budget_sampling import engine_counts
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
-from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
+from eval_pipeline.core.drift.weights import Estimate, estimates
 from eval_pipeline.core.judge.cache import DayPlan
 
 # The ledger lives in core/judge (below the gate and the A/B run); re-exported here.
@@ -374,7 +375,7 @@ def stage1_shortfalls(
         ref = reference.get(seg)
         if ref is None or ref.n < min_ref or len(g) == 0:
             continue
-        c = effective_counts(g["score"], trace_weights(g), g["stratum"])
+        c = engine_counts(g)  # what the day test will see (budget_sampling.engine_counts)
         out[seg] = detectors.shortfall(ref.mean, ref.variance, ref.n, c.mean, c.n)
     return out
 
@@ -435,9 +436,9 @@ def day_power(
 def reweight_segment_days(
     conn: duckdb.DuckDBPyConnection, days: Sequence[SegmentDay]
 ) -> list[SegmentDay]:
-    """The incident engine's day counts with a budgeted day's weights applied: each
-    segment-day whose sample has strata gets its weighted, effective counts
-    (``weights.effective_counts``); a fixed day's counts are already equal-weighted."""
+    """The incident engine's day counts of a budgeted day: each segment-day whose sample
+    has strata gets ``budget_sampling.engine_counts`` (its judged scores as drawn: the
+    reference days were drawn by the same design, see there); a fixed day's are as loaded."""
     frame = conn.execute(
         "SELECT j.partition_date AS day, j.segment, x.stratum, x.stratum_size, "
         "j.score::DOUBLE AS score FROM judge_scores j "
@@ -448,7 +449,7 @@ def reweight_segment_days(
         return list(days)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
     weighted = {
-        (d, seg): (effective_counts(g["score"], trace_weights(g), g["stratum"]), len(g))
+        (d, seg): (engine_counts(g), len(g))
         for (d, seg), g in frame.groupby(["day", "segment"], sort=True)
     }
     return [

@@ -16,6 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.sampling import NO_SEGMENT, SampleResult, strata
 from eval_pipeline.core.sources.ingest import OTHER_SEGMENTS
 from eval_pipeline.core.store import replace_rows
@@ -492,3 +493,17 @@ def follow_up_day(
     if extra:
         _store_plan(conn, day, plan)
     return extra
+
+
+def engine_counts(ok: pd.DataFrame) -> Counts:
+    """The counts the incident engine tests for one budgeted segment-day: its judged (ok)
+    scores as drawn, each counted once.
+
+    Why not the weighted distribution: under the engine's null (nothing changed), today's
+    sample is drawn by the same design as the healthy days its reference is made of, so
+    the sample as drawn has the reference's distribution and the test keeps its size. The
+    oversampled risk slice (a new prompt_version or model) then weighs in the test as much
+    as it was sampled, which is where a roll-out's drop is: weighting it back to its share
+    of traffic would dilute that drop and add the design effect of unequal weights on top.
+    Estimates (reports, the stated MDE) stay post-stratified (``weights.estimates``)."""
+    return Counts.of(ok["score"])

@@ -50,13 +50,12 @@ from eval_pipeline.core.drift.budget_sampling import (
     engine_counts,
     follow_up,
     plan_budgeted,
-    watch_set,
 )
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES, CLEAN_SCORES, score_probs
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
-from eval_pipeline.core.drift.sampling import allocate
+from eval_pipeline.core.drift.sampling import allocate, watch_set
 from eval_pipeline.core.drift.weights import effective_counts, estimates, trace_weights
 
 NEW_DAYS = 7  # a prompt_version first seen within this many days is a risk

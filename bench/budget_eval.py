@@ -336,13 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(de.KINDS))
     parser.add_argument("--calls", type=int, default=66)
-    parser.add_argument("--reserve", type=float, default=0.1, help="share held for stage 2")
-    parser.add_argument("--floor", type=int, default=6)
-    parser.add_argument("--min-n", type=int, default=6, help="engine min_n for the budgeted arm")
+    parser.add_argument("--reserve", type=float, default=0.0, help="share held for stage 2")
+    parser.add_argument("--floor", type=int, default=8)
+    parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
     parser.add_argument(
         "--watch-cusum",
         type=lambda v: None if v == "off" else float(v),
-        default=1.0,
+        default=0.5,
         help="segments in an incident or with CUSUM >= this get the calls above the floors "
         "('off': Neyman for all)",
     )

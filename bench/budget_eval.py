@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         help="segments in an incident or with CUSUM >= this get the calls above the floors "
         "('off': Neyman for all)",
     )
-    parser.add_argument("--risk-oversample", type=float, default=3.0)
+    parser.add_argument("--risk-oversample", type=float, default=6.0)
     parser.add_argument("--engine-counts", default="drawn", choices=["drawn", "weighted"])
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")

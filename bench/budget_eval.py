@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(de.KINDS))
     parser.add_argument("--calls", type=int, default=66)
     parser.add_argument("--reserve", type=float, default=0.0, help="share held for stage 2")
-    parser.add_argument("--floor", type=int, default=8)
+    parser.add_argument("--floor", type=int, default=10)
     parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
     parser.add_argument(
         "--watch-cusum",

@@ -8,14 +8,15 @@ draw from the same traffic:
 - fixed: 200 a day, stratified with a floor of 20 (``sampling.allocate``), the engine's
   default configuration;
 - budgeted: ``budget_sampling.plan_budgeted`` with ``--calls`` judge calls a day (stage 1:
-  a floor of 6 per segment, the calls above the floors to the watched segments — in an
-  open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
-  slices oversampled 3x: traces of a prompt_version first seen in the last 7 days and
-  traces with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z
-  lands in [z_follow, c) get the reserve. Scores enter the incident engine as weighted
-  whole counts (``weights.effective_counts``), the engine's ``min_n`` is ``--min-n``, and
-  its day test runs at the alpha that accounts for the second look
-  (``budget.two_look_day_alpha``).
+  a floor of ``--floor`` per segment, the calls above the floors to the watched segments —
+  in an open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
+  slices oversampled ``--risk-oversample`` times: traces of a prompt_version first seen in
+  the last 7 days and traces with thumbs-down feedback), then, with a ``--reserve``, the
+  same-day follow-up: segments whose stage-1 z lands in [z_follow, c) get the reserve, and
+  the day test runs at the alpha that accounts for the second look
+  (``budget.two_look_day_alpha``). Scores enter the incident engine as drawn
+  (``budget_sampling.engine_counts``; ``--engine-counts weighted``: the weighted whole
+  counts of ``weights.effective_counts``), the engine's ``min_n`` is ``--min-n``.
 
 The incident engine, the cause attribution and the tally are the real ones
 (``bench.drift_eval.evaluate``). Then two checks of the estimates:

@@ -8,14 +8,15 @@ draw from the same traffic:
 - fixed: 200 a day, stratified with a floor of 20 (``sampling.allocate``), the engine's
   default configuration;
 - budgeted: ``budget_sampling.plan_budgeted`` with ``--calls`` judge calls a day (stage 1:
-  a floor of 6 per segment, the calls above the floors to the watched segments — in an
-  open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
-  slices oversampled 3x: traces of a prompt_version first seen in the last 7 days and
-  traces with thumbs-down feedback), then the same-day follow-up: segments whose stage-1 z
-  reaches z_follow get the reserve (``budget.suspects``: those already significant too, so
-  the engine's one day test on the full day keeps its own alpha). Scores enter the
-  incident engine as weighted whole counts (``weights.effective_counts``) and the engine's
-  ``min_n`` is ``--min-n``.
+  a floor of ``--floor`` per segment, the calls above the floors to the watched segments —
+  in an open incident or with CUSUM >= ``--watch-cusum`` the day before — else Neyman; risk
+  slices oversampled ``--risk-oversample`` times: traces of a prompt_version first seen in
+  the last 7 days and traces with thumbs-down feedback), then, with a ``--reserve``, the
+  same-day follow-up: segments whose stage-1 z reaches z_follow get the reserve
+  (``budget.suspects``: those already significant too, so the engine's one day test on the
+  full day keeps its own alpha). Scores enter the incident engine as drawn
+  (``budget_sampling.engine_counts``; ``--engine-counts weighted``: the weighted whole
+  counts of ``weights.effective_counts``), the engine's ``min_n`` is ``--min-n``.
 
 The incident engine, the cause attribution and the tally are the real ones
 (``bench.drift_eval.evaluate``). Then two checks of the estimates:
@@ -46,15 +47,15 @@ from bench import power_eval
 from eval_pipeline.core.drift import budget, detectors
 from eval_pipeline.core.drift.budget_sampling import (
     BudgetedSamplingConfig,
+    engine_counts,
     follow_up,
     plan_budgeted,
-    watch_set,
 )
 from eval_pipeline.core.drift.calibration import score_probs
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts
-from eval_pipeline.core.drift.sampling import allocate
+from eval_pipeline.core.drift.sampling import allocate, watch_set
 from eval_pipeline.core.drift.weights import effective_counts, estimates, trace_weights
 
 NEW_DAYS = 7  # a prompt_version first seen within this many days is a risk
@@ -125,11 +126,16 @@ def judged(day_idx: int, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+ENGINE_COUNTS = {"drawn": "drawn"}
+
+
 def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[SegmentDay]:
     out = []
     for seg, g in rows.groupby("segment", sort=True):
         ok = g[g["state"] == "ok"]
-        if weighted and len(ok):
+        if weighted and len(ok) and ENGINE_COUNTS["drawn"] == "drawn":
+            counts = engine_counts(ok)
+        elif weighted and len(ok):
             counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
         else:
             counts = Counts.of(ok["score"])
@@ -285,16 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(de.KINDS))
     parser.add_argument("--calls", type=int, default=66)
-    parser.add_argument("--reserve", type=float, default=0.1, help="share held for stage 2")
-    parser.add_argument("--floor", type=int, default=6)
-    parser.add_argument("--min-n", type=int, default=6, help="engine min_n for the budgeted arm")
+    parser.add_argument("--reserve", type=float, default=0.0, help="share held for stage 2")
+    parser.add_argument("--floor", type=int, default=10)
+    parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
     parser.add_argument(
         "--watch-cusum",
         type=lambda v: None if v == "off" else float(v),
-        default=1.0,
+        default=0.5,
         help="segments in an incident or with CUSUM >= this get the calls above the floors "
         "('off': Neyman for all)",
     )
+    parser.add_argument("--risk-oversample", type=float, default=6.0)
+    parser.add_argument("--engine-counts", default="drawn", choices=["drawn", "weighted"])
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
     parser.add_argument("--bias-seeds", type=int, default=1000)
@@ -303,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--two-stage-seeds", type=int, default=200)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
+    ENGINE_COUNTS["drawn"] = args.engine_counts
     arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
     unknown = set(kinds) - set(de.KINDS)
     if unknown:
@@ -312,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         reserve_fraction=args.reserve,
         floor_per_segment=args.floor,
         watch_cusum=args.watch_cusum,
+        risk_oversample=args.risk_oversample,
     )
     fixed_cfg = IncidentConfig()
     budget_cfg = IncidentConfig(min_n=args.min_n)

@@ -9,14 +9,16 @@ import pytest
 from eval_pipeline.core.drift.budget_sampling import (
     BudgetedSamplingConfig,
     follow_up,
-    neyman_allocate,
     plan_budgeted,
     risk_stratum,
+)
+from eval_pipeline.core.drift.sampling import (
+    OTHER_SEGMENTS,
+    neyman_allocate,
     split_risk,
     watch_set,
     watched_allocate,
 )
-from eval_pipeline.core.drift.sampling import OTHER_SEGMENTS
 
 
 def population(sizes: dict[str, int], risk: dict[str, int] | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import pytest
 from eval_pipeline.core import store
 from eval_pipeline.core.drift import budget, budget_sampling, sampling, weights
 from eval_pipeline.core.drift import history as incident_history
+from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.judge import cache as scoring
 from eval_pipeline.core.judge.base import HeuristicJudge, JudgeRequest
 from eval_pipeline.core.sources.inbox import InboxSource
@@ -128,19 +129,23 @@ def test_a_new_prompt_version_is_a_risk_slice_and_the_follow_up_continues_it(con
         "SELECT trace_id FROM sampled_traces WHERE segment = 'billing'").fetchall()})  # fmt: skip
 
 
-def test_the_incident_engine_gets_the_weighted_counts_of_a_budgeted_day(conn):
+def test_the_incident_engine_tests_a_budgeted_day_as_drawn_and_the_report_weights_it(conn):
     judge = HeuristicJudge()
     budget_sampling.sample_day_budgeted(conn, DAY, budget_sampling.BudgetedSamplingConfig(calls=60))
     scoring.score_day(conn, judge, DAY)
     days = incident_history.load_segment_days(conn)
-    weighted = {(d.day, d.segment): d for d in budget.reweight_segment_days(conn, days)}
-    est = weights.estimates(budget.day_sample(conn, DAY), "__all__")
+    tested = {(d.day, d.segment): d for d in budget.reweight_segment_days(conn, days)}
+    frame = budget.day_sample(conn, DAY)
+    ok = frame[frame["state"] == "ok"]
+    est = weights.estimates(frame, "__all__")
     for seg in ("billing", "orders"):
-        plain = next(d for d in days if d.segment == seg)
-        w = weighted[(DAY, seg)]
-        # Whole counts (the engine's exact tail needs them): the weighted mean to 0.5 / n.
-        assert abs(w.counts.mean - est[seg].mean) <= 0.5 / w.counts.n + 1e-12
-        assert w.counts.n <= plain.counts.n
+        drawn = ok[ok["segment"] == seg]
+        t = tested[(DAY, seg)]
+        # The engine sees every judged score once (the reference days were drawn alike)...
+        assert t.counts == Counts.of(drawn["score"]) and t.n_judged == len(drawn)
+        # ... while the day's figure is the post-stratified one.
+        w = weights.trace_weights(drawn)
+        assert est[seg].mean == pytest.approx(float((w * drawn["score"]).sum() / w.sum()))
     strata = {r[0] for r in conn.execute("SELECT stratum FROM sample_strata").fetchall()}
     assert "billing | risk" in strata  # the new prompt_version was oversampled
 

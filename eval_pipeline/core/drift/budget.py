@@ -35,12 +35,13 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift import detectors, power
+from eval_pipeline.core.drift.budget_sampling import engine_counts
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
 from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts, ReferenceConfig, between_day_variance
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
-from eval_pipeline.core.drift.weights import Estimate, effective_counts, estimates, trace_weights
+from eval_pipeline.core.drift.weights import Estimate, estimates
 from eval_pipeline.core.judge.cache import DayPlan
 
 # The ledger lives in core/judge (below the gate and the A/B run); re-exported here.
@@ -367,9 +368,9 @@ def healthy_references(
     conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = REFERENCE_DAYS
 ) -> dict[str, HealthyReference]:
     """Each segment's reference as the engine builds it: its last ``days`` days before
-    ``day`` that the incident history judged healthy, each day's scores weighted as the
-    engine weights them (a budgeted day's effective counts), pooled, with the between-day
-    variance of those days. The overall row (``ALL_SEGMENTS``) pools every segment."""
+    ``day`` that the incident history judged healthy, each day's scores counted as the
+    engine counts them (a budgeted day's as drawn, ``engine_counts``), pooled, with the
+    between-day variance of those days. The overall row (``ALL_SEGMENTS``) pools every segment."""
     frame = conn.execute(
         "WITH d AS (SELECT partition_date, segment, row_number() OVER (PARTITION BY segment "
         "ORDER BY partition_date DESC) AS k FROM drift_day_states "
@@ -383,11 +384,7 @@ def healthy_references(
     ).df()
     per_day: dict[str, list[Counts]] = {}
     for (_, seg), g in frame.groupby(["day", "segment"], sort=True):
-        if g["stratum"].notna().all():
-            c = effective_counts(g["score"], trace_weights(g), g["stratum"])
-        else:
-            c = Counts.of(g["score"])
-        per_day.setdefault(seg, []).append(c)
+        per_day.setdefault(seg, []).append(engine_counts(g))
     out = {}
     for seg, kept in per_day.items():
         out[seg] = HealthyReference(sum(kept, Counts()), between_day_variance(kept), len(kept))
@@ -399,7 +396,7 @@ def healthy_references(
 def stage1_shortfalls(
     frame: pd.DataFrame, references: dict[str, HealthyReference]
 ) -> dict[str, Shortfall]:
-    """Each segment's weighted stage-1 shortfall, by the engine's own segment test (exact
+    """Each segment's stage-1 shortfall as the engine will test it (scores as drawn), by its own segment test (exact
     tail, the reference's error and between-day variance); segments whose reference the
     engine would call thin are left out (no verdict, so no alarm, either way)."""
     out = {}
@@ -409,7 +406,7 @@ def stage1_shortfalls(
         ref = references.get(seg)
         if ref is None or ref.counts.n < thin.min_n or ref.days < thin.min_days or len(g) == 0:
             continue
-        c = effective_counts(g["score"], trace_weights(g), g["stratum"])
+        c = engine_counts(g)
         r = ref.counts
         out[seg] = detectors.shortfall(
             r.mean, r.variance, r.n, c.mean, c.n, ref_probs=r.probs(), tau2=ref.tau2
@@ -469,9 +466,9 @@ def day_power(
 def reweight_segment_days(
     conn: duckdb.DuckDBPyConnection, days: Sequence[SegmentDay]
 ) -> list[SegmentDay]:
-    """The incident engine's day counts with a budgeted day's weights applied: each
-    segment-day whose sample has strata gets its weighted, effective counts
-    (``weights.effective_counts``); a fixed day's counts are already equal-weighted."""
+    """The incident engine's day counts of a budgeted day: each segment-day whose sample
+    has strata gets ``budget_sampling.engine_counts`` (its judged scores as drawn: the
+    reference days were drawn by the same design, see there); a fixed day's are as loaded."""
     frame = conn.execute(
         "SELECT j.partition_date AS day, j.segment, x.stratum, x.stratum_size, "
         "j.score::DOUBLE AS score FROM judge_scores j "
@@ -482,7 +479,7 @@ def reweight_segment_days(
         return list(days)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
     weighted = {
-        (d, seg): (effective_counts(g["score"], trace_weights(g), g["stratum"]), len(g))
+        (d, seg): (engine_counts(g), len(g))
         for (d, seg), g in frame.groupby(["day", "segment"], sort=True)
     }
     return [

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from eval_pipeline.core.drift.sampling import NO_SEGMENT, SampleResult, strata
+from eval_pipeline.core.drift.reference import Counts
+from eval_pipeline.core.drift.sampling import (
+    NO_SEGMENT,
+    SampleResult,
+    split_risk,
+    strata,
+    watch_set,
+    watched_allocate,
+)
 from eval_pipeline.core.sources.ingest import OTHER_SEGMENTS
 from eval_pipeline.core.store import replace_rows
 
@@ -26,126 +33,6 @@ RISK = "risk"  # the risk slice of a segment is the stratum "<segment> | risk"
 
 def risk_stratum(segment: str) -> str:
     return f"{segment} | {RISK}"
-
-
-def neyman_allocate(
-    counts: dict[str, int],
-    spreads: dict[str, float],
-    total: int,
-    floor: int,
-    boost: dict[str, float] | None = None,
-) -> dict[str, int]:
-    """Neyman allocation with floors: n_h = clip(lambda * N_h * S_h * boost_h, floor_h, N_h),
-    summing to min(total, sum N_h).
-
-    n_h proportional to N_h * S_h minimises the variance of the stratified mean for a
-    fixed total (Neyman, 1934); ``boost`` raises a segment's share (risk: a cheap signal
-    moved). The floor shrinks to fit ``total`` as in ``allocate``; the split of the
-    leftover is by largest remainder, ties by name, so the result is deterministic.
-    """
-    if not counts:
-        return {}
-    boost = boost or {}
-    floor = min(floor, total // len(counts))
-    lo = {s: min(n, floor) for s, n in counts.items()}
-    weight = {
-        s: counts[s] * max(spreads.get(s, 1.0), 1e-6) * max(boost.get(s, 1.0), 0.0) for s in counts
-    }
-    total = min(total, sum(counts.values()))
-    fixed: dict[str, float] = {}
-    ideal: dict[str, float] = {}
-    while True:
-        free = [s for s in counts if s not in fixed]
-        rem = total - sum(fixed.values())
-        w = sum(weight[s] for s in free)
-        ideal = {s: (rem * weight[s] / w if w > 0 else rem / len(free)) for s in free}
-        over = [s for s in free if ideal[s] > counts[s]]
-        under = [s for s in free if ideal[s] < lo[s]]
-        if not over and not under:
-            break
-        # Caps first (they free budget for the others), then floors.
-        for s in over or under:
-            fixed[s] = counts[s] if over else lo[s]
-        if len(fixed) == len(counts):
-            break
-    real = {**ideal, **fixed}
-    alloc = {s: int(math.floor(real[s] + 1e-9)) for s in counts}
-    leftover = total - sum(alloc.values())
-    order = sorted(counts, key=lambda s: (-(real[s] - alloc[s]), s))
-    while leftover > 0:
-        room = [s for s in order if alloc[s] < counts[s]]
-        if not room:
-            break
-        for s in room[:leftover]:
-            alloc[s] += 1
-        leftover = total - sum(alloc.values())
-    return alloc
-
-
-def watched_allocate(
-    counts: dict[str, int],
-    spreads: dict[str, float],
-    total: int,
-    floor: int,
-    watch: set[str] | frozenset[str],
-    boost: dict[str, float] | None = None,
-) -> dict[str, int]:
-    """The floor for every segment, then the calls above the floors split evenly over the
-    watched segments (capped at their traffic); what they cannot take goes by Neyman to
-    the rest. Without a watched segment present, plain ``neyman_allocate``.
-
-    Why even and not by traffic: the incident engine tests each segment on its own, and a
-    segment's power depends on its own n, not on its share of the overall mean; the
-    watched segments are the ones whose verdict is in doubt (docs/sampling.md)."""
-    watch = {s for s in watch if s in counts}
-    if not watch:
-        return neyman_allocate(counts, spreads, total, floor, boost)
-    floor = min(floor, total // len(counts)) if counts else floor
-    alloc = {s: min(n, floor) for s, n in counts.items()}
-    left = min(total, sum(counts.values())) - sum(alloc.values())
-    while left > 0:
-        open_ = sorted(s for s in watch if alloc[s] < counts[s])
-        if not open_:
-            break
-        each = max(1, left // len(open_))
-        for s in open_:
-            take = min(each, counts[s] - alloc[s], left)
-            alloc[s] += take
-            left -= take
-            if left == 0:
-                break
-    if left > 0:
-        rest = {s: counts[s] - alloc[s] for s in counts if s not in watch and counts[s] > alloc[s]}
-        for s, k in neyman_allocate(rest, spreads, left, 0, boost).items():
-            alloc[s] += k
-    return alloc
-
-
-def watch_set(rows, watch_cusum: float) -> set[str]:
-    """Segments the next day's allocation watches, from the latest day's engine states:
-    rows of (segment, state, cusum, incident_id). A segment in an open incident (so its
-    resolve is decided on solid days) or whose CUSUM is at least ``watch_cusum`` (a drop
-    building up that a bigger sample confirms or clears sooner). The overall row is not a
-    segment and is skipped by the caller's allocation."""
-    out = set()
-    for seg, state, cusum, incident_id in rows:
-        in_incident = incident_id is not None and state != "resolved"
-        if in_incident or (cusum is not None and cusum >= watch_cusum):
-            out.add(seg)
-    return out
-
-
-def split_risk(n: int, risk: int, base: int, oversample: float) -> tuple[int, int]:
-    """(from the risk slice, from the rest) of a segment's ``n``: a risk trace is
-    ``oversample`` times as likely to be drawn as another trace of its segment."""
-    n = min(n, risk + base)
-    if risk == 0 or base == 0:
-        return (n, 0) if base == 0 else (0, n)
-    n_risk = round(n * oversample * risk / (oversample * risk + base))
-    n_risk = max(n_risk, 1) if n >= 2 else n_risk  # a risk slice is never left unseen
-    n_risk = min(n_risk, risk)
-    n_base = min(n - n_risk, base)
-    return n - n_base, n_base  # if the rest ran out, the risk slice takes what is left
 
 
 @dataclass(frozen=True)
@@ -492,3 +379,17 @@ def follow_up_day(
     if extra:
         _store_plan(conn, day, plan)
     return extra
+
+
+def engine_counts(ok: pd.DataFrame) -> Counts:
+    """The counts the incident engine tests for one budgeted segment-day: its judged (ok)
+    scores as drawn, each counted once.
+
+    Why not the weighted distribution: under the engine's null (nothing changed), today's
+    sample is drawn by the same design as the healthy days its reference is made of, so
+    the sample as drawn has the reference's distribution and the test keeps its size. The
+    oversampled risk slice (a new prompt_version or model) then weighs in the test as much
+    as it was sampled, which is where a roll-out's drop is: weighting it back to its share
+    of traffic would dilute that drop and add the design effect of unequal weights on top.
+    Estimates (reports, the stated MDE) stay post-stratified (``weights.estimates``)."""
+    return Counts.of(ok["score"])

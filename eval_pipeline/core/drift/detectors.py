@@ -76,11 +76,9 @@ class Shortfall:
     se2_today: float | None = None  # today's sampling share of se² (the rest is shared)
 
 
-def lattice_lower_tail(probs: np.ndarray, n: int, observed_sum: int) -> float:
-    """Exact P(sum of ``n`` scores <= ``observed_sum``), scores i.i.d. on 1..5 with ``probs``.
-
-    The n-fold convolution of the score distribution by repeated squaring (support 4n + 1
-    points: cheap at the sample sizes of a day)."""
+def sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
+    """P(sum of ``n`` i.i.d. 1..5 scores = n + j) for j = 0..4n: the n-fold convolution of
+    the score distribution by repeated squaring (cheap at the sample sizes of a day)."""
     result, base, k = np.array([1.0]), np.asarray(probs, dtype=float), n
     while k:
         if k & 1:
@@ -88,11 +86,15 @@ def lattice_lower_tail(probs: np.ndarray, n: int, observed_sum: int) -> float:
         k >>= 1
         if k:
             base = np.convolve(base, base)
-    # result[j] = P(sum = n + j)
+    return result
+
+
+def lattice_lower_tail(probs: np.ndarray, n: int, observed_sum: int) -> float:
+    """Exact P(sum of ``n`` scores <= ``observed_sum``), scores i.i.d. on 1..5 with ``probs``."""
     upto = observed_sum - n
     if upto < 0:
         return 0.0
-    return float(min(1.0, result[: upto + 1].sum()))
+    return float(min(1.0, sum_pmf(probs, n)[: upto + 1].sum()))
 
 
 def edgeworth_lower_tail(z: float, skew: float) -> float:

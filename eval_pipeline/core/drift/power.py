@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from eval_pipeline.core.drift import detectors
+
 POWER = 0.8
 
 
@@ -136,18 +138,6 @@ class DayTest:
         return float(np.asarray(self.ref_probs) @ _LEVELS - np.asarray(self.broken) @ _LEVELS)
 
 
-def _sum_pmf(probs: np.ndarray, n: int) -> np.ndarray:
-    """P(sum of ``n`` i.i.d. 1..5 scores = n + j) for j = 0..4n (repeated squaring)."""
-    result, base, k = np.array([1.0]), np.asarray(probs, dtype=float), n
-    while k:
-        if k & 1:
-            result = np.convolve(result, base)
-        k >>= 1
-        if k:
-            base = np.convolve(base, base)
-    return result
-
-
 def _critical(test: DayTest, n: int, n_ref: float, ref_cdf: np.ndarray) -> int | None:
     """The largest j such that a sum of n + j alarms (None: no sum alarms)."""
     shrink = math.sqrt(1.0 + n / n_ref + n * test.tau2 / test.var)
@@ -208,12 +198,14 @@ def _power(test: DayTest, n: int, crit: int | None, alt_cdf: np.ndarray) -> floa
 
 
 def _alt_cdf(test: DayTest, n: int, drop: float) -> np.ndarray:
-    return np.cumsum(_sum_pmf(alternative(test.ref_probs, test.broken, test.shape, drop), n))
+    return np.cumsum(
+        detectors.sum_pmf(alternative(test.ref_probs, test.broken, test.shape, drop), n)
+    )
 
 
 def exact_power(test: DayTest, n: int, drop: float) -> float:
     """Power of the day test on ``n`` scores against a true drop of ``drop`` points."""
-    ref_cdf = np.cumsum(_sum_pmf(np.asarray(test.ref_probs), n))
+    ref_cdf = np.cumsum(detectors.sum_pmf(np.asarray(test.ref_probs), n))
     crit = _critical(test, n, test.n_ref, ref_cdf)
     return _power(test, n, crit, _alt_cdf(test, n, drop))
 
@@ -237,7 +229,7 @@ def exact_mde(test: DayTest, n: float, power: float = POWER) -> float | None:
 @functools.lru_cache(maxsize=4096)
 def _stated_mde(test: DayTest, n: int, power: float) -> float | None:
     sizes = range(n, n * 5 // 4 + 3)
-    ref_pmf, crits = _sum_pmf(np.asarray(test.ref_probs), n), []
+    ref_pmf, crits = detectors.sum_pmf(np.asarray(test.ref_probs), n), []
     for m in sizes:  # the critical sums depend on the reference only: once per window
         crits.append(_critical(test, m, test.n_ref, np.cumsum(ref_pmf)))
         ref_pmf = np.convolve(ref_pmf, test.ref_probs)
@@ -246,7 +238,7 @@ def _stated_mde(test: DayTest, n: int, power: float) -> float | None:
 
     def f(drop: float) -> float:
         alt = alternative(test.ref_probs, test.broken, test.shape, drop)
-        pmf, worst = _sum_pmf(alt, n), 1.0
+        pmf, worst = detectors.sum_pmf(alt, n), 1.0
         for m, crit in zip(sizes, crits, strict=True):
             worst = min(worst, _power(test, m, crit, np.cumsum(pmf)))
             pmf = np.convolve(pmf, alt)

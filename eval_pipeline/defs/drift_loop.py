@@ -37,18 +37,24 @@ MD = dg.MetadataValue
 
 
 class SamplingConfig(dg.Config):
+    """The day's sample. budget_calls 0: the fixed sampler (sample_size, floor 20). budget_calls
+    > 0: the budgeted sampler, whose defaults are the measured configuration (floor 10, risk
+    x6, watch CUSUM 0.5; docs/sampling.md). floor_per_segment unset means 20 for the fixed
+    sampler and 10 for the budgeted one; a value set applies to either."""
+
     sample_size: int = 200
-    floor_per_segment: int = 20
+    floor_per_segment: int | None = None
     seed: str = "eval-pipeline"
     # Segments beyond this many (the smallest) share one stratum, "(other segments)".
     max_segments: int = 50
     # Budgeted sampling (docs/sampling.md): > 0 replaces sample_size by a Neyman allocation
     # of this many stage-1 judge calls, risk slices oversampled, weighted back.
     budget_calls: int = 0
-    risk_oversample: float = 3.0
-    # Budgeted only: segments in an open incident or with CUSUM >= this get the calls above
-    # the floors (docs/sampling.md); None: Neyman for all.
-    watch_cusum: float | None = None
+    # Budgeted only, as the fixed sampler has no risk slices or watch set.
+    risk_oversample: float = budget_sampling.BudgetedSamplingConfig.risk_oversample
+    # Segments in an open incident or with CUSUM >= this get the calls above the floors
+    # (docs/sampling.md); None: Neyman for all.
+    watch_cusum: float | None = budget_sampling.BudgetedSamplingConfig.watch_cusum
 
 
 class DriftConfig(dg.Config):
@@ -73,7 +79,8 @@ class JudgeFailureConfig(dg.Config):
     follow_up_calls: int = 0
     sample_seed: str = "eval-pipeline"  # must match the sampled_traces seed
     max_segments: int = 50
-    risk_oversample: float = 3.0
+    # Must match the sampled_traces risk_oversample: the follow-up draws as stage 1 did.
+    risk_oversample: float = budget_sampling.BudgetedSamplingConfig.risk_oversample
     target_drop: float = 0.3  # the report states the judged traces this drop would need
     # The day test the statement of what the sample can see is for: keep them equal to
     # drift_incidents' day_alpha and min_drop (the assets do not read each other's config).
@@ -126,23 +133,38 @@ def raw_traces(
     yield from materialize_days(context, days, per_day)
 
 
-# trace_signals (defs/signals.py, by key: it imports this module) runs on every trace of
-# the day before sampling, so a budgeted sample can oversample segments whose signal moved.
-@dg.asset(kinds={"duckdb"}, deps=[raw_traces, "trace_signals"], **COMMON)
-def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
-    """A reproducible stratified sample of the day's traces (a floor per segment)."""
-    cfg = sampling.SamplingConfig(
-        config.sample_size, config.floor_per_segment, config.seed, config.max_segments
+def sampler_configs(
+    config: SamplingConfig,
+) -> tuple[sampling.SamplingConfig, budget_sampling.BudgetedSamplingConfig]:
+    """The fixed and the budgeted sampler's settings; an unset floor takes each one's own
+    default (20 fixed, 10 budgeted)."""
+    floor = config.floor_per_segment
+    fixed = sampling.SamplingConfig(
+        config.sample_size,
+        sampling.SamplingConfig.floor_per_segment if floor is None else floor,
+        config.seed,
+        config.max_segments,
     )
     budgeted = budget_sampling.BudgetedSamplingConfig(
         calls=config.budget_calls,
         reserve_fraction=0.0,  # the follow-up's calls are the judge asset's to spend
-        floor_per_segment=config.floor_per_segment,
+        floor_per_segment=budget_sampling.BudgetedSamplingConfig.floor_per_segment
+        if floor is None
+        else floor,
         max_segments=config.max_segments,
         seed=config.seed,
         risk_oversample=config.risk_oversample,
         watch_cusum=config.watch_cusum,
     )
+    return fixed, budgeted
+
+
+# trace_signals (defs/signals.py, by key: it imports this module) runs on every trace of
+# the day before sampling, so a budgeted sample can oversample segments whose signal moved.
+@dg.asset(kinds={"duckdb"}, deps=[raw_traces, "trace_signals"], **COMMON)
+def sampled_traces(context: dg.AssetExecutionContext, config: SamplingConfig, store: EvalStore):
+    """A reproducible stratified sample of the day's traces (a floor per segment)."""
+    cfg, budgeted = sampler_configs(config)
     days = run_days(context)
     per_day = {}
     with store.connect() as conn:

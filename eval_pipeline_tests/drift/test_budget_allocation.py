@@ -79,8 +79,9 @@ def test_risk_traces_are_oversampled_and_weighted_back():
     assert split_risk(40, risk=20, base=25, oversample=3.0) == (20, 20)  # the slice ran out
     plan = plan_budgeted(
         population({"billing": 1000}, risk={"billing": 100}),
-        BudgetedSamplingConfig(calls=40, reserve_fraction=0, floor_per_segment=0),
-    )
+        BudgetedSamplingConfig(calls=40, reserve_fraction=0, floor_per_segment=0,
+                               risk_oversample=3.0),
+    )  # fmt: skip
     rows = plan.rows()
     risky = rows[rows["stratum"] == risk_stratum("billing")]
     assert len(risky) == 10  # 25% of the sample from 10% of the traffic
@@ -155,7 +156,8 @@ def test_watch_set_is_open_incidents_and_cusum_at_the_line():
 def test_the_plan_uses_the_watch_only_when_configured():
     pop = population({"big": 1000, "tiny": 40})
     off = plan_budgeted(pop, BudgetedSamplingConfig(calls=30, reserve_fraction=0.0,
-                                                    floor_per_segment=6), watch={"tiny"})  # fmt: skip
+                                                    floor_per_segment=6, watch_cusum=None),
+                        watch={"tiny"})  # fmt: skip
     on = plan_budgeted(
         pop,
         BudgetedSamplingConfig(calls=30, reserve_fraction=0.0, floor_per_segment=6, watch_cusum=1),

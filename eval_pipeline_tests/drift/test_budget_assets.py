@@ -102,3 +102,16 @@ def test_a_segment_whose_cheap_signal_moved_gets_more_of_the_budgeted_sample(dem
     after = _sampled_by_segment(day)
     assert sum(after.values()) == sum(before.values()) == 40
     assert after[seg] > before[seg]
+
+
+def test_turning_the_budget_on_gives_the_measured_configuration_and_leaves_the_fixed_alone():
+    # What bench.budget_eval measured: floor 10, no reserve, risk x6, watch CUSUM 0.5.
+    fixed, budgeted = drift_loop.sampler_configs(drift_loop.SamplingConfig(budget_calls=66))
+    assert (budgeted.calls, budgeted.floor_per_segment, budgeted.reserve) == (66, 10, 0)
+    assert (budgeted.risk_oversample, budgeted.watch_cusum) == (6.0, 0.5)
+    assert fixed.floor_per_segment == 20 and fixed.sample_size == 200
+    assert drift_loop.JudgeFailureConfig().risk_oversample == budgeted.risk_oversample
+    assert drift_loop.JudgeFailureConfig().follow_up_calls == 0
+    # A floor that is set is the floor of either sampler.
+    fixed, budgeted = drift_loop.sampler_configs(drift_loop.SamplingConfig(floor_per_segment=7))
+    assert fixed.floor_per_segment == budgeted.floor_per_segment == 7

@@ -278,6 +278,15 @@ def test_a_held_run_is_not_absorbed_before_the_cusum_adds_it_up():
     assert late.incidents and late.incidents[0].detected_on > day(17)
 
 
+def test_the_hold_can_be_kept_to_segments_with_few_judged_scores():
+    pattern = [HEALTHY] * 10 + [MILD] * 25  # 40 judged a day
+    small_only = run_history(days({"s": pattern}), dataclasses.replace(HOLD, hold_max_n=30))
+    assert small_only.incidents == []
+    assert small_only.verdict(day(34), "s").reference_mean == MILD.mean
+    held = run_history(days({"s": pattern}), dataclasses.replace(HOLD, hold_max_n=41))
+    assert held.incidents and held.incidents[0].detected_on == day(17)
+
+
 def test_a_cusum_alarm_with_the_day_test_is_dated_from_the_jump():
     pattern = [HEALTHY] * 10 + [MILD] * 4 + [BROKEN] * 3 + [HEALTHY] * 4
     history = run_history(days({"s": pattern}), PLAIN)

@@ -89,6 +89,9 @@ class IncidentConfig:
     # default): off, because a frozen reference shares its own error with every day of
     # the run and the CUSUM adds it up too (false alarms: docs/incidents.md).
     hold_run_s: float | None = None
+    # ... and only a segment-day with fewer judged scores than this (None: any), so the
+    # hold's extra false alarms stay in the small segments it is meant for.
+    hold_max_n: int | None = None
 
 
 def _overall_shortfall(
@@ -331,7 +334,11 @@ def run_history(
             else:
                 v.state = "healthy"
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
-                held = config.hold_run_s is not None and st.s > config.hold_run_s
+                held = (
+                    config.hold_run_s is not None
+                    and st.s > config.hold_run_s
+                    and (config.hold_max_n is None or hist_counts.n < config.hold_max_n)
+                )
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=not held))
                 if held:
                     st.held.append(day)

@@ -85,13 +85,13 @@ class IncidentConfig:
     use_day_test: bool = True
     # A day tested while the CUSUM is above this waits out of the reference until the
     # CUSUM falls back to it without an alarm (for 0: until the run ends), so a shift too
-    # small to page at once is not absorbed before the CUSUM adds it up. None (the
-    # default): off, because a frozen reference shares its own error with every day of
-    # the run and the CUSUM adds it up too (false alarms: docs/incidents.md).
-    hold_run_s: float | None = None
-    # ... and only a segment-day with fewer judged scores than this (None: any), so the
-    # hold's extra false alarms stay in the small segments it is meant for.
-    hold_max_n: int | None = None
+    # small to page at once is not absorbed before the CUSUM adds it up. A frozen
+    # reference shares its own error with every day of the run and the CUSUM adds that up
+    # too, so it costs false alarms (None: off; figures in docs/incidents.md).
+    hold_run_s: float | None = 3.0
+    # ... and only a segment-day with fewer judged scores than this (None: any): the small
+    # segments, whose runs the trailing reference absorbs first, pay for it, not all rows.
+    hold_max_n: int | None = 30
 
 
 def _overall_shortfall(

@@ -300,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a day tested with the CUSUM above this waits out of the reference until the "
         "run ends (< 0: off, every day without an alarm enters the reference at once)",
     )
+    parser.add_argument(
+        "--hold-max-n",
+        type=int,
+        default=IncidentConfig.hold_max_n,
+        help="with --hold-run-s: hold only segment-days with fewer judged scores than this",
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(KINDS)
@@ -311,13 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.k is not None:
         config = dataclasses.replace(config, k=args.k)
     hold = args.hold_run_s if args.hold_run_s is not None and args.hold_run_s >= 0 else None
-    config = dataclasses.replace(config, hold_run_s=hold)
+    config = dataclasses.replace(config, hold_run_s=hold, hold_max_n=args.hold_max_n)
 
     began = time.monotonic()
     print(
         f"drift-eval: {args.seeds} seeds x {len(kinds)} kinds, {N_DAYS} days, "
         f"{SAMPLE} judged a day, k={config.k}, h={config.h}, day alpha={config.day_alpha}, "
-        f"recovery alpha={config.recovery_alpha}, hold run S>{config.hold_run_s}, "
+        f"recovery alpha={config.recovery_alpha}, hold run S>{config.hold_run_s}"
+        f"{f' n<{config.hold_max_n}' if config.hold_max_n is not None else ''}, "
         f"seeds from {args.first_seed}"
     )
     print(HEADER)

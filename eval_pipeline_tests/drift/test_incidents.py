@@ -243,9 +243,10 @@ def test_a_day_alarm_without_a_cusum_run_has_no_earlier_degraded_day():
     assert after.reference_days == 10
 
 
-# The option that holds a CUSUM run's days out of the reference (off by default: see
-# docs/incidents.md for what it costs in false alarms).
-HOLD = dataclasses.replace(PLAIN, hold_run_s=0.0)
+# The rule that holds a CUSUM run's days out of the reference (by default from S > 3 and
+# only for segment-days under 30 judged scores: docs/incidents.md has what it costs in
+# false alarms). These segments have 40 a day, so PLAIN does not hold them.
+HOLD = dataclasses.replace(PLAIN, hold_run_s=0.0, hold_max_n=None)
 
 
 def test_a_cusum_runs_days_wait_out_of_the_reference_and_return_when_it_ends():
@@ -274,8 +275,17 @@ def test_a_held_run_is_not_absorbed_before_the_cusum_adds_it_up():
     assert absorbed.incidents == []
     assert absorbed.verdict(day(34), "s").reference_mean == MILD.mean
     # Held only above S = 3, the run's first days (S <= 3) still enter: it pages later.
-    late = run_history(days({"s": pattern}), dataclasses.replace(PLAIN, hold_run_s=3.0))
+    late = run_history(days({"s": pattern}), dataclasses.replace(HOLD, hold_run_s=3.0))
     assert late.incidents and late.incidents[0].detected_on > day(17)
+
+
+def test_the_hold_can_be_kept_to_segments_with_few_judged_scores():
+    pattern = [HEALTHY] * 10 + [MILD] * 25  # 40 judged a day
+    small_only = run_history(days({"s": pattern}), dataclasses.replace(HOLD, hold_max_n=30))
+    assert small_only.incidents == []
+    assert small_only.verdict(day(34), "s").reference_mean == MILD.mean
+    held = run_history(days({"s": pattern}), dataclasses.replace(HOLD, hold_max_n=41))
+    assert held.incidents and held.incidents[0].detected_on == day(17)
 
 
 def test_a_cusum_alarm_with_the_day_test_is_dated_from_the_jump():

@@ -85,10 +85,13 @@ class IncidentConfig:
     use_day_test: bool = True
     # A day tested while the CUSUM is above this waits out of the reference until the
     # CUSUM falls back to it without an alarm (for 0: until the run ends), so a shift too
-    # small to page at once is not absorbed before the CUSUM adds it up. None (the
-    # default): off, because a frozen reference shares its own error with every day of
-    # the run and the CUSUM adds it up too (false alarms: docs/incidents.md).
-    hold_run_s: float | None = None
+    # small to page at once is not absorbed before the CUSUM adds it up. A frozen
+    # reference shares its own error with every day of the run and the CUSUM adds that up
+    # too, so it costs false alarms (None: off; figures in docs/incidents.md).
+    hold_run_s: float | None = 3.0
+    # ... and only a segment-day with fewer judged scores than this (None: any): the small
+    # segments, whose runs the trailing reference absorbs first, pay for it, not all rows.
+    hold_max_n: int | None = 30
 
 
 def _overall_shortfall(
@@ -331,7 +334,11 @@ def run_history(
             else:
                 v.state = "healthy"
                 v.verdict = f"no alarm: {figures}, CUSUM {st.s:.1f} (h={config.h})"
-                held = config.hold_run_s is not None and st.s > config.hold_run_s
+                held = (
+                    config.hold_run_s is not None
+                    and st.s > config.hold_run_s
+                    and (config.hold_max_n is None or hist_counts.n < config.hold_max_n)
+                )
                 st.history.append(HistoryDay(day, hist_counts, judge, healthy=not held))
                 if held:
                     st.held.append(day)

@@ -158,6 +158,22 @@ def test_watched_calls_split_by_cusum_when_given_weights():
     assert watched_allocate(counts, {}, 80, 8, {"gone": 4.0}) == neyman_allocate(counts, {}, 80, 8)
 
 
+def test_a_watch_floor_is_paid_by_the_other_floors_down_to_keep():
+    counts = {"a": 400, "b": 400, "c": 400, "d": 400, "e": 400, "tiny": 40}
+    assert watched_allocate(counts, {}, 66, 10, {"tiny"})["tiny"] == 16
+    alloc = watched_allocate(counts, {}, 66, 10, {"tiny"}, watch_floor=24, keep=8)
+    assert alloc["tiny"] == 24 and sum(alloc.values()) == 66
+    assert min(alloc[s] for s in "abcde") >= 8
+    # The others never go below keep: the watched floor gives way instead.
+    alloc = watched_allocate(counts, {}, 66, 10, {"tiny", "a"}, watch_floor=30, keep=8)
+    assert sum(alloc.values()) == 66 and min(alloc[s] for s in "bcde") == 8
+    assert abs(alloc["a"] - alloc["tiny"]) <= 1
+    # A watch floor at or under the floor changes nothing.
+    assert watched_allocate(counts, {}, 66, 10, {"tiny"}, watch_floor=10, keep=8) == (
+        watched_allocate(counts, {}, 66, 10, {"tiny"})
+    )
+
+
 def test_watch_weights_are_the_cusum_with_the_line_as_the_least():
     rows = [
         ("a", "healthy", 0.4, None),

@@ -135,13 +135,17 @@ def watched_allocate(
     floor: int,
     watch: set[str] | frozenset[str] | Mapping[str, float],
     boost: dict[str, float] | None = None,
+    watch_floor: int | None = None,
+    keep: int = 0,
 ) -> dict[str, int]:
     """The floor for every segment, then the calls above the floors split over the watched
     segments (capped at their traffic); what they cannot take goes by Neyman to the rest.
     Without a watched segment present, plain ``neyman_allocate``.
 
     ``watch`` as a set splits evenly; as a mapping (``watch_weights``) in proportion to its
-    weights, so the segment whose CUSUM is highest gets the most.
+    weights, so the segment whose CUSUM is highest gets the most. ``watch_floor``: a
+    watched segment's floor instead, paid for by lowering the other segments' floors
+    (the largest first) down to ``keep``.
 
     Why not by traffic: the incident engine tests each segment on its own, and a segment's
     power depends on its own n, not on its share of the overall mean; the watched segments
@@ -157,6 +161,19 @@ def watched_allocate(
         weights = dict.fromkeys(weights, 1.0)
     floor = min(floor, total // len(counts)) if counts else floor
     alloc = {s: min(n, floor) for s, n in counts.items()}
+    if watch_floor is not None and watch_floor > floor:
+        for s in weights:
+            alloc[s] = min(counts[s], watch_floor)
+        over = sum(alloc.values()) - min(total, sum(counts.values()))
+        while over > 0:
+            # Others give down to keep; past that, the watched segments give back too.
+            others = [s for s in counts if s not in weights and alloc[s] > keep]
+            pool = others or [s for s in weights if alloc[s] > min(floor, counts[s])]
+            if not pool:
+                pool = [s for s in counts if alloc[s] > 0]
+            give = max(pool, key=lambda s: (alloc[s], s))
+            alloc[give] -= 1
+            over -= 1
     left = min(total, sum(counts.values())) - sum(alloc.values())
     while left > 0:
         open_ = sorted(s for s in weights if alloc[s] < counts[s] and weights[s] > 0)

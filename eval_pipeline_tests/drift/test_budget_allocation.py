@@ -17,6 +17,7 @@ from eval_pipeline.core.drift.sampling import (
     neyman_allocate,
     split_risk,
     watch_set,
+    watch_weights,
     watched_allocate,
 )
 
@@ -138,6 +139,51 @@ def test_watched_segments_get_the_calls_above_the_floors_evenly():
     assert alloc["tiny"] == 12 and sum(alloc.values()) == 60 and alloc["big"] > alloc["mid"]
     # No watched segment present: plain Neyman.
     assert watched_allocate(counts, {}, 60, 8, {"gone"}) == neyman_allocate(counts, {}, 60, 8)
+
+
+def test_watched_calls_split_by_cusum_when_given_weights():
+    counts = {"big": 1000, "mid": 400, "small": 400, "tiny": 40}
+    # 80 calls, floors 8 each: 48 above the floors, split 3:1 by CUSUM.
+    alloc = watched_allocate(counts, {}, 80, 8, {"mid": 3.0, "small": 1.0})
+    assert alloc == {"big": 8, "mid": 44, "small": 20, "tiny": 8}
+    # Equal weights are the even split.
+    even = watched_allocate(counts, {}, 80, 8, {"mid", "small"})
+    assert watched_allocate(counts, {}, 80, 8, {"mid": 2.0, "small": 2.0}) == even
+    # A capped heavy segment's surplus goes to the other watched one, then by Neyman.
+    alloc = watched_allocate(counts, {}, 80, 8, {"tiny": 9.0, "small": 1.0})
+    assert alloc["tiny"] == 40 and sum(alloc.values()) == 80
+    assert alloc["small"] == 80 - 40 - 16
+    alloc = watched_allocate({"big": 1000, "tiny": 12}, {}, 60, 8, {"tiny": 5.0})
+    assert alloc == {"big": 48, "tiny": 12}
+    # Weights only of absent segments: plain Neyman.
+    assert watched_allocate(counts, {}, 80, 8, {"gone": 4.0}) == neyman_allocate(counts, {}, 80, 8)
+
+
+def test_a_watch_floor_is_paid_by_the_other_floors_down_to_keep():
+    counts = {"a": 400, "b": 400, "c": 400, "d": 400, "e": 400, "tiny": 40}
+    assert watched_allocate(counts, {}, 66, 10, {"tiny"})["tiny"] == 16
+    alloc = watched_allocate(counts, {}, 66, 10, {"tiny"}, watch_floor=24, keep=8)
+    assert alloc["tiny"] == 24 and sum(alloc.values()) == 66
+    assert min(alloc[s] for s in "abcde") >= 8
+    # The others never go below keep: the watched floor gives way instead.
+    alloc = watched_allocate(counts, {}, 66, 10, {"tiny", "a"}, watch_floor=30, keep=8)
+    assert sum(alloc.values()) == 66 and min(alloc[s] for s in "bcde") == 8
+    assert abs(alloc["a"] - alloc["tiny"]) <= 1
+    # A watch floor at or under the floor changes nothing.
+    assert watched_allocate(counts, {}, 66, 10, {"tiny"}, watch_floor=10, keep=8) == (
+        watched_allocate(counts, {}, 66, 10, {"tiny"})
+    )
+
+
+def test_watch_weights_are_the_cusum_with_the_line_as_the_least():
+    rows = [
+        ("a", "healthy", 0.4, None),
+        ("b", "healthy", 2.5, None),
+        ("c", "degraded", None, "inc-1"),
+        ("e", "resolved", None, "inc-2"),
+    ]
+    assert watch_weights(rows, 1.0) == {"b": 2.5, "c": 1.0}
+    assert watch_set(rows, 1.0) == set(watch_weights(rows, 1.0))
 
 
 def test_watch_set_is_open_incidents_and_cusum_at_the_line():

@@ -144,6 +144,8 @@ def plan_budgeted(
     spreads: dict[str, float] | None = None,
     moved: set[str] | frozenset[str] = frozenset(),
     watch: set[str] | frozenset[str] = frozenset(),
+    watch_floor: int | None = None,
+    keep: int = 0,
 ) -> BudgetedPlan:
     """Stage 1 of a budgeted day.
 
@@ -152,7 +154,7 @@ def plan_budgeted(
     score standard deviation in its healthy reference (``default_sd`` when unknown).
     moved: segments whose cheap signal moved (their Neyman weight is boosted). watch:
     segments the incident engine is unsure of (``watch_set``), used when the config's
-    ``watch_cusum`` is set.
+    ``watch_cusum`` is set. watch_floor, keep: ``watched_allocate``'s.
     """
     spreads = spreads or {}
     seg = population["segment"].astype(object).where(population["segment"].notna(), NO_SEGMENT)
@@ -183,6 +185,8 @@ def plan_budgeted(
         config.floor_per_segment,
         watch if config.watch_cusum is not None else frozenset(),
         boost,
+        watch_floor,
+        keep,
     )
     for s, n in sorted(plan.allocation.items()):
         plan.draw(s, n, stage=1, oversample=config.risk_oversample)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -132,35 +133,67 @@ def watched_allocate(
     spreads: dict[str, float],
     total: int,
     floor: int,
-    watch: set[str] | frozenset[str],
+    watch: set[str] | frozenset[str] | Mapping[str, float],
     boost: dict[str, float] | None = None,
+    watch_floor: int | None = None,
+    keep: int = 0,
 ) -> dict[str, int]:
-    """The floor for every segment, then the calls above the floors split evenly over the
-    watched segments (capped at their traffic); what they cannot take goes by Neyman to
-    the rest. Without a watched segment present, plain ``neyman_allocate``.
+    """The floor for every segment, then the calls above the floors split over the watched
+    segments (capped at their traffic); what they cannot take goes by Neyman to the rest.
+    Without a watched segment present, plain ``neyman_allocate``.
 
-    Why even and not by traffic: the incident engine tests each segment on its own, and a
-    segment's power depends on its own n, not on its share of the overall mean; the
-    watched segments are the ones whose verdict is in doubt (docs/sampling.md)."""
-    watch = {s for s in watch if s in counts}
-    if not watch:
+    ``watch`` as a set splits evenly; as a mapping (``watch_weights``) in proportion to its
+    weights, so the segment whose CUSUM is highest gets the most. ``watch_floor``: a
+    watched segment's floor instead, paid for by lowering the other segments' floors
+    (the largest first) down to ``keep``.
+
+    Why not by traffic: the incident engine tests each segment on its own, and a segment's
+    power depends on its own n, not on its share of the overall mean; the watched segments
+    are the ones whose verdict is in doubt (docs/sampling.md)."""
+    weights = (
+        {s: max(float(w), 0.0) for s, w in watch.items() if s in counts}
+        if isinstance(watch, Mapping)
+        else {s: 1.0 for s in watch if s in counts}
+    )
+    if not weights:
         return neyman_allocate(counts, spreads, total, floor, boost)
+    if sum(weights.values()) <= 0:
+        weights = dict.fromkeys(weights, 1.0)
     floor = min(floor, total // len(counts)) if counts else floor
     alloc = {s: min(n, floor) for s, n in counts.items()}
+    if watch_floor is not None and watch_floor > floor:
+        for s in weights:
+            alloc[s] = min(counts[s], watch_floor)
+        over = sum(alloc.values()) - min(total, sum(counts.values()))
+        while over > 0:
+            # Others give down to keep; past that, the watched segments give back too.
+            others = [s for s in counts if s not in weights and alloc[s] > keep]
+            pool = others or [s for s in weights if alloc[s] > min(floor, counts[s])]
+            if not pool:
+                pool = [s for s in counts if alloc[s] > 0]
+            give = max(pool, key=lambda s: (alloc[s], s))
+            alloc[give] -= 1
+            over -= 1
     left = min(total, sum(counts.values())) - sum(alloc.values())
     while left > 0:
-        open_ = sorted(s for s in watch if alloc[s] < counts[s])
+        open_ = sorted(s for s in weights if alloc[s] < counts[s] and weights[s] > 0)
         if not open_:
             break
-        each = max(1, left // len(open_))
+        # Largest remainders, ties by name: the same inputs give the same allocation.
+        w_sum = sum(weights[s] for s in open_)
+        shares = {s: left * weights[s] / w_sum for s in open_}
+        take = {s: math.floor(shares[s]) for s in open_}
+        extra = left - sum(take.values())
+        for s in sorted(open_, key=lambda s: (take[s] - shares[s], s))[:extra]:
+            take[s] += 1
         for s in open_:
-            take = min(each, counts[s] - alloc[s], left)
-            alloc[s] += take
-            left -= take
-            if left == 0:
-                break
+            got = min(take[s], counts[s] - alloc[s], left)
+            alloc[s] += got
+            left -= got
     if left > 0:
-        rest = {s: counts[s] - alloc[s] for s in counts if s not in watch and counts[s] > alloc[s]}
+        rest = {
+            s: counts[s] - alloc[s] for s in counts if s not in weights and counts[s] > alloc[s]
+        }
         for s, k in neyman_allocate(rest, spreads, left, 0, boost).items():
             alloc[s] += k
     return alloc
@@ -172,11 +205,18 @@ def watch_set(rows, watch_cusum: float) -> set[str]:
     resolve is decided on solid days) or whose CUSUM is at least ``watch_cusum`` (a drop
     building up that a bigger sample confirms or clears sooner). The overall row is not a
     segment and is skipped by the caller's allocation."""
-    out = set()
+    return set(watch_weights(rows, watch_cusum))
+
+
+def watch_weights(rows, watch_cusum: float) -> dict[str, float]:
+    """``watch_set`` with a weight each for ``watched_allocate``'s split: the segment's
+    CUSUM, at least ``watch_cusum`` (an open incident's CUSUM is reset or absent, and its
+    resolve still needs solid days)."""
+    out = {}
     for seg, state, cusum, incident_id in rows:
         in_incident = incident_id is not None and state != "resolved"
         if in_incident or (cusum is not None and cusum >= watch_cusum):
-            out.add(seg)
+            out[seg] = max(cusum or 0.0, watch_cusum)
     return out
 
 

@@ -41,6 +41,11 @@ class IncidentsConfig(dg.Config):
     # Fewer judged traces in a segment-day: no verdict. Unset: $EVAL_DRIFT_MIN_N, else 10.
     # A budgeted sample's floor_per_segment should be at least this (docs/sampling.md).
     min_n: int | None = None
+    # While a segment's CUSUM run is above this, its days stay out of its reference, in
+    # segment-days with fewer than hold_max_n judged scores (small segments, whose drop
+    # would otherwise sink into the reference before the CUSUM pages). None: never held.
+    hold_run_s: float | None = incidents.IncidentConfig().hold_run_s
+    hold_max_n: int | None = incidents.IncidentConfig().hold_max_n
     # Metadata keys a cause may name, next to prompt_version and model.
     metadata_keys: list[str] = []
     notify_within_days: int = 3
@@ -71,6 +76,8 @@ class IncidentsConfig(dg.Config):
             min_drop=self.min_drop,
             resolve_after=self.resolve_after,
             recovery_alpha=self.recovery_alpha if self.recovery_alpha > 0 else None,
+            hold_run_s=self.hold_run_s,
+            hold_max_n=self.hold_max_n,
             min_n=settings.resolve(
                 self.min_n, os.environ, "EVAL_DRIFT_MIN_N", incidents.IncidentConfig().min_n, int
             ),

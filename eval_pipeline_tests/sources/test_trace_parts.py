@@ -248,11 +248,9 @@ def test_parquet_inbox_files_take_the_parts_as_columns(tmp_path):
     assert json.loads(row[1]) == [{"role": "user", "content": "q"}] and row[2] is None
 
 
-def test_the_fast_path_and_the_line_classifier_agree_on_parts(tmp_path):
-    # A plain file is parsed once by the fast path, which checks the parts with the
-    # classifier's SQL; a gzip file goes through the classifier only. Same rows, same rejects.
-    cases = GOOD + BAD
-    data = "".join(json.dumps(base(i, **parts)) + "\n" for i, (parts, _) in enumerate(cases))
+def _plain_and_gzip(tmp_path, data: str) -> dict:
+    """The same lines ingested from a plain file (the fast path) and from a gzip file (the
+    classifier only): each one's (rows with their parts, rejects)."""
     got = {}
     for name, file_name, body in (
         ("plain", f"{DAY}.jsonl", data.encode()),
@@ -270,6 +268,15 @@ def test_the_fast_path_and_the_line_classifier_agree_on_parts(tmp_path):
                 ).fetchall(),
                 conn.execute("SELECT line_no, reason FROM trace_rejects ORDER BY 1").fetchall(),
             )
+    return got
+
+
+def test_the_fast_path_and_the_line_classifier_agree_on_parts(tmp_path):
+    # A plain file is parsed once by the fast path, which checks the parts with the
+    # classifier's SQL; a gzip file goes through the classifier only. Same rows, same rejects.
+    cases = GOOD + BAD
+    data = "".join(json.dumps(base(i, **parts)) + "\n" for i, (parts, _) in enumerate(cases))
+    got = _plain_and_gzip(tmp_path, data)
     assert got["plain"] == got["gz"]
     rows, rejects = got["plain"]
     assert len(rows) == len(GOOD) and len(rejects) == len(BAD)
@@ -309,23 +316,7 @@ EDGE_LINES = [
 
 def test_the_fast_path_and_the_classifier_agree_on_hand_written_parts(tmp_path):
     data = "".join(f'{{"trace_id": "e{i}", {_Q}, {parts}}}\n' for i, parts in enumerate(EDGE_LINES))
-    got = {}
-    for name, file_name, body in (
-        ("plain", f"{DAY}.jsonl", data.encode()),
-        ("gz", f"{DAY}.jsonl.gz", gzip.compress(data.encode())),
-    ):
-        inbox = tmp_path / name
-        inbox.mkdir()
-        (inbox / file_name).write_bytes(body)
-        with store.connect(tmp_path / f"{name}.duckdb") as conn:
-            ingest_day(conn, InboxSource(inbox, max_chars=MAX_CHARS, settle_seconds=0), DAY)
-            got[name] = (
-                conn.execute(
-                    "SELECT trace_id, context::VARCHAR, conversation::VARCHAR, "
-                    "tool_calls::VARCHAR FROM raw_traces ORDER BY trace_id"
-                ).fetchall(),
-                conn.execute("SELECT line_no, reason FROM trace_rejects ORDER BY 1").fetchall(),
-            )
+    got = _plain_and_gzip(tmp_path, data)
     assert got["plain"] == got["gz"]
     rows, rejects = got["plain"]
     assert len(rows) + len(rejects) == len(EDGE_LINES)

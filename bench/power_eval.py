@@ -32,12 +32,13 @@ import numpy as np
 
 from eval_pipeline.core.drift import budget, detectors, power
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES, score_probs
+from eval_pipeline.core.drift.incidents import IncidentConfig
 from eval_pipeline.core.drift.reference import Counts, between_day_variance
 
 LEVELS = np.arange(1, 6)
 BASE_BROKEN = 0.05  # a segment's everyday share of broken answers
 REF_DAYS = budget.REFERENCE_DAYS
-MIN_DROP = 0.2  # the engine's practical floor (IncidentConfig.min_drop)
+MIN_DROP = IncidentConfig.min_drop  # the engine's practical floor
 
 
 def _reference(rng: np.random.Generator, n: int, wobble: float) -> tuple[Counts, float]:

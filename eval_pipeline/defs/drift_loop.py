@@ -47,8 +47,9 @@ class SamplingConfig(dg.Config):
     seed: str = "eval-pipeline"
     # Segments beyond this many (the smallest) share one stratum, "(other segments)".
     max_segments: int = 50
-    # Budgeted sampling (docs/sampling.md): > 0 replaces sample_size by a Neyman allocation
-    # of this many stage-1 judge calls, risk slices oversampled, weighted back.
+    # Budgeted sampling (docs/sampling.md): > 0 replaces sample_size by this many stage-1
+    # judge calls (watched segments first, else Neyman), risk slices oversampled; the
+    # estimates are weighted back, the incident engine tests the sample as drawn.
     budget_calls: int = 0
     # Budgeted only, as the fixed sampler has no risk slices or watch set.
     risk_oversample: float = budget_sampling.BudgetedSamplingConfig.risk_oversample

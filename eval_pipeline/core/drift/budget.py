@@ -38,7 +38,6 @@ from eval_pipeline.core.drift import detectors, power
 from eval_pipeline.core.drift.budget_sampling import engine_counts
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
-from eval_pipeline.core.drift.records import SegmentDay
 from eval_pipeline.core.drift.reference import Counts, ReferenceConfig, between_day_variance
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
 from eval_pipeline.core.drift.weights import Estimate, estimates
@@ -367,10 +366,12 @@ def day_sample(conn: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
 def healthy_references(
     conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = REFERENCE_DAYS
 ) -> dict[str, HealthyReference]:
-    """Each segment's reference as the engine builds it: its last ``days`` days before
-    ``day`` that the incident history judged healthy, each day's scores counted as the
-    engine counts them (a budgeted day's as drawn, ``engine_counts``), pooled, with the
-    between-day variance of those days. The overall row (``ALL_SEGMENTS``) pools every segment."""
+    """Each segment's reference for the follow-up and the stated MDE: its last ``days``
+    days before ``day`` that the incident history judged healthy, each day's scores as
+    drawn (``engine_counts``), pooled, with the between-day variance of those days. The
+    overall row (``ALL_SEGMENTS``) pools every segment. An approximation of the engine's
+    reference (``reference.select_reference``): it does not split by judge, apply
+    rebaselines, or leave out the days the CUSUM hold kept out."""
     frame = conn.execute(
         "WITH d AS (SELECT partition_date, segment, row_number() OVER (PARTITION BY segment "
         "ORDER BY partition_date DESC) AS k FROM drift_day_states "
@@ -422,7 +423,7 @@ def moved_segments(conn: duckdb.DuckDBPyConnection, day: dt.date) -> set[str]:
     """Segments whose cheap signal moved today: a fired test (paging or informing) of
     ``trace_signal_tests`` on the segment's own rows, or on its share of the day."""
     rows = conn.execute(
-        "SELECT DISTINCT CASE WHEN signal = 'segment_share' THEN key ELSE segment END "
+        "SELECT DISTINCT segment "
         "FROM trace_signal_tests WHERE partition_date = ? AND fired AND kind <> 'new_value'",
         [day],
     ).fetchall()
@@ -461,32 +462,3 @@ def day_power(
     )  # fmt: skip
     replace_rows(conn, "sample_power", "partition_date = ?", [day], frame=out if rows else None)
     return rows
-
-
-def reweight_segment_days(
-    conn: duckdb.DuckDBPyConnection, days: Sequence[SegmentDay]
-) -> list[SegmentDay]:
-    """The incident engine's day counts of a budgeted day: each segment-day whose sample
-    has strata gets ``budget_sampling.engine_counts`` (its judged scores as drawn: the
-    reference days were drawn by the same design, see there); a fixed day's are as loaded."""
-    frame = conn.execute(
-        "SELECT j.partition_date AS day, j.segment, x.stratum, x.stratum_size, "
-        "j.score::DOUBLE AS score FROM judge_scores j "
-        "JOIN sample_strata x USING (partition_date, trace_id) "
-        "WHERE j.state = 'ok' AND j.criterion = 'quality'"
-    ).df()
-    if frame.empty:
-        return list(days)
-    frame["day"] = pd.to_datetime(frame["day"]).dt.date
-    weighted = {
-        (d, seg): (engine_counts(g), len(g))
-        for (d, seg), g in frame.groupby(["day", "segment"], sort=True)
-    }
-    return [
-        dataclasses.replace(
-            sd, counts=weighted[(sd.day, sd.segment)][0], n_judged=weighted[(sd.day, sd.segment)][1]
-        )
-        if (sd.day, sd.segment) in weighted
-        else sd
-        for sd in days
-    ]

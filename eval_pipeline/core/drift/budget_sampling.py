@@ -197,7 +197,8 @@ def follow_up(
     plan: BudgetedPlan, suspects: list[str], reserve: int, oversample: float
 ) -> dict[str, int]:
     """Stage 2: the reserve split evenly over the suspicious segments (in the given order,
-    the most suspicious first), never more than a segment has left. Returns segment -> n."""
+    by name: see ``budget.suspects``), never more than a segment has left. Returns
+    segment -> n."""
     if not suspects or reserve <= 0:
         return {}
     share = {s: 0 for s in suspects}

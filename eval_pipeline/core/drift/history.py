@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.drift import budget
 from eval_pipeline.core.drift.cause import Cause, attribute
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, planned_events
@@ -122,8 +121,8 @@ def recompute(
 ) -> History:
     """Replay every stored day and store the result (incidents, day states, report columns)."""
     history = run_history(
-        # A budgeted day's scores carry sampling weights (a no-op for fixed days).
-        budget.reweight_segment_days(conn, load_segment_days(conn)),
+        # A budgeted day is tested as drawn, like a fixed one (budget_sampling.engine_counts).
+        load_segment_days(conn),
         config or IncidentConfig(),
         rebaselines=load_rebaselines(conn),
         actions=load_actions(conn),

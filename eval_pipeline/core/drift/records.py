@@ -25,8 +25,8 @@ class SegmentDay:
     counts: Counts  # ok judgments by score
     n_failed: int = 0
     judge: str = "judge"  # judge name/model/rubric: days of different judges never mix
-    # Judged (ok) traces when ``counts`` are weighted effective counts (a budgeted sample):
-    # the min_n guard counts traces judged, the test uses the effective counts.
+    # Judged (ok) traces when ``counts`` are not one per trace (the harness's weighted
+    # comparison): the min_n guard counts traces judged. None: counts.n.
     n_judged: int | None = None
 
 

@@ -13,11 +13,10 @@ the budget only shrink n_h; a stratum with no ok judgment drops out of both sums
 share is then said in ``missing_share``). Oversampling a risk slice never biases a mean:
 it only changes how many traces stand for that slice.
 
-For the incident engine, which tests counts of scores, ``effective_counts`` turns a
-weighted sample into the weighted score distribution scaled to Kish's effective sample
-size n_eff = (sum w)^2 / sum w^2, so its z-test sees the weighted mean with the larger
-standard error the weights cause (Kish, *Survey Sampling*, 1965: the design effect of
-unequal weights).
+The incident engine tests a budgeted day as drawn (``budget_sampling.engine_counts``), not
+weighted. ``effective_counts`` (the weighted score distribution scaled to Kish's effective
+sample size n_eff = (sum w)^2 / sum w^2; Kish, *Survey Sampling*, 1965) is kept for the
+harness's ``--engine-counts weighted`` comparison.
 """
 
 from __future__ import annotations

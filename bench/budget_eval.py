@@ -139,14 +139,16 @@ def judged(day_idx: int, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-ENGINE_COUNTS = {"drawn": "drawn"}
-
-
-def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[SegmentDay]:
+def segment_days(
+    day: dt.date, rows: pd.DataFrame, weighted: bool, engine: str = "drawn"
+) -> list[SegmentDay]:
+    """``engine``: a budgeted day's counts as drawn (the product's) or ``weighted``."""
+    if engine not in ("drawn", "weighted"):
+        raise ValueError(f"engine counts {engine!r}: 'drawn' or 'weighted'")
     out = []
     for seg, g in rows.groupby("segment", sort=True):
         ok = g[g["state"] == "ok"]
-        if weighted and len(ok) and ENGINE_COUNTS["drawn"] == "drawn":
+        if weighted and len(ok) and engine == "drawn":
             counts = engine_counts(ok)
         elif weighted and len(ok):
             counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
@@ -171,6 +173,7 @@ def run_budgeted(
     inc_cfg: IncidentConfig,
     watch_split: str = "even",
     watch_floor: int | None = None,
+    engine: str = "drawn",
 ):
     rng = np.random.default_rng([seed, de.KINDS.index(kind)])
     truth = de.Truth()
@@ -222,7 +225,7 @@ def run_budgeted(
                 stratum_size=rows["stratum_size"].to_numpy()))  # fmt: skip
 
         stage1 = drawn()
-        h1 = run_history(days_out + segment_days(day, stage1, True), inc_cfg)
+        h1 = run_history(days_out + segment_days(day, stage1, True, engine), inc_cfg)
         zs = {
             v.segment: detectors.Shortfall(v.drop, 0.0, v.z, v.p)
             for v in h1.verdicts
@@ -236,7 +239,7 @@ def run_budgeted(
         )
         final = drawn() if extra else stage1
         calls += len(final)
-        sds = segment_days(day, final, True)
+        sds = segment_days(day, final, True, engine)
         for sd_ in sds:
             counts_by_day[(day, sd_.segment)] = sd_.counts
         days_out.extend(sds)
@@ -356,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--two-stage-seeds", type=int, default=200)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
-    ENGINE_COUNTS["drawn"] = args.engine_counts
     arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
     unknown = set(kinds) - set(de.KINDS)
     if unknown:
@@ -392,7 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                 per["fixed"][2] += de.N_DAYS
             if "budget" in arms:
                 sim, calls = run_budgeted(
-                    kind, seed, cfg, budget_cfg, args.watch_split, args.watch_floor
+                    kind,
+                    seed,
+                    cfg,
+                    budget_cfg,
+                    args.watch_split,
+                    args.watch_floor,
+                    args.engine_counts,
                 )
                 per["budget"][0].add(de.evaluate(kind, seed, budget_cfg, sim))
                 per["budget"][1] += calls

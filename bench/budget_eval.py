@@ -350,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a watched segment's floor, paid by the others' floors down to --min-n",
     )
+    parser.add_argument(
+        "--allocation",
+        default="neyman",
+        choices=["neyman", "equal_power"],
+        help="the calls above the floors when no segment is watched (sampling.ALLOCATIONS)",
+    )
     parser.add_argument("--engine-counts", default="drawn", choices=["drawn", "weighted"])
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
@@ -369,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_per_segment=args.floor,
         watch_cusum=args.watch_cusum,
         risk_oversample=args.risk_oversample,
+        allocation=args.allocation,
     )
     fixed_cfg = IncidentConfig()
     budget_cfg = IncidentConfig(min_n=args.min_n, hold_run_s=args.hold_run_s)
@@ -380,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         f"x{cfg.risk_oversample:g}, watch CUSUM {cfg.watch_cusum}); seeds from {args.seed_start}; day alpha {fixed_cfg.day_alpha} "
         f"(follow-up at z >= {RULE.z_follow}, decided on the full day); engine min_n {fixed_cfg.min_n} vs {args.min_n}, "
         f"hold run S {budget_cfg.hold_run_s}, watch split {args.watch_split}, "
-        f"watch floor {args.watch_floor}"
+        f"watch floor {args.watch_floor}, allocation {cfg.allocation}"
     )
     print(f"{'sampler':<9}{de.HEADER} {'calls/day':>9}")
     totals = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}

@@ -40,7 +40,12 @@ The incident engine, the cause attribution and the tally are the real ones
   at its own figure, detected in about 80% of runs by the engine's day test; and the
   same-day follow-up's false-alarm rate on clean traffic.
 
-    python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
+``--calls 66,100,133,200`` runs one budgeted arm per budget in one table (rows ``b66`` …);
+``--allocation equal_power`` splits the calls above the floors by spread² instead of
+Neyman's traffic x spread (``sampling.equal_power_allocate``; docs/sampling.md has what it
+gave).
+
+    python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66[,100,...]]
 """
 
 from __future__ import annotations

@@ -40,7 +40,12 @@ The incident engine, the cause attribution and the tally are the real ones
   at its own figure, detected in about 80% of runs by the engine's day test; and the
   same-day follow-up's false-alarm rate on clean traffic.
 
-    python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66]
+``--calls 66,100,133,200`` runs one budgeted arm per budget in one table (rows ``b66`` …);
+``--allocation equal_power`` splits the calls above the floors by spread² instead of
+Neyman's traffic x spread (``sampling.equal_power_allocate``; docs/sampling.md has what it
+gave).
+
+    python -m bench.budget_eval [--seeds 20] [--kinds clean,step,...] [--calls 66[,100,...]]
 """
 
 from __future__ import annotations
@@ -139,14 +144,16 @@ def judged(day_idx: int, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-ENGINE_COUNTS = {"drawn": "drawn"}
-
-
-def segment_days(day: dt.date, rows: pd.DataFrame, weighted: bool) -> list[SegmentDay]:
+def segment_days(
+    day: dt.date, rows: pd.DataFrame, weighted: bool, engine: str = "drawn"
+) -> list[SegmentDay]:
+    """``engine``: a budgeted day's counts as drawn (the product's) or ``weighted``."""
+    if engine not in ("drawn", "weighted"):
+        raise ValueError(f"engine counts {engine!r}: 'drawn' or 'weighted'")
     out = []
     for seg, g in rows.groupby("segment", sort=True):
         ok = g[g["state"] == "ok"]
-        if weighted and len(ok) and ENGINE_COUNTS["drawn"] == "drawn":
+        if weighted and len(ok) and engine == "drawn":
             counts = engine_counts(ok)
         elif weighted and len(ok):
             counts = effective_counts(ok["score"], trace_weights(ok), ok["stratum"])
@@ -171,6 +178,7 @@ def run_budgeted(
     inc_cfg: IncidentConfig,
     watch_split: str = "even",
     watch_floor: int | None = None,
+    engine: str = "drawn",
 ):
     rng = np.random.default_rng([seed, de.KINDS.index(kind)])
     truth = de.Truth()
@@ -222,7 +230,7 @@ def run_budgeted(
                 stratum_size=rows["stratum_size"].to_numpy()))  # fmt: skip
 
         stage1 = drawn()
-        h1 = run_history(days_out + segment_days(day, stage1, True), inc_cfg)
+        h1 = run_history(days_out + segment_days(day, stage1, True, engine), inc_cfg)
         zs = {
             v.segment: detectors.Shortfall(v.drop, 0.0, v.z, v.p)
             for v in h1.verdicts
@@ -236,7 +244,7 @@ def run_budgeted(
         )
         final = drawn() if extra else stage1
         calls += len(final)
-        sds = segment_days(day, final, True)
+        sds = segment_days(day, final, True, engine)
         for sd_ in sds:
             counts_by_day[(day, sd_.segment)] = sd_.counts
         days_out.extend(sds)
@@ -317,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--kinds", default=",".join(de.KINDS))
-    parser.add_argument("--calls", type=int, default=66)
+    parser.add_argument(
+        "--calls",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[66],
+        help="judge calls a day; a list (66,100,133,200) runs one budgeted arm per value",
+    )
     parser.add_argument("--reserve", type=float, default=0.0, help="share held for stage 2")
     parser.add_argument("--floor", type=int, default=10)
     parser.add_argument("--min-n", type=int, default=8, help="engine min_n for the budgeted arm")
@@ -347,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a watched segment's floor, paid by the others' floors down to --min-n",
     )
+    parser.add_argument(
+        "--allocation",
+        default="neyman",
+        choices=["neyman", "equal_power"],
+        help="the calls above the floors when no segment is watched (sampling.ALLOCATIONS)",
+    )
     parser.add_argument("--engine-counts", default="drawn", choices=["drawn", "weighted"])
     parser.add_argument("--arms", default="fixed,budget", help="which samplers to run")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (tune off 0..)")
@@ -356,60 +375,83 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--two-stage-seeds", type=int, default=200)
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
-    ENGINE_COUNTS["drawn"] = args.engine_counts
     arms = [a for a in ("fixed", "budget") if a in args.arms.split(",")]
     unknown = set(kinds) - set(de.KINDS)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)} (known: {', '.join(de.KINDS)})")
+    if not args.calls or min(args.calls) < 0:
+        parser.error("--calls: one or more non-negative whole numbers, comma-separated")
+    cfgs = {
+        ("budget" if len(args.calls) == 1 else f"b{c}"): BudgetedSamplingConfig(
+            calls=c,
+            reserve_fraction=args.reserve,
+            floor_per_segment=args.floor,
+            watch_cusum=args.watch_cusum,
+            risk_oversample=args.risk_oversample,
+            allocation=args.allocation,
+        )
+        for c in args.calls
+    }
     cfg = BudgetedSamplingConfig(
-        calls=args.calls,
+        calls=args.calls[0],
         reserve_fraction=args.reserve,
         floor_per_segment=args.floor,
         watch_cusum=args.watch_cusum,
         risk_oversample=args.risk_oversample,
+        allocation=args.allocation,
     )
     fixed_cfg = IncidentConfig()
     budget_cfg = IncidentConfig(min_n=args.min_n, hold_run_s=args.hold_run_s)
     began = time.monotonic()
     print(
         f"budget-eval: {args.seeds} seeds x {len(kinds)} kinds, {de.N_DAYS} days; fixed "
-        f"{de.SAMPLE}/day (floor {de.FLOOR}) vs budgeted {cfg.calls}/day (stage 1 "
+        f"{de.SAMPLE}/day (floor {de.FLOOR}) vs budgeted {','.join(map(str, args.calls))}/day "
+        f"(stage 1 of the first "
         f"{cfg.stage1_calls}, reserve {cfg.reserve}, floor {cfg.floor_per_segment}, risk "
         f"x{cfg.risk_oversample:g}, watch CUSUM {cfg.watch_cusum}); seeds from {args.seed_start}; day alpha {fixed_cfg.day_alpha} "
         f"(follow-up at z >= {RULE.z_follow}, decided on the full day); engine min_n {fixed_cfg.min_n} vs {args.min_n}, "
         f"hold run S {budget_cfg.hold_run_s}, watch split {args.watch_split}, "
-        f"watch floor {args.watch_floor}"
+        f"watch floor {args.watch_floor}, allocation {cfg.allocation}"
     )
     print(f"{'sampler':<9}{de.HEADER} {'calls/day':>9}")
-    totals = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
+    labels = (["fixed"] if "fixed" in arms else []) + (list(cfgs) if "budget" in arms else [])
+    totals = {a: [de.Tally(), 0, 0] for a in labels}
     for kind in kinds:
-        per = {"fixed": [de.Tally(), 0, 0], "budget": [de.Tally(), 0, 0]}
+        per = {a: [de.Tally(), 0, 0] for a in labels}
         for seed in range(args.seed_start, args.seed_start + args.seeds):
             if "fixed" in arms:
                 sim, calls = run_fixed(kind, seed)
                 per["fixed"][0].add(de.evaluate(kind, seed, fixed_cfg, sim))
                 per["fixed"][1] += calls
                 per["fixed"][2] += de.N_DAYS
-            if "budget" in arms:
+            for label, arm_cfg in cfgs.items() if "budget" in arms else ():
                 sim, calls = run_budgeted(
-                    kind, seed, cfg, budget_cfg, args.watch_split, args.watch_floor
+                    kind,
+                    seed,
+                    arm_cfg,
+                    budget_cfg,
+                    args.watch_split,
+                    args.watch_floor,
+                    args.engine_counts,
                 )
-                per["budget"][0].add(de.evaluate(kind, seed, budget_cfg, sim))
-                per["budget"][1] += calls
-                per["budget"][2] += de.N_DAYS
-        for arm in arms:
+                per[label][0].add(de.evaluate(kind, seed, budget_cfg, sim))
+                per[label][1] += calls
+                per[label][2] += de.N_DAYS
+        for arm in labels:
             t, calls, ndays = per[arm]
             totals[arm][0].add(t)
             totals[arm][1] += calls
             totals[arm][2] += ndays
             print(f"{arm:<9}{de.fmt_row(kind, t)} {calls / ndays:9.1f}", flush=True)
     if kinds:
-        for arm in arms:
+        for arm in labels:
             t, calls, ndays = totals[arm]
             print(f"{arm:<9}{de.fmt_row('overall', t)} {calls / ndays:9.1f}")
         if len(arms) == 2:
-            ratio = totals["budget"][1] / totals["fixed"][1]
-            print(f"judge calls, budgeted / fixed: {ratio:.3f}")
+            for label in cfgs:
+                ratio = totals[label][1] / totals["fixed"][1]
+                name = "budgeted" if label == "budget" else label
+                print(f"judge calls, {name} / fixed: {ratio:.3f}")
     print(unbiasedness(args.bias_seeds, cfg))
     if args.mde_references > 0:
         print(power_eval.mde_check(args.mde_references, args.mde_days, fixed_cfg.day_alpha))

@@ -14,6 +14,7 @@ from eval_pipeline.core.drift.budget_sampling import (
 )
 from eval_pipeline.core.drift.sampling import (
     OTHER_SEGMENTS,
+    equal_power_allocate,
     neyman_allocate,
     split_risk,
     watch_set,
@@ -211,3 +212,40 @@ def test_the_plan_uses_the_watch_only_when_configured():
     )
     assert off.allocation == {"big": 24, "tiny": 6}
     assert on.allocation == {"big": 6, "tiny": 24}
+
+
+def test_equal_power_gives_each_segment_the_same_standard_error_whatever_its_traffic():
+    counts, sd = {"a": 900, "b": 90, "c": 40}, {"a": 1.0, "b": 1.0, "c": 2.0}
+    alloc = equal_power_allocate(counts, sd, 60, 0)
+    # n proportional to sd²: 1:1:4 of 60, so sd/sqrt(n) is the same in every segment.
+    assert alloc == {"a": 10, "b": 10, "c": 40}
+    se = {s: sd[s] / alloc[s] ** 0.5 for s in alloc}
+    assert max(se.values()) == pytest.approx(min(se.values()))
+    # Neyman on the same input follows traffic instead.
+    assert neyman_allocate(counts, sd, 60, 0)["a"] > 40
+
+
+def test_equal_power_keeps_floors_caps_boost_and_the_hard_total():
+    assert equal_power_allocate({"a": 900, "b": 5}, {}, 40, 2) == {"a": 35, "b": 5}
+    alloc = equal_power_allocate({"a": 900, "b": 900, "c": 900}, {"c": 0.1}, 30, 6)
+    assert alloc["c"] == 6 and alloc["a"] == alloc["b"] == 12
+    assert equal_power_allocate({"a": 500, "b": 500}, {}, 40, 5, {"b": 3.0}) == {"a": 10, "b": 30}
+    for total in (0, 1, 7, 33):
+        assert sum(equal_power_allocate({"a": 50, "b": 20, "c": 5}, {}, total, 3).values()) == total
+
+
+def test_the_allocation_option_reaches_the_plan_and_unknown_names_are_refused():
+    pop = population({"big": 1000, "mid": 200, "tiny": 40})
+    cfg = dict(calls=60, reserve_fraction=0.0, floor_per_segment=10, watch_cusum=None)
+    neyman = plan_budgeted(pop, BudgetedSamplingConfig(**cfg))
+    equal = plan_budgeted(pop, BudgetedSamplingConfig(**cfg, allocation="equal_power"))
+    assert neyman.allocation["big"] > neyman.allocation["tiny"] == 10
+    assert equal.allocation == {"big": 20, "mid": 20, "tiny": 20}
+    # With a watched segment, what the watched cannot take goes by the same rule.
+    w = watched_allocate({"big": 1000, "mid": 200, "tiny": 12}, {}, 60, 10, {"tiny"},
+                         allocation="equal_power")  # fmt: skip
+    assert w == {"big": 24, "mid": 24, "tiny": 12}
+    with pytest.raises(ValueError, match="allocation"):
+        BudgetedSamplingConfig(allocation="proportional")
+    with pytest.raises(ValueError, match="allocation"):
+        watched_allocate({"a": 10}, {}, 5, 1, set(), allocation="x")

@@ -34,11 +34,12 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.drift import detectors, power
+from eval_pipeline.core.drift import detectors, history, power
 from eval_pipeline.core.drift.budget_sampling import engine_counts
 from eval_pipeline.core.drift.calibration import BROKEN_SCORES
 from eval_pipeline.core.drift.detectors import Shortfall
-from eval_pipeline.core.drift.reference import Counts, ReferenceConfig, between_day_variance
+from eval_pipeline.core.drift.incidents import IncidentConfig
+from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.report import ALL_SEGMENTS
 from eval_pipeline.core.drift.weights import Estimate, estimates
 from eval_pipeline.core.judge.cache import DayPlan
@@ -247,6 +248,8 @@ class HealthyReference:
     counts: Counts  # the scores of its healthy days, pooled
     tau2: float = 0.0  # between-day variance of those days (reference.between_day_variance)
     days: int = 0
+    thin_reason: str | None = None  # the engine gives no verdict against it
+    pinned: float | None = None  # reference mode 'value': the pinned mean, no counts
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,7 @@ def sample_power(
     for seg in sorted(estimates):
         est, ref = estimates[seg], references.get(seg)
         m = shift = need = lasting = sd = n_ref = tau2 = None
-        if ref is not None and ref.counts.n and est.n_eff > 0:
+        if ref is not None and ref.thin_reason is None and ref.counts.n and est.n_eff > 0:
             sd, n_ref, tau2 = math.sqrt(ref.counts.variance), float(ref.counts.n), ref.tau2
             if seg == ALL_SEGMENTS:
                 m = max(power.mde(sd, est.n_eff, n_ref, alpha), min_drop)
@@ -363,60 +366,56 @@ def day_sample(conn: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
     return frame
 
 
-def healthy_references(
-    conn: duckdb.DuckDBPyConnection, day: dt.date, days: int = REFERENCE_DAYS
+def day_references(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    config: IncidentConfig | None = None,
+    metadata_keys: Sequence[str] = (),
 ) -> dict[str, HealthyReference]:
-    """Each segment's reference for the follow-up and the stated MDE: its last ``days``
-    days before ``day`` that the incident history judged healthy, each day's scores as
-    drawn (``engine_counts``), pooled, with the between-day variance of those days. The
-    overall row (``ALL_SEGMENTS``) pools every segment. An approximation of the engine's
-    reference (``reference.select_reference``): it does not split by judge, apply
-    rebaselines, or leave out the days the CUSUM hold kept out."""
-    frame = conn.execute(
-        "WITH d AS (SELECT partition_date, segment, row_number() OVER (PARTITION BY segment "
-        "ORDER BY partition_date DESC) AS k FROM drift_day_states "
-        "WHERE state = 'healthy' AND partition_date < ?) "
-        "SELECT s.partition_date AS day, s.segment, x.stratum, x.stratum_size, "
-        "s.score::DOUBLE AS score FROM judge_scores s "
-        "JOIN d USING (partition_date, segment) "
-        "LEFT JOIN sample_strata x USING (partition_date, trace_id) "
-        "WHERE d.k <= ? AND s.state = 'ok' AND s.criterion = 'quality'",
-        [day, days],
-    ).df()
-    per_day: dict[str, list[Counts]] = {}
-    for (_, seg), g in frame.groupby(["day", "segment"], sort=True):
-        per_day.setdefault(seg, []).append(engine_counts(g))
-    out = {}
-    for seg, kept in per_day.items():
-        out[seg] = HealthyReference(sum(kept, Counts()), between_day_variance(kept), len(kept))
-    if out:
-        out[ALL_SEGMENTS] = HealthyReference(sum((r.counts for r in out.values()), Counts()))
-    return out
+    """Each row's reference for the follow-up and the stated MDE: the incident engine's own
+    (``history.references_on``, with the ``drift_incidents`` asset's ``IncidentConfig`` and
+    metadata keys), so the two cannot disagree. Compute it once a day and pass it to
+    ``store_suspects`` and ``day_power``: it replays the stored history."""
+    return {
+        seg: HealthyReference(
+            ref.counts, ref.between_day_var, len(ref.days), ref.thin_reason, ref.pinned
+        )
+        for seg, ref in history.references_on(conn, day, config, metadata_keys).items()
+    }
 
 
 def stage1_shortfalls(
     frame: pd.DataFrame, references: dict[str, HealthyReference]
 ) -> dict[str, Shortfall]:
-    """Each segment's stage-1 shortfall as the engine will test it (scores as drawn), by its own segment test (exact
-    tail, the reference's error and between-day variance); segments whose reference the
-    engine would call thin are left out (no verdict, so no alarm, either way)."""
+    """Each segment's stage-1 shortfall as the engine will test it (scores as drawn, the
+    call of ``incidents.run_history``: exact tail, the reference's error and between-day
+    variance, or a pinned mean against today's own variance); segments whose reference is
+    thin are left out (no verdict, so no alarm, either way)."""
     out = {}
-    thin = ReferenceConfig()
     ok = frame[frame["state"] == "ok"]
     for seg, g in ok.groupby("segment", sort=True):
         ref = references.get(seg)
-        if ref is None or ref.counts.n < thin.min_n or ref.days < thin.min_days or len(g) == 0:
+        if ref is None or ref.thin_reason is not None or len(g) == 0:
             continue
-        c = engine_counts(g)
-        r = ref.counts
-        out[seg] = detectors.shortfall(
-            r.mean, r.variance, r.n, c.mean, c.n, ref_probs=r.probs(), tau2=ref.tau2
-        )
+        c, r = engine_counts(g), ref.counts
+        if ref.pinned is not None:
+            out[seg] = detectors.shortfall(ref.pinned, c.variance, None, c.mean, c.n)
+        else:
+            out[seg] = detectors.shortfall(
+                r.mean, r.variance, r.n, c.mean, c.n, ref_probs=r.probs(), tau2=ref.tau2
+            )
     return out
 
 
-def store_suspects(conn: duckdb.DuckDBPyConnection, day: dt.date, rule: FollowUpRule) -> list[str]:
-    return suspects(stage1_shortfalls(day_sample(conn, day), healthy_references(conn, day)), rule)
+def store_suspects(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    rule: FollowUpRule,
+    references: dict[str, HealthyReference] | None = None,
+) -> list[str]:
+    """``references``: ``day_references`` of the day (computed here when not given)."""
+    refs = day_references(conn, day) if references is None else references
+    return suspects(stage1_shortfalls(day_sample(conn, day), refs), rule)
 
 
 def moved_segments(conn: duckdb.DuckDBPyConnection, day: dt.date) -> set[str]:
@@ -436,11 +435,14 @@ def day_power(
     day_alpha: float,
     target_drop: float = 0.3,
     min_drop: float = 0.2,
+    references: dict[str, HealthyReference] | None = None,
 ) -> list[SegmentPower]:
-    """The day's weighted estimates and what its sample can see, stored in sample_power."""
+    """The day's weighted estimates and what its sample can see, stored in sample_power.
+    ``references``: ``day_references`` of the day (computed here when not given)."""
     frame = day_sample(conn, day)
     est = estimates(frame, ALL_SEGMENTS) if len(frame) else {}
-    rows = sample_power(est, healthy_references(conn, day), day_alpha, target_drop, min_drop)
+    refs = day_references(conn, day) if references is None else references
+    rows = sample_power(est, refs, day_alpha, target_drop, min_drop)
     floats = {
         "weighted_mean": "weighted_mean", "weighted_se": "weighted_se",
         "reference_sd": "reference_sd", "reference_n": "reference_n", "mde": "mde",

@@ -17,6 +17,7 @@ import pandas as pd
 
 from eval_pipeline.core.drift.reference import Counts
 from eval_pipeline.core.drift.sampling import (
+    ALLOCATIONS,
     NO_SEGMENT,
     SampleResult,
     split_risk,
@@ -56,8 +57,14 @@ class BudgetedSamplingConfig:
     # A segment in an open incident or with its CUSUM at least this high gets the calls
     # above the floors (``watched_allocate``); None: Neyman for all.
     watch_cusum: float | None = 0.5
+    # The split of the calls above the floors when no segment is watched (and of what the
+    # watched ones cannot take): "neyman" (traffic x spread: the overall mean's optimum) or
+    # "equal_power" (spread² only: the same detectable drop in every segment).
+    allocation: str = "neyman"
 
     def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation {self.allocation!r}: one of {', '.join(ALLOCATIONS)}")
         if self.calls < 0:
             raise ValueError("calls cannot be negative")
         if not 0 <= self.reserve_fraction < 1:
@@ -187,6 +194,7 @@ def plan_budgeted(
         boost,
         watch_floor,
         keep,
+        config.allocation,
     )
     for s, n in sorted(plan.allocation.items()):
         plan.draw(s, n, stage=1, oversample=config.risk_oversample)

@@ -18,9 +18,10 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.drift.cause import Cause, attribute
+from eval_pipeline.core.drift.grouping import SegState
 from eval_pipeline.core.drift.incidents import IncidentConfig, run_history
 from eval_pipeline.core.drift.records import ALL, Action, History, SegmentDay, planned_events
-from eval_pipeline.core.drift.reference import Counts, Rebaseline
+from eval_pipeline.core.drift.reference import Counts, Rebaseline, Reference, select_reference
 from eval_pipeline.core.judge.spend import judge_key  # re-exported: the judge identity
 from eval_pipeline.core.signals.detect import paging_alarms
 from eval_pipeline.core.store import replace_rows
@@ -131,6 +132,51 @@ def recompute(
     )
     save(conn, history)
     return history
+
+
+def references_on(
+    conn: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    config: IncidentConfig | None = None,
+    metadata_keys: Sequence[str] = (),
+) -> dict[str, Reference]:
+    """The reference each row's day test on ``day`` uses (segments and ``ALL``).
+
+    The stored days before ``day`` replayed with the same inputs as ``recompute`` (judge,
+    rebaselines, hand actions, causes, paging signals), then ``select_reference`` as
+    ``run_history`` calls it for ``day``: the judge of ``day``'s scores, a rebaseline
+    dated ``day`` taking effect first. So the held days of a building CUSUM run, the
+    incidents' days and other judges' days stay out exactly as the engine leaves them
+    out; only ``day``'s own judge must be known (its scores stored). Empty without them."""
+    config = config or IncidentConfig()
+    stored = load_segment_days(conn)
+    judges = [sd.judge for sd in stored if sd.day == day]
+    if not judges:
+        return {}
+    rebaselines = load_rebaselines(conn)
+    states: dict[str, SegState] = {}
+    run_history(
+        [sd for sd in stored if sd.day < day],
+        config,
+        rebaselines=[rb for rb in rebaselines if rb.from_day < day],
+        actions=[a for a in load_actions(conn) if a.day < day],
+        cause_fn=cause_function(load_judged_traces(conn, metadata_keys)),
+        signal_alarms={k: v for k, v in paging_alarms(conn).items() if k[0] < day},
+        states=states,
+    )
+    for rb in rebaselines:
+        if rb.from_day == day:
+            states.setdefault(rb.segment, SegState()).rebaseline_from = day
+    rows = {sd.segment for sd in stored if sd.day == day}
+    if config.overall:
+        rows.add(ALL)
+    out = {}
+    for seg in sorted(rows):
+        st = states.get(seg, SegState())
+        out[seg] = select_reference(
+            st.history, day, judges[-1], config.reference, st.rebaseline_from
+        )
+    return out
 
 
 def save(conn: duckdb.DuckDBPyConnection, history: History) -> None:

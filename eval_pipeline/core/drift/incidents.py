@@ -164,10 +164,14 @@ def run_history(
     actions: Sequence[Action] = (),
     cause_fn: CauseFn | None = None,
     signal_alarms: Mapping[tuple[dt.date, str], Sequence[tuple[str, str]]] | None = None,
+    states: dict[str, SegState] | None = None,
 ) -> History:
     """``signal_alarms``: (day, segment) -> [(signal, figures)] of the paging trace signals
     (``core.signals.detect.paging_alarms``). They open, extend and keep open incidents like a
-    judge alarm does, and join the judge's alarm on the same segment and day."""
+    judge alarm does, and join the judge's alarm on the same segment and day.
+
+    ``states``: an empty dict to receive each row's state after the last day (its
+    reference history, held days, rebaseline), for ``history.references_on``."""
     signal_alarms = signal_alarms or {}
     by_day: dict[dt.date, dict[str, Counts]] = {}
     failed: dict[tuple[dt.date, str], int] = {}
@@ -187,7 +191,7 @@ def run_history(
     for a in actions:
         action_by_day.setdefault(a.day, []).append(a)
 
-    segs: dict[str, SegState] = {}
+    segs: dict[str, SegState] = {} if states is None else states
     verdicts: dict[tuple[dt.date, str], DayVerdict] = {}
     incidents: list[Incident] = []
 

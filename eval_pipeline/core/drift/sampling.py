@@ -89,14 +89,46 @@ def neyman_allocate(
     moved). The floor shrinks to fit ``total`` as in ``allocate``; the split of the
     leftover is by largest remainder, ties by name, so the result is deterministic.
     """
-    if not counts:
-        return {}
     boost = boost or {}
-    floor = min(floor, total // len(counts))
-    lo = {s: min(n, floor) for s, n in counts.items()}
     weight = {
         s: counts[s] * max(spreads.get(s, 1.0), 1e-6) * max(boost.get(s, 1.0), 0.0) for s in counts
     }
+    return weighted_allocate(counts, weight, total, floor)
+
+
+def equal_power_allocate(
+    counts: dict[str, int],
+    spreads: dict[str, float],
+    total: int,
+    floor: int,
+    boost: dict[str, float] | None = None,
+) -> dict[str, int]:
+    """Allocation for the per-segment tests: n_h = clip(lambda * S_h² * boost_h, floor_h,
+    N_h), summing to min(total, sum N_h).
+
+    The incident engine tests each segment on its own, so what it can see in segment h is
+    set by the standard error S_h / sqrt(n_h) of that segment's mean, not by its share of
+    the overall mean. Equal standard errors (the same minimum detectable drop in every
+    segment, the minimax choice for "a drop in any one segment") need n_h proportional to
+    S_h², whatever the segment's traffic. Neyman's N_h * S_h is the optimum for the overall
+    mean instead. Floors, caps and ``boost`` as in ``neyman_allocate``."""
+    boost = boost or {}
+    weight = {s: max(spreads.get(s, 1.0), 1e-6) ** 2 * max(boost.get(s, 1.0), 0.0) for s in counts}
+    return weighted_allocate(counts, weight, total, floor)
+
+
+ALLOCATIONS = {"neyman": neyman_allocate, "equal_power": equal_power_allocate}
+
+
+def weighted_allocate(
+    counts: dict[str, int], weight: dict[str, float], total: int, floor: int
+) -> dict[str, int]:
+    """n_h = clip(lambda * weight_h, floor_h, N_h), summing to min(total, sum N_h); the
+    floor shrinks to fit ``total``, the leftover goes by largest remainder, ties by name."""
+    if not counts:
+        return {}
+    floor = min(floor, total // len(counts))
+    lo = {s: min(n, floor) for s, n in counts.items()}
     total = min(total, sum(counts.values()))
     fixed: dict[str, float] = {}
     ideal: dict[str, float] = {}
@@ -137,10 +169,12 @@ def watched_allocate(
     boost: dict[str, float] | None = None,
     watch_floor: int | None = None,
     keep: int = 0,
+    allocation: str = "neyman",
 ) -> dict[str, int]:
     """The floor for every segment, then the calls above the floors split over the watched
-    segments (capped at their traffic); what they cannot take goes by Neyman to the rest.
-    Without a watched segment present, plain ``neyman_allocate``.
+    segments (capped at their traffic); what they cannot take goes to the rest by
+    ``allocation`` (``ALLOCATIONS``: Neyman or equal power). Without a watched segment
+    present, that allocation alone.
 
     ``watch`` as a set splits evenly; as a mapping (``watch_weights``) in proportion to its
     weights, so the segment whose CUSUM is highest gets the most. ``watch_floor``: a
@@ -155,8 +189,11 @@ def watched_allocate(
         if isinstance(watch, Mapping)
         else {s: 1.0 for s in watch if s in counts}
     )
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation {allocation!r}: one of {', '.join(ALLOCATIONS)}")
+    rule = ALLOCATIONS[allocation]
     if not weights:
-        return neyman_allocate(counts, spreads, total, floor, boost)
+        return rule(counts, spreads, total, floor, boost)
     if sum(weights.values()) <= 0:
         weights = dict.fromkeys(weights, 1.0)
     floor = min(floor, total // len(counts)) if counts else floor
@@ -194,7 +231,7 @@ def watched_allocate(
         rest = {
             s: counts[s] - alloc[s] for s in counts if s not in weights and counts[s] > alloc[s]
         }
-        for s, k in neyman_allocate(rest, spreads, left, 0, boost).items():
+        for s, k in rule(rest, spreads, left, 0, boost).items():
             alloc[s] += k
     return alloc
 

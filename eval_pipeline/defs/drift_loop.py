@@ -23,6 +23,7 @@ from eval_pipeline.core.judge import cache as scoring
 from eval_pipeline.core.judge.base import judge_versions
 from eval_pipeline.core.regression.history import latest_baseline
 from eval_pipeline.core.sources import ingest as traces
+from eval_pipeline.defs.incident_settings import IncidentsConfig
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.reporting import materialize_days, plot_float, run_days
 from eval_pipeline.defs.resources import EvalStore, JudgeResource, TraceSourceResource
@@ -286,12 +287,19 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     )
     meta: dict = {}
     res = None
+    # The incident engine's reference for the day (days before it only), once: the follow-up
+    # and the stated MDE test against what the engine will (default incident settings).
+    incident_settings = IncidentsConfig()
+    with store.connect() as conn:
+        refs = budget.day_references(
+            conn, day, incident_settings.incident_config(), incident_settings.metadata_keys
+        )
     for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
         with store.connect() as conn:
             if stage == 2:
                 # Every segment at or past the follow-up line, significant ones included:
                 # the engine's day test then decides on the full day only, at its own alpha.
-                suspects = budget.store_suspects(conn, day, budget.FollowUpRule())
+                suspects = budget.store_suspects(conn, day, budget.FollowUpRule(), refs)
                 cfg = budget_sampling.BudgetedSamplingConfig(
                     seed=config.sample_seed,
                     max_segments=config.max_segments,
@@ -350,7 +358,9 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
         if config.follow_up_calls <= 0:
             break
     with store.connect() as conn:
-        powers = budget.day_power(conn, day, config.day_alpha, config.target_drop, config.min_drop)
+        powers = budget.day_power(
+            conn, day, config.day_alpha, config.target_drop, config.min_drop, refs
+        )
         if the_budget is not None:
             acct = budget.accounting(conn, day, the_budget)
             meta["budget_calls_spent"] = MD.int(acct["calls"])

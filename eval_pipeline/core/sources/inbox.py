@@ -51,7 +51,12 @@ from typing import IO
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.sources.inbox_fast import FastPass, find_duplicates
+from eval_pipeline.core.sources.inbox_fast import (
+    FastPass,
+    drop_duplicates,
+    find_duplicates,
+    release_unstaged,
+)
 from eval_pipeline.core.sources.inbox_sql import (
     _CLASSIFY_SQL,
     EXCERPT_CHARS,
@@ -279,6 +284,7 @@ class InboxSource:
             raise RuntimeError(f"write_day({day}) without stage_day of that day")
         self._pending = None
         fast, stage, report, skipped = pending.fast, pending.stage, pending.report, pending.skipped
+        release_unstaged(conn)  # what a run that died after its commit left
         for path, before in pending.read:
             dated = file_day(path, self.root) is not None
             if fast.parse(path):
@@ -297,7 +303,6 @@ class InboxSource:
                 continue
             report.files_read += 1
         conn.execute("DROP TABLE IF EXISTS _lines")
-        fast.drop_markers()
         report.notes.extend(_grouped_notes(skipped))
         report.rows_seen = (
             conn.execute("SELECT count(*) FROM _classified").fetchone()[0] + fast.rows_seen()
@@ -322,11 +327,7 @@ class InboxSource:
                 """,
                 [self.name],
             )
-            conn.execute(
-                "DELETE FROM raw_traces WHERE partition_date = ? AND rowid IN "
-                "(SELECT rid FROM _dup_rows WHERE rid IS NOT NULL)",
-                [day],
-            )
+            drop_duplicates(conn, day)
         # staged_traces: the classified rows (gzip and Parquet files, and the lines the fast
         # path left to the classifier); the fast path's rows are in raw_traces already.
         drop_staged_traces(conn)
@@ -349,8 +350,9 @@ class InboxSource:
 
     def release(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Free what stage_day left for ingest_day to read (called once the day is written)."""
+        release_unstaged(conn)
         drop_staged_traces(conn)
-        for table in ("_classified", "_dups", "_dup_rows", "_files", "_blanks"):
+        for table in ("_classified", "_dups", "_dup_rows", "_files", "_ln"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 

@@ -28,6 +28,7 @@ lines to classify) sends the file to the Python reader with nothing of it left b
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,11 @@ from eval_pipeline.core.sources import trace_parts
 
 # Verdicts of the fast path.
 GOOD, OTHER_DAY, CHECK = 0, 1, 2
-# Markers in raw_traces.source for the lines that are not the day's accepted rows; they never
-# outlive the transaction.
-CHECK_MARK, OTHER_MARK = "~check", "~other-day"
+# The lines that are not the day's accepted rows are appended under this date, never a day's
+# (DuckDB rewrites a transaction's appended rows at commit if any is deleted before it), and
+# deleted once the day is committed (``release_unstaged``). Their source says what they are.
+UNSTAGED_DATE = dt.date(1, 1, 1)
+CHECK_MARK, OTHER_MARK, DROPPED_MARK = "~check", "~other-day", "~dropped"
 # Past this many blank, over-long or unaccepted lines a file is streamed instead: their line
 # numbers are held in Python.
 MAX_LISTED_LINES = 100_000
@@ -172,7 +175,7 @@ _INSERT_SQL = f"""
 INSERT INTO raw_traces (partition_date, trace_id, ts, user_query, assistant_response, segment,
     model, prompt_version, user_id, metadata, context, conversation, tool_calls, source,
     source_ref)
-SELECT $day,
+SELECT CASE WHEN verdict = {GOOD} THEN $day ELSE $unstaged END,
     CASE WHEN verdict = {GOOD} THEN trace_id ELSE '' END,
     CASE WHEN verdict = {GOOD} THEN ts ELSE TIMESTAMP '1970-01-01' END,
     CASE WHEN verdict = {GOOD} THEN user_query ELSE '' END,
@@ -360,14 +363,16 @@ class FastPass:
                     "ref": ref,
                     "source": self.source,
                     "line_size": f.line_size,
+                    "unstaged": UNSTAGED_DATE,
                 },
             )
             first, last, rows, f.seen, f.checks = conn.execute(
                 f"""SELECT min(rowid), max(rowid), count(*),
                            count(*) FILTER (WHERE source <> '{CHECK_MARK}'),
                            count(*) FILTER (WHERE source = '{CHECK_MARK}')
-                    FROM raw_traces WHERE partition_date = $day AND source_ref = $ref""",
-                {"day": self.params["day"], "ref": ref},
+                    FROM raw_traces WHERE partition_date IN ($day, $unstaged)
+                    AND source_ref = $ref""",
+                {"day": self.params["day"], "ref": ref, "unstaged": UNSTAGED_DATE},
             ).fetchone()
             # One row per non-blank line, in order: otherwise line numbers cannot be trusted.
             if rows != f.nonblank or (rows and last - first + 1 != rows):
@@ -378,10 +383,12 @@ class FastPass:
             # A line over the cap is the classifier's ("line too long"), whatever the JSON
             # reader made of it.
             changed = conn.execute(
-                f"UPDATE raw_traces SET source = '{CHECK_MARK}' WHERE partition_date = $day "
-                f"AND rowid IN (SELECT unnest($ids)) AND source <> '{CHECK_MARK}'",
+                f"UPDATE raw_traces SET partition_date = $unstaged, source = '{CHECK_MARK}' "
+                f"WHERE partition_date IN ($day, $unstaged) AND rowid IN (SELECT unnest($ids)) "
+                f"AND source <> '{CHECK_MARK}'",
                 {
                     "day": self.params["day"],
+                    "unstaged": UNSTAGED_DATE,
                     "ids": [f.base + f.ordinal_of(line) - 1 for line in f.long_lines],
                 },
             ).fetchone()[0]
@@ -405,9 +412,9 @@ class FastPass:
         wanted = [
             f.line_of(rowid - f.base + 1)
             for (rowid,) in conn.execute(
-                f"SELECT rowid FROM raw_traces WHERE partition_date = $day AND source_ref = $ref "
-                f"AND source = '{CHECK_MARK}' ORDER BY rowid",
-                {"day": self.params["day"], "ref": ref},
+                f"SELECT rowid FROM raw_traces WHERE partition_date = $unstaged "
+                f"AND source_ref = $ref AND source = '{CHECK_MARK}' ORDER BY rowid",
+                {"unstaged": UNSTAGED_DATE, "ref": ref},
             ).fetchall()
         ]
         # Byte offset of a line: the lengths of the lines before it, each with its newline.
@@ -458,8 +465,9 @@ class FastPass:
         if f is None:
             return
         self.conn.execute(
-            "DELETE FROM raw_traces WHERE partition_date = ? AND source_ref = ?",
-            [self.params["day"], str(path)],
+            f"UPDATE raw_traces SET partition_date = $unstaged, source = '{DROPPED_MARK}' "
+            "WHERE partition_date IN ($day, $unstaged) AND source_ref = $ref",
+            {"day": self.params["day"], "unstaged": UNSTAGED_DATE, "ref": str(path)},
         )
         self.conn.execute("DELETE FROM _ln WHERE file_no = ?", [f.file_no])
         self.conn.execute("DELETE FROM _files WHERE file_no = ?", [f.file_no])
@@ -467,13 +475,21 @@ class FastPass:
     def rows_seen(self) -> int:
         return sum(f.seen for f in self.files.values())
 
-    def drop_markers(self) -> None:
-        """Delete the marker rows: what is left of the day in raw_traces is accepted rows."""
-        self.conn.execute(
-            f"DELETE FROM raw_traces WHERE partition_date = ? "
-            f"AND source IN ('{CHECK_MARK}', '{OTHER_MARK}')",
-            [self.params["day"]],
-        )
+
+def release_unstaged(conn: duckdb.DuckDBPyConnection) -> None:
+    """Delete the rows appended under UNSTAGED_DATE (after the day's commit, or left by a run
+    that died between its commit and this)."""
+    conn.execute("DELETE FROM raw_traces WHERE partition_date = ?", [UNSTAGED_DATE])
+
+
+def drop_duplicates(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
+    """Move the fast path's later occurrences of a repeated trace id out of the day."""
+    conn.execute(
+        f"UPDATE raw_traces SET partition_date = $unstaged, source = '{DROPPED_MARK}' "
+        "WHERE partition_date = $day AND rowid IN (SELECT rid FROM _dup_rows "
+        "WHERE rid IS NOT NULL)",
+        {"day": day, "unstaged": UNSTAGED_DATE},
+    )
 
 
 def _json_reader_fits(conn: duckdb.DuckDBPyConnection) -> bool:

@@ -153,6 +153,9 @@ class InboxSource:
     max_chars: int | None = None
     settle_seconds: float | None = None
     _pending: _Pending | None = field(default=None, init=False, repr=False, compare=False)
+    # A repeated trace id is rejected here, naming its first occurrence (ingest_day need not
+    # check the day's rows again).
+    resolves_duplicates = True
 
     def row_cap(self) -> int:
         if self.max_row_bytes is not None:

@@ -69,9 +69,7 @@ _STRINGS = ("trace_id", "user_query", "assistant_response", "segment", "model")
 _STRINGS += ("prompt_version", "user_id")
 # What the JSON reader writes for a number, boolean, object or array read as VARCHAR starts
 # with one of these (NaN and Infinity included: DuckDB's JSON reader takes them).
-_NOT_A_STRING_START = (
-    "('{', '[', 't', 'f', 'n', 'N', 'I', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
-)
+_NOT_A_STRING_START = "{[tfnNI-0123456789"
 
 
 def _is_string(field: str) -> str:
@@ -83,7 +81,8 @@ def _is_string(field: str) -> str:
     """
     return (
         f"CASE WHEN {field} IS NULL THEN true "
-        f"WHEN left({field}, 1) IN {_NOT_A_STRING_START} THEN NOT json_valid({field}) "
+        f"WHEN strpos('{_NOT_A_STRING_START}', left({field}, 1)) > 0 "
+        f"THEN NOT json_valid({field}) "
         "ELSE true END"
     )
 
@@ -98,19 +97,24 @@ def _text(x: str) -> str:
 
     A non-string comes out as its JSON text, which is valid JSON; a string that is valid JSON
     too is left to the classifier. strlen counts bytes, never fewer than the characters the
-    classifier counts, so a text within it is within the classifier's cap.
+    classifier counts, so a text within it is within the classifier's cap. CASE, not AND:
+    DuckDB evaluates every operand of an AND inside a lambda.
     """
-    return f"({x} IS NOT NULL AND NOT json_valid({x}) AND strlen({x}) <= $max_chars)"
+    return (
+        f"CASE WHEN {x} IS NULL OR strlen({x}) > $max_chars THEN false "
+        f"WHEN strpos('{_NOT_A_STRING_START}', left({x}, 1)) > 0 THEN NOT json_valid({x}) "
+        "ELSE true END"
+    )
 
 
 # An element that is not an object comes out with every field NULL, so it fails these.
 _DOC_OK = (
-    f"({_text('e.text')} OR (e.text IS NULL AND {_text('e.content')}))"
+    f"CASE WHEN e.text IS NOT NULL THEN {_text('e.text')} ELSE {_text('e.content')} END"
     # an id is a string or an integer (either comes out as its text; an integer past 18 digits
     # may be read as a double, so the classifier decides); anything else is JSON
-    " AND (e.id IS NULL OR NOT json_valid(e.id) OR regexp_full_match(e.id, '-?[0-9]{1,18}'))"
-    " AND (e.score IS NULL OR left(e.score, 1) IN"
-    " ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))"
+    " AND CASE WHEN e.id IS NULL THEN true WHEN NOT json_valid(e.id) THEN true"
+    " ELSE regexp_full_match(e.id, '-?[0-9]{1,18}') END"
+    " AND (e.score IS NULL OR strpos('-0123456789', left(e.score, 1)) > 0)"
 )
 _TURN_OK = f"{_text('e.role')} AND trim(e.role) <> '' AND {_text('e.content')}"
 _CALL_OK = (
@@ -225,6 +229,8 @@ FROM (
             CASE left(timestamp, 1)
                 -- an ISO string has no escapes: its text between the quotes is the value
                 WHEN '"' THEN CASE WHEN contains(timestamp, '\\') THEN NULL
+                    -- UTC ("...Z"), the usual case, needs no time zone arithmetic
+                    WHEN right(timestamp, 2) = 'Z"' THEN try_cast(timestamp[2:-3] AS TIMESTAMP)
                     ELSE try_cast(timestamp[2:-2] AS TIMESTAMPTZ) AT TIME ZONE 'UTC' END
                 WHEN '-' THEN try(epoch_ms(CAST(CAST(timestamp AS DOUBLE) AS BIGINT)))
                 ELSE CASE WHEN left(timestamp, 1) BETWEEN '0' AND '9'

@@ -184,20 +184,12 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
         if was_dropped and not ingested:
             # Recording an empty day would hide that its traces were dropped, not absent.
             raise retention.dropped_error(day, was_dropped, "re-ingesting")
-        # Grouping 64-bit hashes is far cheaper than grouping the ids; only a repeated hash is
-        # checked exactly.
-        dup = conn.execute(
-            """
-            SELECT trace_id FROM raw_traces WHERE partition_date = $day AND hash(trace_id) IN (
-                SELECT h FROM (SELECT hash(trace_id) AS h FROM raw_traces
-                               WHERE partition_date = $day)
-                GROUP BY h HAVING count(*) > 1)
-            GROUP BY trace_id HAVING count(*) > 1 LIMIT 1
-            """,
-            {"day": day},
-        ).fetchone()
+        # A source that resolves repeats itself (first occurrence wins) says so: the day's rows
+        # are not grouped twice.
+        resolved = getattr(source, "resolves_duplicates", False)
+        dup = None if resolved else _repeated_trace_id(conn, day)
         if dup:
-            raise RuntimeError(f"source {report.source} staged trace_id {dup[0]} twice")
+            raise RuntimeError(f"source {report.source} staged trace_id {dup} twice")
         conn.execute("DELETE FROM trace_rejects WHERE partition_date = ?", [day])
         conn.execute(
             "INSERT INTO trace_rejects SELECT ?::DATE, source, location, line_no, reason, "
@@ -239,6 +231,21 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
         notes=report.notes,
         reject_examples=examples,
     )
+
+
+def _repeated_trace_id(conn: duckdb.DuckDBPyConnection, day: dt.date) -> str | None:
+    """A trace id the day holds twice, if any. Grouping 64-bit hashes is far cheaper than
+    grouping the ids; only a repeated hash is checked exactly."""
+    row = conn.execute(
+        """
+        SELECT trace_id FROM raw_traces WHERE partition_date = $day AND hash(trace_id) IN (
+            SELECT h FROM (SELECT hash(trace_id) AS h FROM raw_traces WHERE partition_date = $day)
+            GROUP BY h HAVING count(*) > 1)
+        GROUP BY trace_id HAVING count(*) > 1 LIMIT 1
+        """,
+        {"day": day},
+    ).fetchone()
+    return row[0] if row else None
 
 
 def drop_staged_traces(conn: duckdb.DuckDBPyConnection) -> None:

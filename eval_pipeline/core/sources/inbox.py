@@ -23,14 +23,15 @@ in a trace). What the inbox source does with it:
   source's cap, ``$EVAL_TRACE_MAX_CHARS``) is rejected as ``value too large``. Nothing
   bigger ever reaches the store or the judge.
 - A UTF-8 byte order mark at the start of a file is dropped.
-- Memory and speed: a plain file is split into lines by DuckDB's CSV reader and parsed once
-  into typed columns (``inbox_fast``; a DuckDB temp table, which spills to the store's
-  ``temp_directory`` past its ``memory_limit``); only the lines that fast path does not accept
-  are classified line by line in SQL (``inbox_sql``), so the day's text is never held in
-  Python and the ceiling does not depend on the day's size. A day may be split into any
-  number of part files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same
-  lines give the same rows, rejects and sample however they are cut. ``staged_traces`` is a
-  view over the classified rows, so the day is written once, into ``raw_traces``.
+- Memory and speed: a plain file is mapped by DuckDB's CSV reader (each line's length and
+  whether it is blank) and parsed once by DuckDB's JSON reader straight into ``raw_traces``
+  (``inbox_fast``; ``stage_day`` maps, ``write_day`` parses inside ``ingest_day``'s
+  transaction); only the lines that fast path does not accept are read back and classified
+  line by line in SQL (``inbox_sql``), so the day's text is never held in Python and the
+  ceiling does not depend on the day's size. A day may be split into any number of part
+  files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same lines give the
+  same rows, rejects and sample however they are cut. A good row's ``source_ref`` is its
+  file; a reject has file and line.
 - Reject summaries are bounded (``core/sources/ingest.py``).
 """
 
@@ -51,12 +52,7 @@ from typing import IO
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.sources.inbox_fast import (
-    FastPass,
-    drop_duplicates,
-    find_duplicates,
-    release_unstaged,
-)
+from eval_pipeline.core.sources.inbox_fast import FastPass, release_unstaged, resolve_duplicates
 from eval_pipeline.core.sources.inbox_sql import (
     _CLASSIFY_SQL,
     EXCERPT_CHARS,
@@ -319,18 +315,7 @@ class InboxSource:
         )
         # Duplicate trace ids: the first occurrence (by file, line) wins, the others are
         # rejected naming it.
-        dups = find_duplicates(conn, day)
-        if dups:
-            conn.execute(
-                """
-                INSERT INTO staged_rejects
-                SELECT ?, r.source_file, r.line_no, 'duplicate trace_id: ' || r.trace_id
-                       || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', NULL
-                FROM _dup_rows r JOIN _dups d USING (trace_id)
-                """,
-                [self.name],
-            )
-            drop_duplicates(conn, day)
+        dups = resolve_duplicates(conn, day, self.name)
         # staged_traces: the classified rows (gzip and Parquet files, and the lines the fast
         # path left to the classifier); the fast path's rows are in raw_traces already.
         drop_staged_traces(conn)

@@ -70,7 +70,11 @@ class StageReport:
 
 class TraceSource(Protocol):
     """A source may also have ``prefetch(day)``: network reads done before the caller opens
-    the store, so the DuckDB file is not held while a remote system answers."""
+    the store, so the DuckDB file is not held while a remote system answers; ``write_day(conn,
+    day)``: called inside ``ingest_day``'s transaction, to append rows to ``raw_traces`` itself
+    and finish staging (reads that may fail belong in ``stage_day``: an error aborts the
+    transaction); and ``resolves_duplicates = True`` when it rejects a repeated trace id
+    itself."""
 
     name: str
 

@@ -16,6 +16,7 @@ from eval_pipeline.core import store
 from eval_pipeline.core.sources import inbox as traces
 from eval_pipeline.core.sources import ingest
 from eval_pipeline.core.sources.inbox import InboxSource
+from eval_pipeline.core.sources.inbox_fast import FastPass
 from eval_pipeline.core.sources.ingest import ingest_day
 
 DAY = dt.date(2026, 10, 5)
@@ -265,16 +266,16 @@ def test_a_file_written_to_while_it_is_read_is_left_for_a_later_run(db, inbox, m
     path = inbox / "2026-10-05.jsonl"
     path.write_bytes(lines_of(trace(1), trace(2)))
     (inbox / "2026-10-05-other.jsonl").write_bytes(lines_of(trace(3)))
-    real = traces._load_jsonl_lines
+    real = FastPass.parse
 
-    def read_then_append(conn, p, *args):
-        read = real(conn, p, *args)
+    def read_then_append(self, p):
+        read = real(self, p)
         if p == path:  # the writer adds a line right after our read
             with p.open("ab") as fh:
                 fh.write(lines_of(trace(4)))
         return read
 
-    monkeypatch.setattr(traces, "_load_jsonl_lines", read_then_append)
+    monkeypatch.setattr(FastPass, "parse", read_then_append)
     res = ingest_day(db, InboxSource(inbox), DAY)
     assert ingested_ids(db) == ["t3"] and res.files_read == 1
     assert any(

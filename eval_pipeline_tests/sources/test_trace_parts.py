@@ -340,9 +340,14 @@ def test_the_fast_path_accepts_usual_parts_without_the_classifier(tmp_path):
         "end": start + dt.timedelta(days=1),
         "max_row_bytes": 1 << 20,
         "max_chars": MAX_CHARS,
+        "day": DAY,
     }
     with store.connect(tmp_path / "f.duckdb") as conn:
-        fast = FastPass(conn, params)
+        fast = FastPass(conn, params, "jsonl", 200)
         fast.setup()
-        assert fast.load(path, True, 1 << 21, 8 << 20) == len(lines)
+        assert fast.map_lines(path, True, 1 << 21, 8 << 20)
+        assert fast.parse(path)
         assert fast.counts(path) == (len(lines), 0)
+        assert conn.execute("SELECT count(*) FROM raw_traces WHERE source = 'jsonl'").fetchone()[
+            0
+        ] == len(lines)

@@ -62,7 +62,7 @@ def test_good_rows_land_with_all_fields(db, tmp_path):
     assert row[0] == "t1"
     assert row[1] == dt.datetime(2026, 10, 5, 1, 0)
     assert row[2:9] == ("question 1", "answer 1.", "billing", "m1", "v1", "u1", "1")
-    assert row[9] == "jsonl" and row[10].endswith("2026-10-05.jsonl:1")
+    assert row[9] == "jsonl" and row[10].endswith("/2026-10-05.jsonl")
 
 
 def test_every_kind_of_bad_row_is_kept_with_file_line_and_reason(db, tmp_path):

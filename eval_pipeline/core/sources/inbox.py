@@ -23,14 +23,15 @@ in a trace). What the inbox source does with it:
   source's cap, ``$EVAL_TRACE_MAX_CHARS``) is rejected as ``value too large``. Nothing
   bigger ever reaches the store or the judge.
 - A UTF-8 byte order mark at the start of a file is dropped.
-- Memory and speed: a plain file is split into lines by DuckDB's CSV reader and parsed once
-  into typed columns (``inbox_fast``; a DuckDB temp table, which spills to the store's
-  ``temp_directory`` past its ``memory_limit``); only the lines that fast path does not accept
-  are classified line by line in SQL (``inbox_sql``), so the day's text is never held in
-  Python and the ceiling does not depend on the day's size. A day may be split into any
-  number of part files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same
-  lines give the same rows, rejects and sample however they are cut. ``staged_traces`` is a
-  view over the classified rows, so the day is written once, into ``raw_traces``.
+- Memory and speed: a plain file is mapped by DuckDB's CSV reader (each line's length and
+  whether it is blank) and parsed once by DuckDB's JSON reader straight into ``raw_traces``
+  (``inbox_fast``; ``stage_day`` maps, ``write_day`` parses inside ``ingest_day``'s
+  transaction); only the lines that fast path does not accept are read back and classified
+  line by line in SQL (``inbox_sql``), so the day's text is never held in Python and the
+  ceiling does not depend on the day's size. A day may be split into any number of part
+  files (``2026-10-01/part-0001.jsonl``, ``.jsonl.gz``, ``.parquet``): the same lines give the
+  same rows, rejects and sample however they are cut. A good row's ``source_ref`` is its
+  file; a reject has file and line.
 - Reject summaries are bounded (``core/sources/ingest.py``).
 """
 
@@ -44,14 +45,14 @@ import stat
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import duckdb
 import pandas as pd
 
-from eval_pipeline.core.sources.inbox_fast import FastPass, create_good_view, find_duplicates
+from eval_pipeline.core.sources.inbox_fast import FastPass, release_unstaged, resolve_duplicates
 from eval_pipeline.core.sources.inbox_sql import (
     _CLASSIFY_SQL,
     EXCERPT_CHARS,
@@ -147,6 +148,10 @@ class InboxSource:
     max_row_bytes: int | None = None
     max_chars: int | None = None
     settle_seconds: float | None = None
+    _pending: _Pending | None = field(default=None, init=False, repr=False, compare=False)
+    # A repeated trace id is rejected here, naming its first occurrence (ingest_day need not
+    # check the day's rows again).
+    resolves_duplicates = True
 
     def row_cap(self) -> int:
         if self.max_row_bytes is not None:
@@ -240,33 +245,56 @@ class InboxSource:
             ).replace("__LINES__", "(SELECT * FROM _lines LIMIT 0)"),
             params,
         )
-        fast = FastPass(conn, params)
+        # Plain files are mapped here and parsed into raw_traces by write_day.
+        fast = FastPass(conn, {**params, "day": day}, self.name, EXCERPT_CHARS)
         fast.setup()
         stage = _Classifier(conn, params)
+        read: list[tuple[Path, os.stat_result]] = []
+        line_size = max(cap, EXCERPT_CHARS) + _CSV_SLACK
         for path, before in files:
             dated = file_day(path, self.root) is not None
             name = path.name
             if name.endswith(".parquet"):
                 _load_parquet_lines(conn, path, dated, cap)
-                stage.flush(path, dated)
             elif name.endswith(GZIP_SUFFIXES):
                 _load_gzip_lines(conn, path, dated, cap)
-                stage.flush(path, dated)
-            elif _load_jsonl_lines(conn, path, dated, cap, before.st_size, fast):
-                seen, check = fast.counts(path)
-                if check or not seen:  # only the lines the fast path did not accept
-                    fast.to_classifier(path, dated, EXCERPT_CHARS)
-                    stage.flush(path, dated, mark_empty=not seen)
+            elif fast.map_lines(path, dated, line_size, max(4 * line_size, _CSV_MIN_BUFFER)):
+                read.append((path, before))
+                continue
             else:
+                # Refused by the CSV reader (a line over the cap, bytes that are not UTF-8, a
+                # carriage return, a control character it takes for a delimiter): streamed.
+                with path.open("rb") as fh:
+                    _stream_lines(conn, fh, path, dated, cap)
+            stage.flush(path, dated)
+            if _changed(path, before):
+                conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
+                skipped.append((str(path.relative_to(self.root)), "changed while being read"))
+                continue
+            report.files_read += 1
+        self._pending = _Pending(day, fast, stage, read, skipped, report)
+        return report
+
+    def write_day(self, conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
+        """Inside ingest_day's transaction: parse the mapped plain files into raw_traces, then
+        stage the rejects, the duplicates and the classified rows."""
+        pending = self._pending
+        if pending is None or pending.day != day:
+            raise RuntimeError(f"write_day({day}) without stage_day of that day")
+        self._pending = None
+        fast, stage, report, skipped = pending.fast, pending.stage, pending.report, pending.skipped
+        release_unstaged(conn)  # what a run that died after its commit left
+        for path, before in pending.read:
+            dated = file_day(path, self.root) is not None
+            if fast.parse(path):
+                lines, check = fast.counts(path)
+                if check or not lines:  # only the lines the fast path did not accept
+                    stage.flush(path, dated, mark_empty=not lines)
+            else:
+                with path.open("rb") as fh:
+                    _stream_lines(conn, fh, path, dated, stage.params["max_row_bytes"])
                 stage.flush(path, dated)
-            try:
-                after = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                after = None
-            if after is None or (after.st_size, after.st_mtime_ns) != (
-                before.st_size,
-                before.st_mtime_ns,
-            ):
+            if _changed(path, before):
                 # Written to (or replaced) while we read it: none of it counts today.
                 conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
                 fast.forget(path)
@@ -285,27 +313,15 @@ class InboxSource:
             "FROM _classified WHERE reason IS NOT NULL",
             [self.name],
         )
-        create_good_view(conn)
         # Duplicate trace ids: the first occurrence (by file, line) wins, the others are
         # rejected naming it.
-        dups = find_duplicates(conn)
-        if dups:
-            conn.execute(
-                """
-                INSERT INTO staged_rejects
-                SELECT ?, r.source_file, r.line_no, 'duplicate trace_id: ' || r.trace_id
-                       || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', NULL
-                FROM _good r JOIN _dups d USING (trace_id)
-                WHERE (r.source_file, r.line_no) <> (d.first.f, d.first.l)
-                """,
-                [self.name],
-            )
-        # staged_traces is a view over the parsed rows: the day's traces are then written
-        # once, into raw_traces, instead of being copied into a staging table first.
+        dups = resolve_duplicates(conn, day, self.name)
+        # staged_traces: the classified rows (gzip and Parquet files, and the lines the fast
+        # path left to the classifier); the fast path's rows are in raw_traces already.
         drop_staged_traces(conn)
         keep = (
-            " LEFT JOIN _dups d USING (trace_id) WHERE d.trace_id IS NULL"
-            " OR (r.source_file, r.line_no) = (d.first.f, d.first.l)"
+            " AND (r.source_file, r.line_no) NOT IN (SELECT (source_file, line_no) FROM"
+            " _dup_rows WHERE rid IS NULL)"
             if dups
             else ""
         )
@@ -315,18 +331,16 @@ class InboxSource:
             SELECT r.trace_id, r.ts, r.user_query, r.assistant_response,
                    nullif(trim(r.segment), '') AS segment, r.model, r.prompt_version, r.user_id,
                    r.metadata, r.context, r.conversation, r.tool_calls,
-                   {_sql_string(self.name)} AS source,
-                   r.source_file || ':' || r.line_no AS source_ref
-            FROM _good r{keep}
+                   {_sql_string(self.name)} AS source, r.source_file AS source_ref
+            FROM _classified r WHERE r.reason IS NULL AND r.in_day{keep}
             """
         )
-        return report
 
     def release(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Free what stage_day left for ingest_day to read (called once the day is written)."""
+        release_unstaged(conn)
         drop_staged_traces(conn)
-        conn.execute("DROP VIEW IF EXISTS _good")
-        for table in ("_classified", "_dups", "_fast", "_files"):
+        for table in ("_classified", "_dups", "_dup_rows", "_files", "_ln"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -342,33 +356,25 @@ def _unfinished(path: Path, st: os.stat_result) -> bool:
         return True
 
 
-def _load_jsonl_lines(
-    conn: duckdb.DuckDBPyConnection,
-    path: Path,
-    dated: bool,
-    cap: int,
-    size: int,
-    fast: FastPass,
-) -> bool:
-    """Parse a plain file by the fast path (True), or stream its lines into _lines (False).
-
-    DuckDB's CSV reader, with no delimiter, quote or escape a JSON line can hold, splits the
-    file in parallel and in bounded memory, in order, blank lines included. A file it refuses
-    whole (a line over the cap, bytes that are not UTF-8, a carriage return, a control
-    character it takes for a delimiter) is streamed by the Python reader below instead, which
-    flags such lines one by one and keeps the rest.
-    """
-    line_size = max(cap, EXCERPT_CHARS) + _CSV_SLACK
+def _changed(path: Path, before: os.stat_result) -> bool:
+    """Whether the file was written to, replaced or removed since it was listed."""
     try:
-        fast.load(path, dated, line_size, max(4 * line_size, _CSV_MIN_BUFFER))
+        after = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
         return True
-    # The reader refuses the file (a line over its limit can come as either); out of memory
-    # is not a refusal and is raised.
-    except (duckdb.InvalidInputException, duckdb.NotImplementedException):
-        pass
-    with path.open("rb") as fh:
-        _stream_lines(conn, fh, path, dated, cap)
-    return False
+    return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+
+
+@dataclass
+class _Pending:
+    """What stage_day leaves for write_day."""
+
+    day: dt.date
+    fast: FastPass
+    stage: _Classifier
+    read: list[tuple[Path, os.stat_result]]
+    skipped: list[tuple[str, str]]
+    report: StageReport
 
 
 def _load_gzip_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:

@@ -1,335 +1,403 @@
-"""The inbox's fast path: each plain JSONL file parsed once into typed columns.
+"""The inbox's fast path: a plain JSONL file parsed by DuckDB's JSON reader straight into
+``raw_traces``, inside ``ingest_day``'s transaction, so the day is parsed once and written once.
 
-DuckDB's CSV reader splits the file into lines (in parallel, in file order) and
-``json_transform`` parses each line once into the trace's columns, straight into the temp
-table ``_fast``. A line is accepted here only when every check of the full classifier
-(:mod:`eval_pipeline.core.sources.inbox_sql`) would accept it with the same values; any
-other line keeps its text and goes to that classifier, which gives the reject its reason.
-Bad lines are rare, so the day pays for one parse. A trace's parts (retrieved documents, a
-conversation, tool calls) are read from their own JSON text into typed lists and checked
-against the limits and shapes of :mod:`eval_pipeline.core.sources.trace_parts`; the values
-are the classifier's (the tests hold the two paths to the same rows and rejects).
+Two reads of each file:
 
-Line numbers: an INSERT from the CSV reader keeps the file's order (``preserve_insertion_order``)
-and appends one row per line (blank lines included), so a row's line number is its rowid
-minus the file's first rowid, plus one. :meth:`FastPass.load` checks that a file's rows are
-contiguous and raises otherwise rather than mislabel a line.
+1. The *line map*: DuckDB's CSV reader, with no delimiter, quote or escape a JSON line can hold,
+   splits the file (in parallel) and keeps each line's byte length and whether it is blank,
+   in file order (temp table ``_ln``, a few bytes a line; a row's rowid is its line number
+   minus one). It refuses a file with a line over the cap, bytes that are not UTF-8 or a
+   carriage return; such a file is streamed by the inbox's Python reader instead.
+2. The *parse*: ``read_json`` with the trace's columns, appended to ``raw_traces`` in file
+   order. The JSON reader skips blank lines and gives a line it cannot read as a row of NULLs,
+   so the k-th row is the k-th non-blank line; the line map turns that into a line number.
+
+A line is accepted here only when every check of the full classifier
+(:mod:`eval_pipeline.core.sources.inbox_sql`) would accept it with the same values. Any other
+line is appended as a marker row (``CHECK_MARK``: no text), read back from the file at its
+byte offset and classified line by line, which gives the reject its reason; markers are
+deleted before the transaction commits. Rows of an undated file that belong to another day
+are markers too (``OTHER_MARK``). Bad lines are rare, so the day pays for one parse and one
+write. A good row's ``source_ref`` is its file (its line would need a second write of the
+day); a reject has file and line.
+
+Whatever does not add up (rows and non-blank lines differ, rows not contiguous, too many
+lines to classify) sends the file to the Python reader with nothing of it left behind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import datetime as dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
-from eval_pipeline.core.sources import trace_parts
-
-# Verdicts of the fast path.
-GOOD, OTHER_DAY, CHECK, BLANK = 0, 1, 2, 3
-
-FAST_DDL = """
-CREATE OR REPLACE TEMP TABLE _fast (
-    file_no INTEGER, trace_id VARCHAR, ts TIMESTAMP, user_query VARCHAR,
-    assistant_response VARCHAR, segment VARCHAR, model VARCHAR, prompt_version VARCHAR,
-    user_id VARCHAR, metadata JSON, context JSON, conversation JSON, tool_calls JSON,
-    verdict UTINYINT, raw VARCHAR)
-"""
-FILES_DDL = (
-    "CREATE OR REPLACE TEMP TABLE _files (file_no INTEGER, source_file VARCHAR, base BIGINT)"
+from eval_pipeline.core import store
+from eval_pipeline.core.sources.inbox_fast_sql import (
+    CHECK_MARK,
+    DROPPED_MARK,
+    INSERT_SQL,
+    LINE_MAP_SQL,
+    UNSTAGED_DATE,
 )
 
-# Strings come out of json_transform as VARCHAR (unescaped once, by the parser); the fields
-# that may be other types come out as JSON text, whose first character is the type. A trace's
-# lists of parts come out as JSON text too (absent on most lines); a list is then read into
-# typed structs from its own text, so it is checked and normalised without parsing the line
-# or the list again.
-_SCHEMA = (
-    '{"trace_id": "VARCHAR", "timestamp": "JSON", "user_query": "VARCHAR", '
-    '"assistant_response": "VARCHAR", "segment": "VARCHAR", "model": "VARCHAR", '
-    '"prompt_version": "VARCHAR", "user_id": "VARCHAR", "metadata": "JSON", '
-    '"context": "JSON", "retrieved_documents": "JSON", "conversation": "JSON", '
-    '"tool_calls": "JSON"}'
-)
-_DOCS = '[{"id": "VARCHAR", "text": "VARCHAR", "content": "VARCHAR", "score": "JSON"}]'
-_TURNS = '[{"role": "VARCHAR", "content": "VARCHAR"}]'
-_CALLS = '[{"name": "VARCHAR", "arguments": "JSON", "result": "JSON"}]'
-_STRINGS = ("trace_id", "user_query", "assistant_response", "segment", "model")
-_STRINGS += ("prompt_version", "user_id")
+# Past this many blank, over-long or unaccepted lines a file is streamed instead: their line
+# numbers are held in Python.
+MAX_LISTED_LINES = 100_000
+_READ_BATCH = 1_000
+# Memory per thread the fast path needs: the JSON reader's buffers and the rows in flight.
+_JSON_READER_BYTES = 48 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
-def _is_string(field: str) -> str:
-    """SQL: the field is missing, null or a JSON string.
+@dataclass
+class PlainFile:
+    """A plain file's line map and, once parsed, where its rows are in raw_traces."""
 
-    json_transform writes a number, boolean, object or array given for a VARCHAR as its JSON
-    text, which is valid JSON; a real string rarely is, and only then is the line looked at
-    again for the field's type.
-    """
-    return (
-        f"CASE WHEN {field} IS NULL OR NOT json_valid({field}) THEN true "
-        f"ELSE json_type(raw, '$.{field}') = 'VARCHAR' END"
-    )
+    file_no: int
+    path: Path
+    dated: bool
+    lines: int  # every line, blank ones included
+    line_base: int  # rowid of its first line in _ln
+    blank_lines: list[int]  # line numbers, ascending
+    long_lines: list[int]  # lines over the cap, ascending
+    line_size: int  # the longest line the CSV reader took
+    base: int = 0  # rowid of its first row in raw_traces
+    seen: int = 0  # rows of the day or of another day (not left for the classifier)
+    checks: int = 0  # lines left for the classifier
 
+    @property
+    def nonblank(self) -> int:
+        return self.lines - len(self.blank_lines)
 
-def _text(x: str) -> str:
-    """SQL: a part's string field (VARCHAR from json_transform) is a string within the cap.
+    @property
+    def blanks_before(self) -> list[int]:
+        """For the i-th blank line (1-based), at line b: b - i, the non-blank lines before it."""
+        return [b - i for i, b in enumerate(self.blank_lines, start=1)]
 
-    A non-string comes out as its JSON text, which is valid JSON; a string that is valid JSON
-    too is left to the classifier. strlen counts bytes, never fewer than the characters the
-    classifier counts, so a text within it is within the classifier's cap.
-    """
-    return f"({x} IS NOT NULL AND NOT json_valid({x}) AND strlen({x}) <= $max_chars)"
+    def line_of(self, ordinal: int) -> int:
+        """The line number of the ordinal-th non-blank line: the blank lines before it are
+        those with fewer than ``ordinal`` non-blank lines before them."""
+        return ordinal + bisect.bisect_left(self.blanks_before, ordinal)
 
-
-# An element that is not an object comes out with every field NULL, so it fails these.
-_DOC_OK = (
-    f"({_text('e.text')} OR (e.text IS NULL AND {_text('e.content')}))"
-    # an id is a string or an integer (either comes out as its text; an integer past 18 digits
-    # may be read as a double, so the classifier decides); anything else is JSON
-    " AND (e.id IS NULL OR NOT json_valid(e.id) OR regexp_full_match(e.id, '-?[0-9]{1,18}'))"
-    " AND (e.score IS NULL OR left(e.score, 1) IN"
-    " ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))"
-)
-_TURN_OK = f"{_text('e.role')} AND trim(e.role) <> '' AND {_text('e.content')}"
-_CALL_OK = (
-    f"{_text('e.name')} AND trim(e.name) <> ''"
-    " AND coalesce(strlen(e.arguments), 0) <= $max_chars"
-    " AND coalesce(strlen(e.result), 0) <= $max_chars"
-)
-
-
-def _all(items: str, limit: int, ok: str) -> str:
-    return (
-        f"(len({items}) <= {limit} AND "
-        f"coalesce(list_bool_and(list_transform({items}, lambda e: coalesce({ok}, false))), true))"
-    )
-
-
-# A list field that is not a JSON array (the classifier names what it is) is left to it.
-_PARTS_CHECK = f"""
-        WHEN p_ctx IS NOT NULL AND (left(p_ctx, 1) <> '"' OR strlen(p_ctx) > $max_chars
-            OR j_docs IS NOT NULL) THEN {CHECK}
-        WHEN (j_docs IS NOT NULL AND p_docs IS NULL) OR (j_conv IS NOT NULL AND p_conv IS NULL)
-            OR (j_calls IS NOT NULL AND p_calls IS NULL) THEN {CHECK}
-        WHEN p_docs IS NOT NULL AND NOT {_all("p_docs", trace_parts.MAX_DOCUMENTS, _DOC_OK)}
-            THEN {CHECK}
-        WHEN p_conv IS NOT NULL AND NOT {_all("p_conv", trace_parts.MAX_TURNS, _TURN_OK)}
-            THEN {CHECK}
-        WHEN p_calls IS NOT NULL AND NOT {_all("p_calls", trace_parts.MAX_TOOL_CALLS, _CALL_OK)}
-            THEN {CHECK}"""
-
-# The same values as trace_parts.columns_sql gives the classifier (to_json of a struct writes
-# what json_object writes).
-_PARTS_COLUMNS = """
-    CASE WHEN p_ctx IS NOT NULL THEN
-            CASE WHEN trim(p_ctx ->> '$') = '' THEN '[]'::JSON
-                 ELSE json_array(json_object('id', NULL, 'text', p_ctx ->> '$', 'score', NULL))
-            END
-         WHEN p_docs IS NOT NULL THEN to_json(list_transform(p_docs, lambda e: {
-            'id': e.id, 'text': coalesce(e.text, e.content), 'score': try_cast(CAST(e.score AS VARCHAR) AS DOUBLE)}))
-    END AS context,
-    CASE WHEN p_conv IS NOT NULL THEN to_json(list_transform(p_conv,
-        lambda e: {'role': e.role, 'content': e.content}))
-    END AS conversation,
-    CASE WHEN p_calls IS NOT NULL THEN to_json(list_transform(p_calls,
-        lambda e: {'name': e.name, 'arguments': e.arguments, 'result': e.result}))
-    END AS tool_calls"""
-
-_FAST_SQL = f"""
-INSERT INTO _fast
-SELECT $file_no, trace_id, ts,
-    CASE WHEN verdict = {GOOD} THEN user_query END,
-    CASE WHEN verdict = {GOOD} THEN assistant_response END,
-    segment, model, prompt_version, user_id,
-    CASE WHEN verdict = {GOOD} THEN metadata END,
-    {_PARTS_COLUMNS},
-    verdict, CASE WHEN verdict = {CHECK} THEN raw END
-FROM (
-    SELECT *, CASE
-        WHEN raw IS NULL THEN {BLANK}
-        WHEN unparsed THEN
-            CASE WHEN trim(raw, ' ' || chr(9) || chr(13)) = '' THEN {BLANK} ELSE {CHECK} END
-        WHEN strlen(raw) > $max_row_bytes THEN {CHECK}
-        WHEN trace_id IS NULL OR user_query IS NULL OR assistant_response IS NULL
-            OR ts IS NULL THEN {CHECK}
-        WHEN NOT ({" AND ".join(_is_string(f) for f in _STRINGS)}) THEN {CHECK}
-        WHEN length(trim(trace_id)) = 0 THEN {CHECK}
-        -- epoch seconds read as milliseconds would land in 1970: the classifier says so
-        WHEN left(ts_json, 1) <> '"' AND abs(try_cast(ts_json AS DOUBLE)) < 1e11 THEN {CHECK}
-        WHEN strlen(user_query) > $max_chars OR strlen(assistant_response) > $max_chars
-            THEN {CHECK}
-        WHEN metadata IS NOT NULL AND left(metadata, 1) <> '{{' THEN {CHECK}
-        -- a trace's parts: the classifier's checks (core/sources/trace_parts.py) on the typed lists
-        {_PARTS_CHECK}
-        WHEN ts >= $start AND ts < $end THEN {GOOD}
-        WHEN $dated THEN {CHECK}
-        ELSE {OTHER_DAY}
-    END AS verdict
-    FROM (
-        SELECT raw, s IS NULL AS unparsed, s.trace_id, s.user_query, s.assistant_response, s.segment, s.model,
-            s.prompt_version, s.user_id, s.metadata, s.timestamp AS ts_json,
-            s.context AS p_ctx, s.retrieved_documents AS j_docs, s.conversation AS j_conv,
-            s.tool_calls AS j_calls,
-            CASE WHEN left(s.retrieved_documents, 1) = '[' THEN
-                try(json_transform(s.retrieved_documents, '{_DOCS}')) END AS p_docs,
-            CASE WHEN left(s.conversation, 1) = '[' THEN
-                try(json_transform(s.conversation, '{_TURNS}')) END AS p_conv,
-            CASE WHEN left(s.tool_calls, 1) = '[' THEN
-                try(json_transform(s.tool_calls, '{_CALLS}')) END AS p_calls,
-            CASE left(s.timestamp, 1)
-                WHEN '"' THEN try_cast(s.timestamp ->> '$' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
-                WHEN '-' THEN try(epoch_ms(CAST(CAST(s.timestamp AS DOUBLE) AS BIGINT)))
-                ELSE CASE WHEN left(s.timestamp, 1) BETWEEN '0' AND '9'
-                    THEN try(epoch_ms(CAST(CAST(s.timestamp AS DOUBLE) AS BIGINT))) END
-            END AS ts
-        FROM (
-            SELECT raw, try(json_transform(raw, '{_SCHEMA}')) AS s
-            FROM read_csv($path, columns = {{'raw': 'VARCHAR'}}, header = false,
-                auto_detect = false, delim = chr(1), quote = '', escape = '',
-                new_line = '\\n', max_line_size = $line_size, buffer_size = $buffer_size,
-                parallel = true)
-        )
-    )
-)
-"""
-
-
-class RowOrderError(RuntimeError):
-    """The rows of a file did not land contiguously: line numbers cannot be trusted."""
+    def ordinal_of(self, line: int) -> int:
+        """The ordinal among the non-blank lines of a non-blank line."""
+        return line - bisect.bisect_left(self.blank_lines, line)
 
 
 @dataclass
 class FastPass:
-    """Loads plain JSONL files into ``_fast``; the staged rows of the day come from here."""
+    """The fast path for plain JSONL files, in two steps: ``map_lines`` (outside the day's
+    transaction: the CSV reader may refuse a file, and an error would abort a transaction)
+    and ``parse`` (inside it: appends the rows to raw_traces, leaves the unaccepted lines with
+    their line numbers in _lines)."""
 
     conn: duckdb.DuckDBPyConnection
     params: dict
-    files: int = 0
+    source: str
+    excerpt_chars: int
+    files: dict[str, PlainFile] = field(default_factory=dict)
 
     def setup(self) -> None:
-        self.conn.execute(FAST_DDL)
-        self.conn.execute(FILES_DDL)
+        self.conn.execute(
+            "CREATE OR REPLACE TEMP TABLE _ln (file_no INTEGER, n INTEGER, blank BOOLEAN)"
+        )
+        self.conn.execute(
+            "CREATE OR REPLACE TEMP TABLE _files (file_no INTEGER, source_file VARCHAR, "
+            "base BIGINT, blanks_before BIGINT[])"
+        )
 
-    def load(self, path: Path, dated: bool, line_size: int, buffer_size: int) -> int:
-        """Parse the file into _fast; returns its number of lines. Raises duckdb's error when
-        the CSV reader refuses the file (nothing of it is left in _fast then)."""
-        self.files += 1
-        file_no = self.files
-        params = {
-            "start": self.params["start"],
-            "end": self.params["end"],
-            "max_row_bytes": self.params["max_row_bytes"],
-            "max_chars": self.params["max_chars"],
-            "file_no": file_no,
-            "dated": dated,
-            "path": str(path),
-            "line_size": line_size,
-            "buffer_size": buffer_size,
-        }
+    def map_lines(self, path: Path, dated: bool, line_size: int, buffer_size: int) -> bool:
+        """Map the file's lines (True), or return False: the CSV reader refused it (or it is
+        not worth the fast path) and the caller streams it."""
+        conn = self.conn
+        if not _json_reader_fits(conn):
+            return False
+        file_no = len(self.files) + 1
         try:
-            n = self.conn.execute(_FAST_SQL, params).fetchone()[0]
-        except duckdb.Error:
-            self.conn.execute("DELETE FROM _fast WHERE file_no = ?", [file_no])
-            raise
-        first, last = self.conn.execute(
-            "SELECT min(rowid), max(rowid) FROM _fast WHERE file_no = ?", [file_no]
+            conn.execute(
+                LINE_MAP_SQL,
+                {
+                    "file_no": file_no,
+                    "path": str(path),
+                    "line_size": line_size,
+                    "buffer_size": buffer_size,
+                },
+            )
+        except (duckdb.InvalidInputException, duckdb.NotImplementedException):
+            conn.execute("DELETE FROM _ln WHERE file_no = ?", [file_no])
+            return False
+        lines, blank, first, last = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE blank), min(rowid), max(rowid) FROM _ln "
+            "WHERE file_no = ?",
+            [file_no],
         ).fetchone()
-        if n and last - first + 1 != n:
-            raise RowOrderError(f"{path}: {n} lines landed over rowids {first}..{last}")
-        self.conn.execute("INSERT INTO _files VALUES (?, ?, ?)", [file_no, str(path), first])
-        return n
+        # A line is its row's distance from the file's first row, plus one: the rows must be
+        # contiguous, and the lists below are held in Python.
+        if (lines and last - first + 1 != lines) or blank > MAX_LISTED_LINES:
+            conn.execute("DELETE FROM _ln WHERE file_no = ?", [file_no])
+            return False
+        listed = conn.execute(
+            "SELECT rowid - $first + 1 AS line, blank FROM _ln "
+            "WHERE file_no = $no AND (blank OR n > $cap) ORDER BY line",
+            {"first": first or 0, "no": file_no, "cap": self.params["max_row_bytes"]},
+        ).fetchall()
+        if len(listed) - blank > MAX_LISTED_LINES:
+            conn.execute("DELETE FROM _ln WHERE file_no = ?", [file_no])
+            return False
+        self.files[str(path)] = PlainFile(
+            file_no,
+            path,
+            dated,
+            lines,
+            first or 0,
+            [line for line, is_blank in listed if is_blank],
+            [line for line, is_blank in listed if not is_blank],
+            line_size,
+        )
+        return True
+
+    def parse(self, path: Path) -> bool:
+        """Append the mapped file's rows to raw_traces and its unaccepted lines to _lines
+        (True), or leave nothing of it and return False: the caller streams it instead."""
+        conn, ref, f = self.conn, str(path), self.files[str(path)]
+        if f.nonblank:
+            conn.execute(
+                INSERT_SQL,
+                {
+                    "day": self.params["day"],
+                    "start": self.params["start"],
+                    "end": self.params["end"],
+                    "max_chars": self.params["max_chars"],
+                    "dated": f.dated,
+                    "path": ref,
+                    "ref": ref,
+                    "source": self.source,
+                    "line_size": f.line_size,
+                    "unstaged": UNSTAGED_DATE,
+                },
+            )
+            first, last, rows, f.seen, f.checks = conn.execute(
+                f"""SELECT min(rowid), max(rowid), count(*),
+                           count(*) FILTER (WHERE source <> '{CHECK_MARK}'),
+                           count(*) FILTER (WHERE source = '{CHECK_MARK}')
+                    FROM raw_traces WHERE partition_date IN ($day, $unstaged)
+                    AND source_ref = $ref""",
+                {"day": self.params["day"], "ref": ref, "unstaged": UNSTAGED_DATE},
+            ).fetchone()
+            # One row per non-blank line, in order: otherwise line numbers cannot be trusted.
+            if rows != f.nonblank or (rows and last - first + 1 != rows):
+                self.forget(path)
+                return False
+            f.base = first or 0
+        if f.long_lines:
+            # A line over the cap is the classifier's ("line too long"), whatever the JSON
+            # reader made of it.
+            changed = conn.execute(
+                f"UPDATE raw_traces SET partition_date = $unstaged, source = '{CHECK_MARK}' "
+                f"WHERE partition_date IN ($day, $unstaged) AND rowid IN (SELECT unnest($ids)) "
+                f"AND source <> '{CHECK_MARK}'",
+                {
+                    "day": self.params["day"],
+                    "unstaged": UNSTAGED_DATE,
+                    "ids": [f.base + f.ordinal_of(line) - 1 for line in f.long_lines],
+                },
+            ).fetchone()[0]
+            f.seen -= changed
+            f.checks += changed
+        if f.checks > MAX_LISTED_LINES:
+            self.forget(path)
+            return False
+        if f.checks:
+            self._to_classifier(f)
+        conn.execute("DELETE FROM _ln WHERE file_no = ?", [f.file_no])
+        conn.execute(
+            "INSERT INTO _files VALUES (?, ?, ?, ?)",
+            [f.file_no, ref, f.base, f.blanks_before],
+        )
+        return True
+
+    def _to_classifier(self, f: PlainFile) -> None:
+        """Read the file's unaccepted lines back at their byte offsets into _lines."""
+        conn, ref = self.conn, str(f.path)
+        wanted = [
+            f.line_of(rowid - f.base + 1)
+            for (rowid,) in conn.execute(
+                f"SELECT rowid FROM raw_traces WHERE partition_date = $unstaged "
+                f"AND source_ref = $ref AND source = '{CHECK_MARK}' ORDER BY rowid",
+                {"unstaged": UNSTAGED_DATE, "ref": ref},
+            ).fetchall()
+        ]
+        # Byte offset of a line: the lengths of the lines before it, each with its newline.
+        spans = conn.execute(
+            """SELECT line, coalesce(off, 0), n FROM (
+                   SELECT rowid - $first + 1 AS line, coalesce(n, 0) AS n,
+                          sum(coalesce(n, 0) + 1) OVER (ORDER BY rowid
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS off
+                   FROM _ln WHERE file_no = $no)
+               WHERE line IN (SELECT unnest($lines)) ORDER BY line""",
+            {"lines": wanted, "first": f.line_base, "no": f.file_no},
+        ).fetchall()
+        cap = self.params["max_row_bytes"]
+        with f.path.open("rb") as fh:
+            # The CSV reader drops a byte order mark at the start of the file.
+            skip = 3 if fh.read(3) == _BOM else 0
+            for at in range(0, len(spans), _READ_BATCH):
+                batch = spans[at : at + _READ_BATCH]
+                texts, too_long = [], []
+                for _, off, n in batch:
+                    fh.seek(skip + off)
+                    data = fh.read(n if n <= cap else self.excerpt_chars * 4)
+                    text = data.decode("utf-8", errors="replace")
+                    texts.append(text if n <= cap else text[: self.excerpt_chars])
+                    too_long.append(n if n > cap else None)
+                frame = pd.DataFrame(
+                    {
+                        "line_no": [line for line, _, _ in batch],
+                        "raw": pd.Series(texts, dtype=object),
+                        "too_long": pd.array(too_long, dtype="Int64"),
+                    }
+                )
+                with store.registered(conn, "_check_lines", frame):
+                    conn.execute(
+                        "INSERT INTO _lines SELECT ?, line_no, raw, false, ?, too_long "
+                        "FROM _check_lines",
+                        [ref, f.dated],
+                    )
 
     def counts(self, path: Path) -> tuple[int, int]:
-        """(non-blank lines, lines left for the classifier) of a loaded file."""
-        return self.conn.execute(
-            f"""SELECT count(*) FILTER (WHERE verdict <> {BLANK}),
-                       count(*) FILTER (WHERE verdict = {CHECK})
-                FROM _fast JOIN _files USING (file_no) WHERE source_file = ?""",
-            [str(path)],
-        ).fetchone()
-
-    def to_classifier(self, path: Path, dated: bool, excerpt_chars: int) -> None:
-        """Copy the file's unaccepted lines, with their line numbers, into _lines."""
-        self.conn.execute(
-            f"""
-            INSERT INTO _lines
-            SELECT f.source_file, r.rowid - f.base + 1,
-                   CASE WHEN strlen(r.raw) > $cap THEN left(r.raw, {excerpt_chars})
-                        ELSE r.raw END,
-                   false, $dated, CASE WHEN strlen(r.raw) > $cap THEN strlen(r.raw) END
-            FROM _fast r JOIN _files f USING (file_no)
-            WHERE f.source_file = $file AND r.verdict = {CHECK}
-            """,
-            {"cap": self.params["max_row_bytes"], "dated": dated, "file": str(path)},
-        )
+        """(non-blank lines, lines left for the classifier) of a parsed file."""
+        f = self.files[str(path)]
+        return f.nonblank, f.checks
 
     def forget(self, path: Path) -> None:
-        """Drop a file's rows (it changed while it was read)."""
+        """Drop a file's rows and map (it changed while it was read, or it is streamed)."""
+        f = self.files.pop(str(path), None)
+        if f is None:
+            return
         self.conn.execute(
-            "DELETE FROM _fast WHERE file_no IN (SELECT file_no FROM _files WHERE source_file = ?)",
-            [str(path)],
+            f"UPDATE raw_traces SET partition_date = $unstaged, source = '{DROPPED_MARK}' "
+            "WHERE partition_date IN ($day, $unstaged) AND source_ref = $ref",
+            {"day": self.params["day"], "unstaged": UNSTAGED_DATE, "ref": str(path)},
         )
-        self.conn.execute("DELETE FROM _files WHERE source_file = ?", [str(path)])
+        self.conn.execute("DELETE FROM _ln WHERE file_no = ?", [f.file_no])
+        self.conn.execute("DELETE FROM _files WHERE file_no = ?", [f.file_no])
 
     def rows_seen(self) -> int:
-        return self.conn.execute(
-            f"SELECT count(*) FROM _fast WHERE verdict IN ({GOOD}, {OTHER_DAY})"
-        ).fetchone()[0]
+        return sum(f.seen for f in self.files.values())
 
 
-def _sql_list(values: list) -> str:
-    items = (
-        "'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(int(v)) for v in values
-    )
-    return "[" + ", ".join(items) + "]"
+def release_unstaged(conn: duckdb.DuckDBPyConnection) -> None:
+    """Delete the rows appended under UNSTAGED_DATE (after the day's commit, or left by a run
+    that died between its commit and this)."""
+    conn.execute("DELETE FROM raw_traces WHERE partition_date = ?", [UNSTAGED_DATE])
 
 
-def create_good_view(conn: duckdb.DuckDBPyConnection) -> None:
-    """The day's accepted rows, from both paths, with their file and line, as view _good.
-
-    A fast row's file and first rowid come from constant lists indexed by its file_no (a
-    lookup per row, not a join: the view is read once per million rows or more).
-    """
-    files = conn.execute("SELECT file_no, source_file, base FROM _files").fetchall()
-    paths: list = [""] * (max((f for f, _, _ in files), default=0))
-    bases: list = [0] * len(paths)
-    for file_no, path, base in files:
-        paths[file_no - 1], bases[file_no - 1] = path, base or 0  # an empty file: no rows
+def resolve_duplicates(conn: duckdb.DuckDBPyConnection, day: dt.date, source: str) -> bool:
+    """Reject the later occurrences of a repeated trace id, naming the first, into
+    staged_rejects, and move the fast path's out of the day; True if there were any (the
+    classified ones are in _dup_rows, for the caller to leave out)."""
+    if not find_duplicates(conn, day):
+        return False
     conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP VIEW _good AS
-        SELECT {_sql_list(paths)}[r.file_no] AS source_file,
-               r.rowid - {_sql_list(bases)}[r.file_no] + 1 AS line_no, r.trace_id, r.ts,
-               r.user_query, r.assistant_response, r.segment, r.model, r.prompt_version,
-               r.user_id, r.metadata, r.context, r.conversation, r.tool_calls
-        FROM _fast r WHERE r.verdict = {GOOD}
-        UNION ALL
-        SELECT source_file, line_no, trace_id, ts, user_query, assistant_response, segment,
-               model, prompt_version, user_id, metadata, context, conversation, tool_calls
-        FROM _classified WHERE reason IS NULL AND in_day
         """
+        INSERT INTO staged_rejects
+        SELECT ?, r.source_file, r.line_no, 'duplicate trace_id: ' || r.trace_id
+               || ' (first seen at ' || d.first.f || ':' || d.first.l || ')', NULL
+        FROM _dup_rows r JOIN _dups d USING (trace_id)
+        """,
+        [source],
     )
+    conn.execute(
+        f"UPDATE raw_traces SET partition_date = $unstaged, source = '{DROPPED_MARK}' "
+        "WHERE partition_date = $day AND rowid IN (SELECT rid FROM _dup_rows "
+        "WHERE rid IS NOT NULL)",
+        {"day": day, "unstaged": UNSTAGED_DATE},
+    )
+    return True
 
 
-def find_duplicates(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Fill _dups (trace_id, first {f, l}) with the day's repeated trace ids; True if any.
+def _json_reader_fits(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the memory limit leaves room for the JSON reader, which holds a 32 MiB buffer
+    per thread whatever the lines' size: under a smaller limit the file is streamed."""
+    limit, threads = conn.execute(
+        "SELECT (SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'), "
+        "current_setting('threads')"
+    ).fetchall()[0]
+    number, _, unit = limit.strip().partition(" ")
+    scale = {
+        "KiB": 1 << 10,
+        "MiB": 1 << 20,
+        "GiB": 1 << 30,
+        "TiB": 1 << 40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "bytes": 1,
+    }
+    try:
+        limit_bytes = float(number) * scale.get(unit, 1)
+    except ValueError:  # an unlimited or unknown setting
+        return True
+    return limit_bytes >= _JSON_READER_BYTES * int(threads)
+
+
+def find_duplicates(conn: duckdb.DuckDBPyConnection, day) -> bool:
+    """Fill _dups (trace_id, first {f, l}) and _dup_rows (the later occurrences) with the
+    day's repeated trace ids, over the rows the fast path wrote and the classified rows; True
+    if any.
 
     Most days have none: grouping 64-bit hashes finds the candidates far more cheaply than
-    grouping the ids themselves, and only candidates are compared exactly.
+    grouping the ids themselves, and only candidates get line numbers and exact comparison.
     """
     conn.execute(
         """
         CREATE OR REPLACE TEMP TABLE _dup_hashes AS
-        SELECT h FROM (SELECT hash(trace_id) AS h FROM _good) GROUP BY h HAVING count(*) > 1
+        SELECT h FROM (
+            SELECT hash(trace_id) AS h FROM raw_traces WHERE partition_date = $day
+            UNION ALL
+            SELECT hash(trace_id) FROM _classified WHERE reason IS NULL AND in_day
+        ) GROUP BY h HAVING count(*) > 1
+        """,
+        {"day": day},
+    )
+    if not conn.execute("SELECT count(*) FROM _dup_hashes").fetchone()[0]:
+        conn.execute("DROP TABLE _dup_hashes")
+        return False
+    conn.execute(
         """
+        CREATE OR REPLACE TEMP TABLE _dup_candidates AS
+        -- a fast row's line: its ordinal among the non-blank lines, plus the blank lines
+        -- before it (the i-th blank line, at b, has b - i non-blank lines before it)
+        SELECT r.rowid AS rid, f.source_file, r.trace_id,
+               r.rowid - f.base + 1 + len(list_filter(f.blanks_before,
+                   lambda p: p < r.rowid - f.base + 1)) AS line_no
+        FROM raw_traces r JOIN _files f ON r.source_ref = f.source_file
+        WHERE r.partition_date = $day AND hash(r.trace_id) IN (SELECT h FROM _dup_hashes)
+        UNION ALL
+        SELECT NULL, source_file, trace_id, line_no FROM _classified
+        WHERE reason IS NULL AND in_day AND hash(trace_id) IN (SELECT h FROM _dup_hashes)
+        """,
+        {"day": day},
     )
     conn.execute(
         """
         CREATE OR REPLACE TEMP TABLE _dups AS
         SELECT trace_id, min({'f': source_file, 'l': line_no}) AS first
-        FROM _good WHERE hash(trace_id) IN (SELECT h FROM _dup_hashes)
-        GROUP BY trace_id HAVING count(*) > 1
+        FROM _dup_candidates GROUP BY trace_id HAVING count(*) > 1
+        """
+    )
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _dup_rows AS
+        SELECT c.* FROM _dup_candidates c JOIN _dups d USING (trace_id)
+        WHERE (c.source_file, c.line_no) <> (d.first.f, d.first.l)
         """
     )
     conn.execute("DROP TABLE _dup_hashes")
+    conn.execute("DROP TABLE _dup_candidates")
     return bool(conn.execute("SELECT count(*) FROM _dups").fetchone()[0])

@@ -3,7 +3,9 @@
 A source *stages* one UTC day into two temporary tables of the connection it is given:
 ``staged_traces`` (the canonical trace columns) and ``staged_rejects`` (rows it could not
 use, with location, line and reason). ``ingest_day`` then replaces that day in
-``raw_traces`` / ``trace_rejects`` in one transaction. A source that cannot be read raises
+``raw_traces`` / ``trace_rejects`` in one transaction; a source may also append its accepted
+rows to ``raw_traces`` itself inside it (``write_day``: the inbox does, so a large day is
+written once). A source that cannot be read raises
 ``SourceUnavailable``: that day fails loudly instead of being recorded as a quiet day. A
 source may stage ``staged_traces`` as a view, and may have ``release(conn)``, called once the
 day is written, to drop what the view reads. A day whose raw traces the retention dropped
@@ -68,7 +70,11 @@ class StageReport:
 
 class TraceSource(Protocol):
     """A source may also have ``prefetch(day)``: network reads done before the caller opens
-    the store, so the DuckDB file is not held while a remote system answers."""
+    the store, so the DuckDB file is not held while a remote system answers; ``write_day(conn,
+    day)``: called inside ``ingest_day``'s transaction, to append rows to ``raw_traces`` itself
+    and finish staging (reads that may fail belong in ``stage_day``: an error aborts the
+    transaction); and ``resolves_duplicates = True`` when it rejects a repeated trace id
+    itself."""
 
     name: str
 
@@ -155,40 +161,45 @@ def reject_summary(res: IngestResult) -> str:
 
 
 def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.date) -> IngestResult:
-    """Stage the day from the source, then replace the day in the store atomically."""
+    """Stage the day from the source, then replace the day in the store atomically.
+
+    A source with ``write_day(conn, day)`` has it called inside the transaction, after the
+    day's old rows are deleted: it may append its accepted rows to ``raw_traces`` itself (the
+    inbox does, so a large day is written once) and finish staging there. Whatever fails
+    leaves the store as it was.
+    """
     create_staging(conn)
     report = source.stage_day(conn, day)  # raises SourceUnavailable: nothing is written
     was_dropped = retention.dropped(conn, day)
-    if was_dropped and not conn.execute("SELECT count(*) FROM staged_traces").fetchone()[0]:
-        # Recording an empty day would hide that its traces were dropped, not absent.
-        raise retention.dropped_error(day, was_dropped, "re-ingesting")
-    # Grouping 64-bit hashes is far cheaper than grouping the ids; only a repeated hash is
-    # checked exactly.
-    dup = conn.execute(
-        """
-        SELECT trace_id FROM staged_traces WHERE hash(trace_id) IN (
-            SELECT h FROM (SELECT hash(trace_id) AS h FROM staged_traces)
-            GROUP BY h HAVING count(*) > 1)
-        GROUP BY trace_id HAVING count(*) > 1 LIMIT 1
-        """
-    ).fetchone()
-    if dup:
-        raise RuntimeError(f"source {report.source} staged trace_id {dup[0]} twice")
+    write_day = getattr(source, "write_day", None)
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("DELETE FROM raw_traces WHERE partition_date = ?", [day])
+        if callable(write_day):
+            write_day(conn, day)
         conn.execute(
             f"INSERT INTO raw_traces (partition_date, {', '.join(TRACE_COLUMNS)}) "
             f"SELECT ?::DATE, {', '.join(TRACE_COLUMNS)} FROM staged_traces",
             [day],
         )
+        ingested = conn.execute(
+            "SELECT count(*) FROM raw_traces WHERE partition_date = ?", [day]
+        ).fetchone()[0]
+        if was_dropped and not ingested:
+            # Recording an empty day would hide that its traces were dropped, not absent.
+            raise retention.dropped_error(day, was_dropped, "re-ingesting")
+        # A source that resolves repeats itself (first occurrence wins) says so: the day's rows
+        # are not grouped twice.
+        resolved = getattr(source, "resolves_duplicates", False)
+        dup = None if resolved else _repeated_trace_id(conn, day)
+        if dup:
+            raise RuntimeError(f"source {report.source} staged trace_id {dup} twice")
         conn.execute("DELETE FROM trace_rejects WHERE partition_date = ?", [day])
         conn.execute(
             "INSERT INTO trace_rejects SELECT ?::DATE, source, location, line_no, reason, "
             "excerpt FROM staged_rejects",
             [day],
         )
-        ingested = conn.execute("SELECT count(*) FROM staged_traces").fetchone()[0]
         rejected = conn.execute("SELECT count(*) FROM staged_rejects").fetchone()[0]
         conn.execute(
             "INSERT OR REPLACE INTO trace_ingests VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -197,7 +208,7 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
         # The day's files were put back: it is whole again.
         conn.execute("DELETE FROM raw_trace_retention WHERE partition_date = ?", [day])
         conn.execute("COMMIT")
-    except Exception:
+    except BaseException:
         conn.execute("ROLLBACK")
         raise
     by_reason, examples = summarize_rejects(conn)
@@ -224,6 +235,21 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
         notes=report.notes,
         reject_examples=examples,
     )
+
+
+def _repeated_trace_id(conn: duckdb.DuckDBPyConnection, day: dt.date) -> str | None:
+    """A trace id the day holds twice, if any. Grouping 64-bit hashes is far cheaper than
+    grouping the ids; only a repeated hash is checked exactly."""
+    row = conn.execute(
+        """
+        SELECT trace_id FROM raw_traces WHERE partition_date = $day AND hash(trace_id) IN (
+            SELECT h FROM (SELECT hash(trace_id) AS h FROM raw_traces WHERE partition_date = $day)
+            GROUP BY h HAVING count(*) > 1)
+        GROUP BY trace_id HAVING count(*) > 1 LIMIT 1
+        """,
+        {"day": day},
+    ).fetchone()
+    return row[0] if row else None
 
 
 def drop_staged_traces(conn: duckdb.DuckDBPyConnection) -> None:

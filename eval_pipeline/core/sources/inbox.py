@@ -79,7 +79,7 @@ CHUNK_BYTES = 32 * 1024 * 1024
 _CSV_SLACK = 64
 # DuckDB's CSV buffers default to 16 times the line limit, per thread: sized from the line
 # limit instead, so a small memory_limit is not eaten by read buffers.
-_CSV_MIN_BUFFER = 8 * 1024 * 1024
+_CSV_MIN_BUFFER = 16 * 1024 * 1024
 DEFAULT_MAX_ROW_BYTES = 1024 * 1024
 DEFAULT_MAX_CHARS = 100_000  # the Phoenix source's cap on a query or an answer
 DEFAULT_SETTLE_SECONDS = 60.0

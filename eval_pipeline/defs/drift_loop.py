@@ -276,6 +276,16 @@ def judge_scores(
     yield from materialize_days(context, days, per_day, [check])
 
 
+def _engine_references(conn, day):
+    """The incident engine's reference for each row on ``day`` (days before it only), with
+    the incident settings' defaults: the follow-up and the stated MDE test against what the
+    engine will. It needs the day's judge, so it is read once stage 1's scores are stored."""
+    incident_settings = IncidentsConfig()
+    return budget.day_references(
+        conn, day, incident_settings.incident_config(), incident_settings.metadata_keys
+    )
+
+
 def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge, day):
     """Judge the day's sample within the budget, then the follow-up; the power metadata."""
     key = incident_history.judge_key(the_judge.name, the_judge.model, the_judge.rubric_version)
@@ -287,18 +297,13 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     )
     meta: dict = {}
     res = None
-    # The incident engine's reference for the day (days before it only), once: the follow-up
-    # and the stated MDE test against what the engine will (default incident settings).
-    incident_settings = IncidentsConfig()
-    with store.connect() as conn:
-        refs = budget.day_references(
-            conn, day, incident_settings.incident_config(), incident_settings.metadata_keys
-        )
+    refs = None  # the engine's reference for the day, once its first scores are stored
     for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
         with store.connect() as conn:
             if stage == 2:
                 # Every segment at or past the follow-up line, significant ones included:
                 # the engine's day test then decides on the full day only, at its own alpha.
+                refs = _engine_references(conn, day)
                 suspects = budget.store_suspects(conn, day, budget.FollowUpRule(), refs)
                 cfg = budget_sampling.BudgetedSamplingConfig(
                     seed=config.sample_seed,
@@ -358,6 +363,8 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
         if config.follow_up_calls <= 0:
             break
     with store.connect() as conn:
+        if refs is None:
+            refs = _engine_references(conn, day)
         powers = budget.day_power(
             conn, day, config.day_alpha, config.target_drop, config.min_drop, refs
         )

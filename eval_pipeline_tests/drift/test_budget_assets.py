@@ -115,3 +115,33 @@ def test_turning_the_budget_on_gives_the_measured_configuration_and_leaves_the_f
     # A floor that is set is the floor of either sampler.
     fixed, budgeted = drift_loop.sampler_configs(drift_loop.SamplingConfig(floor_per_segment=7))
     assert fixed.floor_per_segment == budgeted.floor_per_segment == 7
+
+
+def test_a_new_days_follow_up_and_mde_use_the_engines_reference(monkeypatch):
+    # The reference needs the day's judge, known once stage 1's scores are stored: a day
+    # judged for the first time must still get a reference (a finite MDE), not "thin".
+    monkeypatch.setattr(demo_traffic, "TRACES_PER_DAY", 300)
+    monkeypatch.setattr(demo_traffic, "DAYS", 7)
+    demo_traffic.generate(settings.trace_inbox())
+    days = [demo_traffic.START + dt.timedelta(days=i) for i in range(7)]
+    instance = dg.DagsterInstance.ephemeral()
+    for day in days[:6]:
+        assert dg.materialize(
+            DRIFT_ASSETS, resources=DRIFT_RESOURCES, instance=instance, partition_key=str(day)
+        ).success
+    result = dg.materialize(
+        DRIFT_ASSETS,
+        resources=DRIFT_RESOURCES,
+        instance=instance,
+        partition_key=str(days[6]),
+        run_config={
+            "ops": {
+                "sampled_traces": {"config": {"budget_calls": 60}},
+                "judge_scores": {"config": {"budget_calls_per_day": 60, "follow_up_calls": 10}},
+            }
+        },
+    )
+    assert result.success
+    judged = result.asset_materializations_for_node("judge_scores")[0].metadata
+    mdes = [v.value for k, v in judged.items() if k.startswith("mde/")]
+    assert any(m == m for m in mdes), mdes  # at least one is a number, not NaN

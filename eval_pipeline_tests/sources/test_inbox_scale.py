@@ -243,3 +243,41 @@ def test_the_fast_path_and_the_line_classifier_agree_on_tricky_lines(tmp_path):
     assert rows[1][2] == 'say "hi"\n\u00e9' and rows[2][6] == '{"k":[1.5,null]}'
     assert [line for line, _ in rejects] == [3, 4, 5, 6, 7, 8, 12, 13, 14]
     assert all(reason for _, reason in rejects)
+
+
+def test_the_fast_path_and_the_classifier_agree_on_timestamp_forms(tmp_path):
+    # The fast path casts a plain "...Z" time without time zone arithmetic; an offset or a
+    # zone name before the Z must still be the classifier's.
+    forms = [
+        "2026-10-05T14:41:42.515000Z",
+        "2026-10-05 14:41:42Z",
+        "2026-10-05T14:41Z",
+        "2026-10-05T14:41:42+02:00",
+        "2026-10-05T14:41:42+02:00Z",
+        "2026-10-05T14:41:42 UTCZ",
+        "2026-10-05Z",
+        "2026-10-05T14:41:42ZZ",
+        "2026-10-05T14:41:42 Z",
+    ]
+    lines = [
+        json.dumps(
+            {"trace_id": f"t{i}", "timestamp": ts, "user_query": "q", "assistant_response": "a"}
+        )
+        for i, ts in enumerate(forms)
+    ]
+    data = "".join(line + "\n" for line in lines).encode()
+    got = {}
+    for name, file in (("plain", "2026-10-05.jsonl"), ("gz", "2026-10-05.jsonl.gz")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / file).write_bytes(gzip.compress(data) if name == "gz" else data)
+        with store.connect(tmp_path / f"{name}.duckdb") as db:
+            ingest_day(db, InboxSource(tmp_path / name, settle_seconds=0), DAY)
+            got[name] = (
+                db.execute("SELECT trace_id, ts FROM raw_traces ORDER BY trace_id").fetchall(),
+                db.execute("SELECT line_no, reason FROM trace_rejects ORDER BY 1").fetchall(),
+            )
+    assert got["plain"] == got["gz"]
+    rows, rejects = got["plain"]
+    assert [r[0] for r in rows] == ["t0", "t1", "t2", "t3"]
+    assert rows[3][1] == dt.datetime(2026, 10, 5, 12, 41, 42)  # the offset applied
+    assert [line for line, _ in rejects] == [5, 6, 7, 8, 9]

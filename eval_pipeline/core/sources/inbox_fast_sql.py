@@ -194,8 +194,11 @@ FROM (
             CASE left(timestamp, 1)
                 -- an ISO string has no escapes: its text between the quotes is the value
                 WHEN '"' THEN CASE WHEN contains(timestamp, '\\') THEN NULL
-                    -- UTC ("...Z"), the usual case, needs no time zone arithmetic
-                    WHEN right(timestamp, 2) = 'Z"' THEN try_cast(timestamp[2:-3] AS TIMESTAMP)
+                    -- a plain UTC time ("...Z"), the usual case, needs no time zone
+                    -- arithmetic; anything else (an offset, a zone name) is cast with it
+                    WHEN regexp_full_match(timestamp,
+                        '"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?Z"')
+                        THEN try_cast(timestamp[2:-3] AS TIMESTAMP)
                     ELSE try_cast(timestamp[2:-2] AS TIMESTAMPTZ) AT TIME ZONE 'UTC' END
                 WHEN '-' THEN try(epoch_ms(CAST(CAST(timestamp AS DOUBLE) AS BIGINT)))
                 ELSE CASE WHEN left(timestamp, 1) BETWEEN '0' AND '9'

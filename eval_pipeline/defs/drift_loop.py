@@ -277,9 +277,7 @@ def judge_scores(
 
 
 def _engine_references(conn, day):
-    """The incident engine's reference for each row on ``day`` (days before it only), with
-    the incident settings' defaults: the follow-up and the stated MDE test against what the
-    engine will. It needs the day's judge, so it is read once stage 1's scores are stored."""
+    """The engine's reference (default settings); needs stage 1's scores (the day's judge)."""
     incident_settings = IncidentsConfig()
     return budget.day_references(
         conn, day, incident_settings.incident_config(), incident_settings.metadata_keys
@@ -297,7 +295,7 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
     )
     meta: dict = {}
     res = None
-    refs = None  # the engine's reference for the day, once its first scores are stored
+    refs = None
     for stage, purpose in ((1, "drift"), (2, "drift-follow-up")):
         with store.connect() as conn:
             if stage == 2:
@@ -363,8 +361,7 @@ def _judge_day(context, config: JudgeFailureConfig, store: EvalStore, the_judge,
         if config.follow_up_calls <= 0:
             break
     with store.connect() as conn:
-        if refs is None:
-            refs = _engine_references(conn, day)
+        refs = refs if refs is not None else _engine_references(conn, day)
         powers = budget.day_power(
             conn, day, config.day_alpha, config.target_drop, config.min_drop, refs
         )

@@ -373,8 +373,8 @@ def day_references(
     metadata_keys: Sequence[str] = (),
 ) -> dict[str, HealthyReference]:
     """Each row's reference for the follow-up and the stated MDE: the incident engine's own
-    (``history.references_on``, with the ``drift_incidents`` asset's ``IncidentConfig`` and
-    metadata keys), so the two cannot disagree. Compute it once a day and pass it to
+    (``history.references_on``, with the ``IncidentConfig`` and metadata keys given; the
+    judge asset passes the incident settings' defaults), so the two agree under them. Compute it once a day and pass it to
     ``store_suspects`` and ``day_power``: it replays the stored history."""
     return {
         seg: HealthyReference(

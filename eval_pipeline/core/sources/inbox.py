@@ -236,9 +236,7 @@ class InboxSource:
             "max_chars": max_chars,
         }
         conn.execute(LINES_DDL)
-        # Every file is parsed as soon as it is read, so what is held at any time is the
-        # parsed columns (in DuckDB, which spills them to its temp_directory past its
-        # memory_limit), never the day's raw text in Python.
+        # What is held is in DuckDB (spilled past its memory_limit), never the day's text.
         conn.execute(
             _CLASSIFY_SQL.replace(
                 "INSERT INTO _classified", "CREATE OR REPLACE TEMP TABLE _classified AS"
@@ -286,6 +284,10 @@ class InboxSource:
         release_unstaged(conn)  # what a run that died after its commit left
         for path, before in pending.read:
             dated = file_day(path, self.root) is not None
+            if _changed(path, before):  # since mapped; read now, it could abort the day
+                fast.forget(path)
+                skipped.append((str(path.relative_to(self.root)), "changed while being read"))
+                continue
             if fast.parse(path):
                 lines, check = fast.counts(path)
                 if check or not lines:  # only the lines the fast path did not accept

@@ -211,15 +211,18 @@ def ingest_day(conn: duckdb.DuckDBPyConnection, source: TraceSource, day: dt.dat
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    by_reason, examples = summarize_rejects(conn)
-    seg_counts = conn.execute(
-        "SELECT coalesce(segment, '(none)'), count(*) FROM raw_traces WHERE partition_date = ? "
-        "GROUP BY 1 ORDER BY 2 DESC, 1",
-        [day],
-    ).fetchall()
     release = getattr(source, "release", None)
-    if callable(release):
-        release(conn)
+    try:
+        by_reason, examples = summarize_rejects(conn)
+        seg_counts = conn.execute(
+            "SELECT coalesce(segment, '(none)'), count(*) FROM raw_traces "
+            "WHERE partition_date = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+            [day],
+        ).fetchall()
+    finally:
+        # Whatever the summary does, what the source left (the inbox's marker rows) goes.
+        if callable(release):
+            release(conn)
     segments = dict(sorted(seg_counts[:MAX_SEGMENTS_REPORTED]))
     if len(seg_counts) > MAX_SEGMENTS_REPORTED:
         segments[OTHER_SEGMENTS] = sum(n for _, n in seg_counts[MAX_SEGMENTS_REPORTED:])

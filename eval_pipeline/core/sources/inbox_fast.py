@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,9 +74,10 @@ class PlainFile:
     def nonblank(self) -> int:
         return self.lines - len(self.blank_lines)
 
-    @property
+    @functools.cached_property
     def blanks_before(self) -> list[int]:
-        """For the i-th blank line (1-based), at line b: b - i, the non-blank lines before it."""
+        """For the i-th blank line (1-based), at line b: b - i, the non-blank lines before it.
+        Built once: line_of runs for every line left to the classifier."""
         return [b - i for i, b in enumerate(self.blank_lines, start=1)]
 
     def line_of(self, ordinal: int) -> int:

@@ -12,6 +12,7 @@ ratio: on a shared machine one pair can be off by half either way.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -66,17 +67,21 @@ def _templates() -> list[tuple[str, str, int]]:
 
 
 def bench_inbox(n: int, parts: bool) -> Path:
-    """The inbox folder of an n-trace day: one file, or 24 hourly part files (same lines)."""
+    """The inbox folder of an n-trace day: one file, or 24 hourly part files (same lines).
+
+    Reused while the generator's input is unchanged: the marker holds the size and a digest of
+    the templates and bad lines, so every size is made of the same traces as the demo's."""
     root = settings.data_dir() / "bench" / "ingest" / f"{n}-{'parts' if parts else 'single'}"
     marker = root / ".complete"  # a dot name: the inbox never reads it
-    if marker.exists() and marker.read_text() == str(n):
+    templates = _templates()
+    digest = hashlib.sha256(json.dumps([templates, BAD_LINES, BAD_EVERY]).encode()).hexdigest()[:16]
+    if marker.exists() and marker.read_text() == f"{n} {digest}":
         return root
     shutil.rmtree(root, ignore_errors=True)
     folder = root / DAY.isoformat() if parts else root
     folder.mkdir(parents=True)
     layout = "24 hourly part files" if parts else "one file"
     print(f"generating {n:,} traces into {root} ({layout}, once) ...", flush=True)
-    templates = _templates()
     rng = random.Random(1)
     if parts:
         handles = [(folder / f"part-{h:04d}.jsonl").open("w") for h in range(24)]
@@ -105,7 +110,7 @@ def bench_inbox(n: int, parts: bool) -> Path:
     for part in folder.glob("*.jsonl"):
         if part.stat().st_size == 0:  # an hour with no traffic has no file
             part.unlink()
-    marker.write_text(str(n))
+    marker.write_text(f"{n} {digest}")
     return root
 
 
@@ -164,7 +169,8 @@ def ingest_and_sample(root: Path, db: Path):
         # Fingerprints to compare two layouts of the same day: rows, rejects, sample.
         rows = conn.execute(
             "SELECT bit_xor(hash(trace_id, ts, user_query, assistant_response, segment, model, "
-            "prompt_version, user_id, metadata::VARCHAR)) FROM raw_traces"
+            "prompt_version, user_id, metadata::VARCHAR, context::VARCHAR, "
+            "conversation::VARCHAR, tool_calls::VARCHAR)) FROM raw_traces"
         ).fetchone()[0]
         rejects = conn.execute(
             "SELECT bit_xor(hash(reason, excerpt)), count(*) FROM trace_rejects"

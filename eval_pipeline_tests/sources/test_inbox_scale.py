@@ -259,6 +259,20 @@ def test_the_fast_path_and_the_classifier_agree_on_timestamp_forms(tmp_path):
         "2026-10-05T14:41:42ZZ",
         "2026-10-05T14:41:42 Z",
     ]
+    # Edges of the fixed format the fast path tries first: only the agreement is asserted.
+    edges = [
+        "2026-1-5T14:41:42.5Z",
+        "2026-10-05T14:41:42.123456789Z",
+        "2026-10-05T14:41:60.000Z",
+        "2026-02-30T14:41:42.000Z",
+        "2026-10-05t14:41:42.000Z",
+        "2026-10-05T24:00:00.000Z",
+        "2026-10-05T14:41:42.Z",
+        "2026-10-05T14:41:42.000z",
+        " 2026-10-05T14:41:42.000Z",
+        "+2026-10-05T14:41:42.000Z",
+    ]
+    forms += edges
     lines = [
         json.dumps(
             {"trace_id": f"t{i}", "timestamp": ts, "user_query": "q", "assistant_response": "a"}
@@ -278,6 +292,7 @@ def test_the_fast_path_and_the_classifier_agree_on_timestamp_forms(tmp_path):
             )
     assert got["plain"] == got["gz"]
     rows, rejects = got["plain"]
-    assert [r[0] for r in rows] == ["t0", "t1", "t2", "t3"]
-    assert rows[3][1] == dt.datetime(2026, 10, 5, 12, 41, 42)  # the offset applied
-    assert [line for line, _ in rejects] == [5, 6, 7, 8, 9]
+    first = len(forms) - len(edges)
+    assert [r[0] for r in rows if int(r[0][1:]) < first] == ["t0", "t1", "t2", "t3"]
+    assert dict(rows)["t3"] == dt.datetime(2026, 10, 5, 12, 41, 42)  # the offset applied
+    assert [line for line, _ in rejects if line <= first] == [5, 6, 7, 8, 9]

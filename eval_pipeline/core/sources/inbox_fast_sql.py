@@ -37,6 +37,15 @@ _STRINGS += ("prompt_version", "user_id")
 _NOT_A_STRING_START = "{[tfnNI-0123456789"
 
 
+# The same characters as code points: ascii() reads the first character without copying it.
+_NOT_A_STRING_CODES = ", ".join(str(ord(c)) for c in _NOT_A_STRING_START)
+
+
+def _looks_like_json(x: str) -> str:
+    """SQL: the value may be the JSON text of a non-string (NULL for NULL)."""
+    return f"ascii({x}) IN ({_NOT_A_STRING_CODES})"
+
+
 def _is_string(field: str) -> str:
     """SQL: the field is missing, null or a JSON string.
 
@@ -44,12 +53,7 @@ def _is_string(field: str) -> str:
     like one and is valid JSON, and only such a line goes to the classifier. A CASE, not OR:
     DuckDB evaluates both sides of an OR for every row.
     """
-    return (
-        f"CASE WHEN {field} IS NULL THEN true "
-        f"WHEN strpos('{_NOT_A_STRING_START}', left({field}, 1)) > 0 "
-        f"THEN NOT json_valid({field}) "
-        "ELSE true END"
-    )
+    return f"CASE WHEN {_looks_like_json(field)} THEN NOT json_valid({field}) ELSE true END"
 
 
 _DOCS = '[{"id": "VARCHAR", "text": "VARCHAR", "content": "VARCHAR", "score": "JSON"}]'
@@ -67,7 +71,7 @@ def _text(x: str) -> str:
     """
     return (
         f"CASE WHEN {x} IS NULL OR strlen({x}) > $max_chars THEN false "
-        f"WHEN strpos('{_NOT_A_STRING_START}', left({x}, 1)) > 0 THEN NOT json_valid({x}) "
+        f"WHEN {_looks_like_json(x)} THEN NOT json_valid({x}) "
         "ELSE true END"
     )
 
@@ -77,9 +81,11 @@ _DOC_OK = (
     f"CASE WHEN e.text IS NOT NULL THEN {_text('e.text')} ELSE {_text('e.content')} END"
     # an id is a string or an integer (either comes out as its text; an integer past 18 digits
     # may be read as a double, so the classifier decides); anything else is JSON
-    " AND CASE WHEN e.id IS NULL THEN true WHEN NOT json_valid(e.id) THEN true"
-    " ELSE regexp_full_match(e.id, '-?[0-9]{1,18}') END"
-    " AND (e.score IS NULL OR strpos('-0123456789', left(e.score, 1)) > 0)"
+    f" AND CASE WHEN e.id IS NULL THEN true WHEN NOT {_looks_like_json('e.id')} THEN true"
+    " WHEN NOT json_valid(e.id) THEN true ELSE regexp_full_match(e.id, '-?[0-9]{1,18}') END"
+    # a score is a number (its JSON text starts with a minus or a digit) or absent
+    " AND CASE WHEN e.score IS NULL THEN true"
+    f" ELSE ascii(e.score) IN ({', '.join(str(ord(c)) for c in '-0123456789')}) END"
 )
 _TURN_OK = f"{_text('e.role')} AND trim(e.role) <> '' AND {_text('e.content')}"
 _CALL_OK = (
@@ -90,24 +96,46 @@ _CALL_OK = (
 
 
 def _all(items: str, limit: int, ok: str) -> str:
+    """SQL: a list (NULL for none) has at most ``limit`` items, each ``ok``. The CASE keeps the
+    lambda off the lines without the list, most of them."""
     return (
-        f"(len({items}) <= {limit} AND "
-        f"coalesce(list_bool_and(list_transform({items}, lambda e: coalesce({ok}, false))), true))"
+        f"CASE WHEN {items} IS NULL THEN true ELSE len({items}) <= {limit} AND "
+        f"coalesce(list_bool_and(list_transform({items}, lambda e: coalesce({ok}, false))), true)"
+        " END"
     )
 
 
-# A list field that is not a JSON array (the classifier names what it is) is left to it.
-_PARTS_CHECK = f"""
-        WHEN p_ctx IS NOT NULL AND (left(p_ctx, 1) <> '"' OR strlen(p_ctx) > $max_chars
-            OR j_docs IS NOT NULL) THEN {CHECK}
-        WHEN (j_docs IS NOT NULL AND p_docs IS NULL) OR (j_conv IS NOT NULL AND p_conv IS NULL)
-            OR (j_calls IS NOT NULL AND p_calls IS NULL) THEN {CHECK}
-        WHEN p_docs IS NOT NULL AND NOT {_all("p_docs", trace_parts.MAX_DOCUMENTS, _DOC_OK)}
-            THEN {CHECK}
-        WHEN p_conv IS NOT NULL AND NOT {_all("p_conv", trace_parts.MAX_TURNS, _TURN_OK)}
-            THEN {CHECK}
-        WHEN p_calls IS NOT NULL AND NOT {_all("p_calls", trace_parts.MAX_TOOL_CALLS, _CALL_OK)}
-            THEN {CHECK}"""
+# Why a line goes to the classifier, tested in this order (a NULL test is not a reason).
+_CHECKS = (
+    "trace_id IS NULL OR user_query IS NULL OR assistant_response IS NULL OR ts IS NULL",
+    f"NOT ({' AND '.join(_is_string(f) for f in _STRINGS)})",
+    # trim removes spaces and Unicode spaces: only such a first character needs it
+    "CASE WHEN ascii(trace_id) = 32 OR ascii(trace_id) > 127"
+    " THEN length(trim(trace_id)) = 0 ELSE trace_id = '' END",
+    # epoch seconds read as milliseconds would land in 1970: the classifier says so
+    "CASE WHEN left(ts_json, 1) = '\"' THEN false ELSE abs(try_cast(ts_json AS DOUBLE)) < 1e11 END",
+    "strlen(user_query) > $max_chars OR strlen(assistant_response) > $max_chars",
+    "metadata IS NOT NULL AND left(metadata, 1) <> '{'",
+    # a trace's parts: the classifier's checks (core/sources/trace_parts.py) on the typed
+    # lists; a list field that is not a JSON array (the classifier names what it is) is left
+    # to it
+    "p_ctx IS NOT NULL AND (left(p_ctx, 1) <> '\"' OR strlen(p_ctx) > $max_chars"
+    " OR j_docs IS NOT NULL)",
+    "(j_docs IS NOT NULL AND p_docs IS NULL) OR (j_conv IS NOT NULL AND p_conv IS NULL)"
+    " OR (j_calls IS NOT NULL AND p_calls IS NULL)",
+    f"NOT {_all('p_docs', trace_parts.MAX_DOCUMENTS, _DOC_OK)}",
+    f"NOT {_all('p_conv', trace_parts.MAX_TURNS, _TURN_OK)}",
+    f"NOT {_all('p_calls', trace_parts.MAX_TOOL_CALLS, _CALL_OK)}",
+)
+_VERDICT = "\n".join(
+    [
+        "CASE",
+        *(f"WHEN {c} THEN {CHECK}" for c in _CHECKS),
+        f"WHEN ts >= $start AND ts < $end THEN {GOOD}",
+        f"WHEN $dated THEN {CHECK}",
+        f"ELSE {OTHER_DAY} END",
+    ]
+)
 
 # The same values as trace_parts.columns_sql gives the classifier (to_json of a struct writes
 # what json_object writes).
@@ -164,42 +192,29 @@ FROM (
 SELECT trace_id, ts, user_query, assistant_response, segment, model, prompt_version, user_id,
     metadata, verdict, {_PARTS_COLUMNS}
 FROM (
-    SELECT *, CASE
-        WHEN trace_id IS NULL OR user_query IS NULL OR assistant_response IS NULL
-            OR ts IS NULL THEN {CHECK}
-        WHEN NOT ({" AND ".join(_is_string(f) for f in _STRINGS)}) THEN {CHECK}
-        WHEN length(trim(trace_id)) = 0 THEN {CHECK}
-        -- epoch seconds read as milliseconds would land in 1970: the classifier says so
-        WHEN CASE WHEN left(ts_json, 1) = '"' THEN false
-                  ELSE abs(try_cast(ts_json AS DOUBLE)) < 1e11 END THEN {CHECK}
-        WHEN strlen(user_query) > $max_chars OR strlen(assistant_response) > $max_chars
-            THEN {CHECK}
-        WHEN metadata IS NOT NULL AND left(metadata, 1) <> '{{' THEN {CHECK}
-        -- a trace's parts: the classifier's checks (core/sources/trace_parts.py) on the typed lists
-        {_PARTS_CHECK}
-        WHEN ts >= $start AND ts < $end THEN {GOOD}
-        WHEN $dated THEN {CHECK}
-        ELSE {OTHER_DAY}
-    END AS verdict
+    SELECT *, {_VERDICT} AS verdict
     FROM (
         SELECT trace_id, user_query, assistant_response, segment, model, prompt_version,
             user_id, metadata, timestamp AS ts_json, context AS p_ctx,
             retrieved_documents AS j_docs, conversation AS j_conv, tool_calls AS j_calls,
             CASE WHEN left(retrieved_documents, 1) = '[' THEN
-                try(json_transform(retrieved_documents, '{_DOCS}')) END AS p_docs,
+                json_transform(retrieved_documents, '{_DOCS}') END AS p_docs,
             CASE WHEN left(conversation, 1) = '[' THEN
-                try(json_transform(conversation, '{_TURNS}')) END AS p_conv,
+                json_transform(conversation, '{_TURNS}') END AS p_conv,
             CASE WHEN left(tool_calls, 1) = '[' THEN
-                try(json_transform(tool_calls, '{_CALLS}')) END AS p_calls,
+                json_transform(tool_calls, '{_CALLS}') END AS p_calls,
             CASE left(timestamp, 1)
                 -- an ISO string has no escapes: its text between the quotes is the value
                 WHEN '"' THEN CASE WHEN contains(timestamp, '\\') THEN NULL
-                    -- a plain UTC time ("...Z"), the usual case, needs no time zone
-                    -- arithmetic; anything else (an offset, a zone name) is cast with it
-                    WHEN regexp_full_match(timestamp,
+                    -- the usual form, by a fixed format: no regular expression and no time
+                    -- zone arithmetic (what it parses, the casts below parse the same)
+                    ELSE coalesce(try_strptime(timestamp, '"%Y-%m-%dT%H:%M:%S.%fZ"'),
+                    -- a plain UTC time ("...Z") needs no time zone arithmetic either;
+                    -- anything else (an offset, a zone name) is cast with it
+                    CASE WHEN regexp_full_match(timestamp,
                         '"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?Z"')
-                        THEN try_cast(timestamp[2:-3] AS TIMESTAMP)
-                    ELSE try_cast(timestamp[2:-2] AS TIMESTAMPTZ) AT TIME ZONE 'UTC' END
+                        THEN try_cast(substr(timestamp, 2, strlen(timestamp) - 3) AS TIMESTAMP)
+                    ELSE try_cast(timestamp[2:-2] AS TIMESTAMPTZ) AT TIME ZONE 'UTC' END) END
                 WHEN '-' THEN try(epoch_ms(CAST(CAST(timestamp AS DOUBLE) AS BIGINT)))
                 ELSE CASE WHEN left(timestamp, 1) BETWEEN '0' AND '9'
                     THEN try(epoch_ms(CAST(CAST(timestamp AS DOUBLE) AS BIGINT))) END

@@ -14,7 +14,7 @@ import pytest
 
 from eval_pipeline.core import store
 from eval_pipeline.core.sources import inbox as traces
-from eval_pipeline.core.sources import ingest
+from eval_pipeline.core.sources import inbox_stream, ingest
 from eval_pipeline.core.sources.inbox import InboxSource
 from eval_pipeline.core.sources.inbox_fast import FastPass
 from eval_pipeline.core.sources.ingest import ingest_day
@@ -136,7 +136,7 @@ def test_an_oversize_line_is_rejected_and_the_other_files_of_the_day_kept(db, in
 
 def test_the_streaming_reader_holds_a_bounded_part_of_a_huge_line(db, inbox, monkeypatch):
     # Stands for the 1 GB single-line file: neither DuckDB nor Python may hold the whole line.
-    monkeypatch.setattr(traces, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(inbox_stream, "CHUNK_BYTES", 1 << 20)
     monkeypatch.setattr(traces, "FAST_PATH_MAX_BYTES", 1 << 20, raising=False)
     monkeypatch.setenv("EVAL_TRACE_MAX_ROW_BYTES", str(1 << 20))
     big = b'{"trace_id": "big", "user_query": "' + b"y" * (40 << 20) + b'"}\n'

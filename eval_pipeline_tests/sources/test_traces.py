@@ -185,9 +185,9 @@ def test_a_day_with_no_files_is_a_real_zero_trace_day(db, tmp_path):
 
 
 def test_large_file_spanning_several_read_chunks(db, tmp_path, monkeypatch):
-    from eval_pipeline.core.sources import inbox as traces
+    from eval_pipeline.core.sources import inbox_stream
 
-    monkeypatch.setattr(traces, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(inbox_stream, "CHUNK_BYTES", 1000)
     inbox = tmp_path / "inbox"
     lines = [json.dumps(trace(i)) for i in range(300)]
     lines[150] = b'{"trace_id": "x", "bad": "\xff"}'

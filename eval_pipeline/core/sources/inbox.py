@@ -38,19 +38,14 @@ in a trace). What the inbox source does with it:
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import os
 import re
 import stat
 import time
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import duckdb
-import pandas as pd
 
 from eval_pipeline.core.sources.inbox_fast import FastPass, release_unstaged, resolve_duplicates
 from eval_pipeline.core.sources.inbox_sql import (
@@ -58,8 +53,12 @@ from eval_pipeline.core.sources.inbox_sql import (
     EXCERPT_CHARS,
     LINES_DDL,
     _Classifier,
-    _mark_empty,
     _sql_string,
+)
+from eval_pipeline.core.sources.inbox_stream import (
+    load_gzip_lines,
+    load_parquet_lines,
+    stream_lines,
 )
 from eval_pipeline.core.sources.ingest import (
     SourceUnavailable,
@@ -70,11 +69,10 @@ from eval_pipeline.core.sources.ingest import (
 # --- the inbox source -------------------------------------------------------------------
 
 _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
-CHUNK_BYTES = 32 * 1024 * 1024
 # Plain files are split into lines by DuckDB's CSV reader (parallel, in bounded memory, and
 # much faster than the Python reader). A file it refuses (a line longer than the cap plus
 # _CSV_SLACK, bytes that are not UTF-8, a carriage return) is streamed by the Python reader in
-# CHUNK_BYTES pieces instead, so a huge line never has to fit in memory. Gzip files are
+# CHUNK_BYTES pieces instead (inbox_stream), so a huge line never has to fit in memory. Gzip files are
 # always streamed.
 _CSV_SLACK = 64
 # DuckDB's CSV buffers default to 16 times the line limit, per thread: sized from the line
@@ -87,7 +85,6 @@ PLAIN_SUFFIXES = (".jsonl", ".ndjson")
 GZIP_SUFFIXES = (".jsonl.gz", ".ndjson.gz")
 READ_SUFFIXES = (*PLAIN_SUFFIXES, *GZIP_SUFFIXES, ".parquet")
 _BOM = "\ufeff"
-_BOM_BYTES = _BOM.encode()
 _NOTE_EXAMPLES = 5
 
 
@@ -253,9 +250,10 @@ class InboxSource:
             dated = file_day(path, self.root) is not None
             name = path.name
             if name.endswith(".parquet"):
-                _load_parquet_lines(conn, path, dated, cap)
+                load_parquet_lines(conn, path, dated, cap)
+                stage.flush(path, dated)
             elif name.endswith(GZIP_SUFFIXES):
-                _load_gzip_lines(conn, path, dated, cap)
+                load_gzip_lines(conn, path, dated, cap, stage)
             elif fast.map_lines(path, dated, line_size, max(4 * line_size, _CSV_MIN_BUFFER)):
                 read.append((path, before))
                 continue
@@ -263,8 +261,8 @@ class InboxSource:
                 # Refused by the CSV reader (a line over the cap, bytes that are not UTF-8, a
                 # carriage return, a control character it takes for a delimiter): streamed.
                 with path.open("rb") as fh:
-                    _stream_lines(conn, fh, path, dated, cap)
-            stage.flush(path, dated)
+                    seen = stream_lines(conn, fh, path, dated, cap, stage.classify)
+                stage.flush(path, dated, mark_empty=not seen)
             if _changed(path, before):
                 conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
                 skipped.append((str(path.relative_to(self.root)), "changed while being read"))
@@ -294,8 +292,9 @@ class InboxSource:
                     stage.flush(path, dated, mark_empty=not lines)
             else:
                 with path.open("rb") as fh:
-                    _stream_lines(conn, fh, path, dated, stage.params["max_row_bytes"])
-                stage.flush(path, dated)
+                    cap = stage.params["max_row_bytes"]
+                    seen = stream_lines(conn, fh, path, dated, cap, stage.classify)
+                stage.flush(path, dated, mark_empty=not seen)
             if _changed(path, before):
                 # Written to (or replaced) while we read it: none of it counts today.
                 conn.execute("DELETE FROM _classified WHERE source_file = ?", [str(path)])
@@ -377,123 +376,3 @@ class _Pending:
     read: list[tuple[Path, os.stat_result]]
     skipped: list[tuple[str, str]]
     report: StageReport
-
-
-def _load_gzip_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:
-    """A gzip file is streamed; a truncated or corrupt one is rejected whole, never in part."""
-    try:
-        with gzip.open(path, "rb") as fh:
-            _stream_lines(conn, fh, path, dated, cap)
-    except (OSError, EOFError, zlib.error) as exc:
-        conn.execute("DELETE FROM _lines WHERE source_file = ?", [str(path)])
-        why = str(exc)[:200] or type(exc).__name__
-        conn.execute(
-            "INSERT INTO _lines VALUES (?, 0, ?, false, ?, NULL)",
-            [str(path), f"unreadable gzip file: {why}", dated],
-        )
-        return
-    _mark_empty(conn, path, dated)
-
-
-def _bounded_lines(fh: IO[bytes], cap: int) -> Iterator[list[tuple[bytes, int]]]:
-    """Batches of (line bytes, full length) from a binary stream, about CHUNK_BYTES each.
-
-    A line longer than ``cap`` comes with only its first ``cap + 1`` bytes: memory stays
-    bounded by CHUNK_BYTES + cap however long a line is (a 1 GB line without a newline
-    included). A BOM at the start of the stream is dropped.
-    """
-    head, head_len = b"", 0  # the line in progress: its first bytes and its full length
-    first = True
-    while True:
-        block = fh.read(CHUNK_BYTES)
-        if first:
-            while len(block) < len(_BOM_BYTES) and block and _BOM_BYTES.startswith(block):
-                more = fh.read(len(_BOM_BYTES) - len(block))
-                if not more:
-                    break
-                block += more
-            if block.startswith(_BOM_BYTES):
-                block = block[len(_BOM_BYTES) :]
-            first = False
-        if not block:
-            if head_len:
-                yield [(head, head_len)]
-            return
-        parts = block.split(b"\n")
-        room = max(0, cap + 1 - len(head))
-        head, head_len = head + parts[0][:room], head_len + len(parts[0])
-        if len(parts) == 1:
-            continue
-        batch = [(head, head_len)]
-        batch.extend((p[: cap + 1], len(p)) for p in parts[1:-1])
-        tail = parts[-1]
-        head, head_len = tail[: cap + 1], len(tail)
-        del parts, block
-        yield batch
-
-
-def _stream_lines(
-    conn: duckdb.DuckDBPyConnection, fh: IO[bytes], path: Path, dated: bool, cap: int
-) -> None:
-    """Append a stream's lines to _lines, flagging undecodable and oversize lines."""
-    line_no = 0
-    for batch in _bounded_lines(fh, cap):
-        numbers = range(line_no + 1, line_no + 1 + len(batch))
-        line_no += len(batch)
-        too_long = [n if n > cap else None for _, n in batch]
-        raws = [b if n <= cap else b"" for b, n in batch]
-        try:  # most batches are valid UTF-8: decode them in one go
-            texts = b"\n".join(raws).decode("utf-8").split("\n")
-            bad = [False] * len(raws)
-        except UnicodeDecodeError:
-            texts, bad = [], []
-            for raw in raws:
-                try:
-                    texts.append(raw.decode("utf-8"))
-                    bad.append(False)
-                except UnicodeDecodeError:
-                    texts.append(raw.decode("utf-8", errors="replace"))
-                    bad.append(True)
-        for i, (raw, n) in enumerate(batch):
-            if n > cap:  # only the head is kept, for the excerpt
-                texts[i] = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-        frame = pd.DataFrame(
-            {
-                "line_no": numbers,
-                "raw": pd.Series(texts, dtype=object).str.rstrip("\r"),
-                "decode_error": bad,
-                "too_long": pd.array(too_long, dtype="Int64"),
-            }
-        )
-        # Blank lines are allowed in JSONL and carry nothing (JSON whitespace only).
-        frame = frame[frame["raw"].str.strip(" \t\r") != ""]
-        if len(frame):
-            frame["raw"] = frame["raw"].where(
-                frame["too_long"].isna(), frame["raw"].str[:EXCERPT_CHARS]
-            )
-            conn.register("_chunk", frame)
-            try:
-                conn.execute(
-                    "INSERT INTO _lines SELECT ?, line_no, raw, decode_error, ?, too_long "
-                    "FROM _chunk",
-                    [str(path), dated],
-                )
-            finally:
-                conn.unregister("_chunk")
-
-
-def _load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:
-    """A Parquet file goes through the same checks: each row becomes a JSON object."""
-    try:
-        conn.execute(
-            "INSERT INTO _lines SELECT ?, n, CASE WHEN strlen(j) > ? THEN left(j, ?) ELSE j END, "
-            "false, ?, CASE WHEN strlen(j) > ? THEN strlen(j) END FROM ("
-            "SELECT file_row_number + 1 AS n, to_json(t)::VARCHAR AS j "
-            "FROM read_parquet(?, file_row_number = true) t)",
-            [str(path), cap, EXCERPT_CHARS, dated, cap, str(path)],
-        )
-    except duckdb.Error as exc:
-        conn.execute(
-            "INSERT INTO _lines VALUES (?, 0, ?, false, ?, NULL)",
-            [str(path), f"unreadable parquet file: {exc}", dated],
-        )

@@ -144,11 +144,15 @@ class _Classifier:
     params: dict
 
     def flush(self, path: Path, dated: bool, mark_empty: bool = True) -> None:
-        conn = self.conn
         if mark_empty:
-            _mark_empty(conn, path, dated)
-        conn.execute(_CLASSIFY_SQL.replace("__LINES__", "_lines"), self.params)
-        conn.execute(LINES_DDL)
+            _mark_empty(self.conn, path, dated)
+        self.classify()
+
+    def classify(self) -> None:
+        """Classify what _lines holds and empty it: a streamed file is classified a chunk at a
+        time, so a file larger than the memory limit never sits in _lines whole."""
+        self.conn.execute(_CLASSIFY_SQL.replace("__LINES__", "_lines"), self.params)
+        self.conn.execute(LINES_DDL)
 
 
 def _mark_empty(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool) -> None:

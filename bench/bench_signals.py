@@ -87,7 +87,8 @@ def main() -> None:
     try:
         db = tmp / "s.duckdb"
         loaded = load(path, db)
-        base_wall, base_rss, rows = in_child(lambda: bare_read([str(path)], tmp / "bare.duckdb"))
+        _, base_rss, bare = in_child(lambda: bare_read([str(path)], tmp / "bare.duckdb"))
+        base_wall, rows = bare["seconds"], bare["rows"]
         print(
             f"baseline  DuckDB read_json into a file-backed table: {base_wall:6.2f} s, peak {base_rss:6.0f} MiB "
             f"({rows:,} rows)"

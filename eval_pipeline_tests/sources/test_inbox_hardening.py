@@ -134,6 +134,26 @@ def test_an_oversize_line_is_rejected_and_the_other_files_of_the_day_kept(db, in
     assert len(excerpt) <= traces.EXCERPT_CHARS
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_long_line_that_starts_blank_is_rejected_not_skipped(db, inbox, monkeypatch, gzipped):
+    # Its first bytes (all that is kept of a long line) are spaces; the rest is a trace. A
+    # line that is spaces to the end is blank, and skipped, whichever reader reads it.
+    monkeypatch.setenv("EVAL_TRACE_MAX_ROW_BYTES", "300")
+    data = lines_of(
+        trace(1),
+        b" " * 2000 + json.dumps(trace(2)).encode(),
+        b" " * 2000,
+        b" " * 2000 + b"\t" * 2000,
+        trace(3),
+    )
+    name = "2026-10-05.jsonl.gz" if gzipped else "2026-10-05.jsonl"
+    (inbox / name).write_bytes(gzip.compress(data) if gzipped else data)
+    ingest_day(db, InboxSource(inbox, settle_seconds=0), DAY)
+    assert ingested_ids(db) == ["t1", "t3"]
+    [(_, line, reason)] = reject_reasons(db)
+    assert line == 2 and reason.startswith("line too long")
+
+
 def test_the_streaming_reader_holds_a_bounded_part_of_a_huge_line(db, inbox, monkeypatch):
     # Stands for the 1 GB single-line file: neither DuckDB nor Python may hold the whole line.
     monkeypatch.setattr(inbox_stream, "CHUNK_BYTES", 1 << 20)

@@ -49,7 +49,7 @@ from eval_pipeline.core.sources.inbox_fast_sql import (
 # numbers are held in Python.
 MAX_LISTED_LINES = 100_000
 _READ_BATCH = 1_000
-_OFFSET_BLOCK = 1 << 16  # lines per block when summing line lengths into byte offsets
+_OFFSET_BLOCK = 1 << 12  # lines per block when summing line lengths into byte offsets
 # Memory per thread the fast path needs: the JSON reader's buffers and the rows in flight.
 _JSON_READER_BYTES = 48 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -235,25 +235,21 @@ class FastPass:
             ).fetchall()
         ]
         # Byte offset of a line: the lengths of the lines before it, each with its newline.
-        # Summed by blocks of lines, then within the wanted line's block: a running sum over
-        # the whole map would cost a window over every line of the file.
+        # Summed per block of lines, and within a block only for the blocks that hold a wanted
+        # line: a running sum over every line of the file costs more than the rest of this.
         spans = conn.execute(
-            f"""WITH wanted AS (SELECT unnest($lines) AS line),
-               lines AS (SELECT rowid - $first AS i, coalesce(n, 0) AS n FROM _ln
-                         WHERE file_no = $no),
-               blocks AS (SELECT i // {_OFFSET_BLOCK} AS b, sum(n + 1) AS s FROM lines
-                          GROUP BY b),
-               before AS (SELECT w.line, coalesce(sum(k.s), 0) AS s FROM wanted w
-                          LEFT JOIN blocks k ON k.b < (w.line - 1) // {_OFFSET_BLOCK}
-                          GROUP BY w.line),
-               within AS (SELECT w.line,
-                                 coalesce(sum(l.n + 1) FILTER (WHERE l.i < w.line - 1), 0) AS s,
-                                 max(l.n) FILTER (WHERE l.i = w.line - 1) AS n
-                          FROM wanted w JOIN lines l
-                          ON l.i // {_OFFSET_BLOCK} = (w.line - 1) // {_OFFSET_BLOCK}
-                          GROUP BY w.line)
-               SELECT line, b.s + w.s, w.n FROM before b JOIN within w USING (line)
-               ORDER BY line""",
+            f"""WITH lines AS (SELECT rowid - $first AS i, (rowid - $first) // {_OFFSET_BLOCK} AS b,
+                                      coalesce(n, 0) AS n FROM _ln WHERE file_no = $no),
+               blocks AS (SELECT b, coalesce(sum(s) OVER (ORDER BY b ROWS BETWEEN
+                                 UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                          FROM (SELECT b, sum(n + 1) AS s FROM lines GROUP BY b)),
+               within AS (SELECT i + 1 AS line, b, n, coalesce(sum(n + 1) OVER (PARTITION BY b
+                                 ORDER BY i ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                                 0) AS s
+                          FROM lines WHERE b IN (SELECT DISTINCT (line - 1) // {_OFFSET_BLOCK}
+                                                 FROM (SELECT unnest($lines) AS line)))
+               SELECT w.line, k.before + w.s, w.n FROM within w JOIN blocks k USING (b)
+               WHERE w.line IN (SELECT unnest($lines)) ORDER BY w.line""",
             {"lines": wanted, "first": f.line_base, "no": f.file_no},
         ).fetchall()
         cap = self.params["max_row_bytes"]

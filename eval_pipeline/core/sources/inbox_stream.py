@@ -7,6 +7,7 @@ huge line nor a file larger than DuckDB's memory limit has to fit in memory.
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from eval_pipeline.core.sources.inbox_sql import EXCERPT_CHARS, _Classifier
 
 CHUNK_BYTES = 32 * 1024 * 1024
 _BOM_BYTES = "\ufeff".encode()
+_NOT_BLANK = re.compile(rb"[^ \t\r]")
 
 
 def load_gzip_lines(
@@ -42,14 +44,17 @@ def load_gzip_lines(
     stage.flush(path, dated, mark_empty=not seen)
 
 
-def bounded_lines(fh: IO[bytes], cap: int) -> Iterator[list[tuple[bytes, int]]]:
-    """Batches of (line bytes, full length) from a binary stream, about CHUNK_BYTES each.
+def bounded_lines(fh: IO[bytes], cap: int) -> Iterator[list[tuple[bytes, int, bool]]]:
+    """Batches of (line bytes, full length, whether bytes left out are not blank) from a
+    binary stream, about CHUNK_BYTES each.
 
     A line longer than ``cap`` comes with only its first ``cap + 1`` bytes: memory stays
     bounded by CHUNK_BYTES + cap however long a line is (a 1 GB line without a newline
-    included). A BOM at the start of the stream is dropped.
+    included); the flag says whether the rest holds more than JSON whitespace, so a long line
+    that starts blank is still a line. A BOM at the start of the stream is dropped.
     """
-    head, head_len = b"", 0  # the line in progress: its first bytes and its full length
+    # the line in progress: its first bytes, its full length, whether its dropped bytes show
+    head, head_len, dropped = b"", 0, False
     first = True
     while True:
         block = fh.read(CHUNK_BYTES)
@@ -64,19 +69,25 @@ def bounded_lines(fh: IO[bytes], cap: int) -> Iterator[list[tuple[bytes, int]]]:
             first = False
         if not block:
             if head_len:
-                yield [(head, head_len)]
+                yield [(head, head_len, dropped)]
             return
         parts = block.split(b"\n")
         room = max(0, cap + 1 - len(head))
+        dropped = dropped or _shows(parts[0], room)
         head, head_len = head + parts[0][:room], head_len + len(parts[0])
         if len(parts) == 1:
             continue
-        batch = [(head, head_len)]
-        batch.extend((p[: cap + 1], len(p)) for p in parts[1:-1])
+        batch = [(head, head_len, dropped)]
+        batch.extend((p[: cap + 1], len(p), _shows(p, cap + 1)) for p in parts[1:-1])
         tail = parts[-1]
-        head, head_len = tail[: cap + 1], len(tail)
+        head, head_len, dropped = tail[: cap + 1], len(tail), _shows(tail, cap + 1)
         del parts, block
         yield batch
+
+
+def _shows(line: bytes, kept: int) -> bool:
+    """Whether the bytes of ``line`` past the first ``kept`` are not all JSON whitespace."""
+    return len(line) > kept and _NOT_BLANK.search(line, kept) is not None
 
 
 def stream_lines(
@@ -93,8 +104,8 @@ def stream_lines(
     for batch in bounded_lines(fh, cap):
         numbers = range(line_no + 1, line_no + 1 + len(batch))
         line_no += len(batch)
-        too_long = [n if n > cap else None for _, n in batch]
-        raws = [b if n <= cap else b"" for b, n in batch]
+        too_long = [n if n > cap else None for _, n, _ in batch]
+        raws = [b if n <= cap else b"" for b, n, _ in batch]
         try:  # most batches are valid UTF-8: decode them in one go
             texts = b"\n".join(raws).decode("utf-8").split("\n")
             bad = [False] * len(raws)
@@ -107,7 +118,7 @@ def stream_lines(
                 except UnicodeDecodeError:
                     texts.append(raw.decode("utf-8", errors="replace"))
                     bad.append(True)
-        for i, (raw, n) in enumerate(batch):
+        for i, (raw, n, _) in enumerate(batch):
             if n > cap:  # only the head is kept, for the excerpt
                 texts[i] = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
         frame = pd.DataFrame(
@@ -118,8 +129,13 @@ def stream_lines(
                 "too_long": pd.array(too_long, dtype="Int64"),
             }
         )
-        # Blank lines are allowed in JSONL and carry nothing (JSON whitespace only).
-        frame = frame[frame["raw"].str.strip(" \t\r") != ""]
+        # Blank lines are allowed in JSONL and carry nothing (JSON whitespace only). A long
+        # line is blank only if its head (kept whole, not just the excerpt) and the rest are.
+        blank = (frame["raw"].str.strip(" \t\r") == "").tolist()
+        for i, (raw, n, shows) in enumerate(batch):
+            if n > cap:
+                blank[i] = not shows and raw.strip(b" \t\r") == b""
+        frame = frame.loc[[not b for b in blank]]
         if len(frame):
             frame["raw"] = frame["raw"].where(
                 frame["too_long"].isna(), frame["raw"].str[:EXCERPT_CHARS]

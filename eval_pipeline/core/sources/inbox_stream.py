@@ -118,9 +118,11 @@ def stream_lines(
                 except UnicodeDecodeError:
                     texts.append(raw.decode("utf-8", errors="replace"))
                     bad.append(True)
-        for i, (raw, n, _) in enumerate(batch):
+        long_blank = {}  # a long line is blank only if its whole head and the rest are
+        for i, (raw, n, shows) in enumerate(batch):
             if n > cap:  # only the head is kept, for the excerpt
                 texts[i] = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+                long_blank[i] = not shows and raw.strip(b" \t\r") == b""
         frame = pd.DataFrame(
             {
                 "line_no": numbers,
@@ -129,12 +131,10 @@ def stream_lines(
                 "too_long": pd.array(too_long, dtype="Int64"),
             }
         )
-        # Blank lines are allowed in JSONL and carry nothing (JSON whitespace only). A long
-        # line is blank only if its head (kept whole, not just the excerpt) and the rest are.
+        # Blank lines are allowed in JSONL and carry nothing (JSON whitespace only).
         blank = (frame["raw"].str.strip(" \t\r") == "").tolist()
-        for i, (raw, n, shows) in enumerate(batch):
-            if n > cap:
-                blank[i] = not shows and raw.strip(b" \t\r") == b""
+        for i, is_blank in long_blank.items():
+            blank[i] = is_blank
         frame = frame.loc[[not b for b in blank]]
         if len(frame):
             frame["raw"] = frame["raw"].where(

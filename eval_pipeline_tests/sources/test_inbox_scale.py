@@ -7,13 +7,14 @@ import datetime as dt
 import gzip
 import json
 
+import duckdb
 import pytest
 
 from eval_pipeline.core import store
 from eval_pipeline.core.drift.sampling import SamplingConfig, sample_day
 from eval_pipeline.core.sources import inbox_stream
 from eval_pipeline.core.sources.inbox import InboxSource
-from eval_pipeline.core.sources.ingest import ingest_day
+from eval_pipeline.core.sources.ingest import SourceUnavailable, ingest_day
 
 DAY = dt.date(2026, 10, 5)
 SEGMENTS = ("billing", "shipping", "returns", "account", "product")
@@ -148,6 +149,40 @@ def test_a_day_larger_than_the_memory_limit_ingests_with_its_rejects(tmp_path, l
         for _, text in lines
         if text.startswith('{"trace_id": "t')
     )
+
+
+def test_a_parquet_row_group_larger_than_the_memory_limit_fails_the_day_not_its_rows(tmp_path):
+    # DuckDB reads a row group's column whole. One that does not fit the limit is a set-up
+    # problem, not bad data: the day fails saying what to change, and nothing is recorded.
+    lines = day_lines(80_000, answer_chars=1100)
+    source = tmp_path / "day.jsonl"
+    source.write_text("\n".join(text for _, text in lines if text.startswith('{"trace_id": "t')))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    target = inbox / f"{DAY}.parquet"
+
+    def write_parquet(row_group_size: int) -> None:
+        with duckdb.connect() as conn:
+            conn.execute(
+                f"COPY (SELECT * FROM read_json('{source}', format = 'newline_delimited')) "
+                f"TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE {row_group_size})"
+            )
+
+    def connect():
+        spill = tmp_path / "spill"
+        return store.connect(tmp_path / "m.duckdb", memory_limit="64MB", temp_directory=spill)
+
+    write_parquet(122_880)  # DuckDB's default: the whole day in one row group
+    with connect() as db:
+        with pytest.raises(SourceUnavailable, match=r"\.parquet: a row group .* memory_limit \(61"):
+            ingest_day(db, InboxSource(inbox, settle_seconds=0), DAY)
+        assert db.execute("SELECT count(*) FROM trace_ingests").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM trace_rejects").fetchone()[0] == 0
+    # The same rows in row groups that fit: the day ingests under the same limit.
+    write_parquet(8_192)
+    with connect() as db:
+        res = ingest_day(db, InboxSource(inbox, settle_seconds=0), DAY)
+    assert (res.rows_ingested, res.rows_rejected) == (79_920, 0)
 
 
 def test_one_file_hourly_parts_gzip_parts_and_the_chunked_reader_give_the_same_day(

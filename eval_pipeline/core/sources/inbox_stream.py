@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from eval_pipeline.core.sources.inbox_sql import EXCERPT_CHARS, _Classifier
+from eval_pipeline.core.sources.ingest import SourceUnavailable
 
 CHUNK_BYTES = 32 * 1024 * 1024
 _BOM_BYTES = "\ufeff".encode()
@@ -164,6 +165,15 @@ def load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool,
             "FROM read_parquet(?, file_row_number = true) t)",
             [str(path), cap, EXCERPT_CHARS, dated, cap, str(path)],
         )
+    except duckdb.OutOfMemoryException as exc:
+        # Not bad data: DuckDB reads a row group's column whole, and this one does not fit the
+        # memory limit. The day fails with what to change instead of rejecting the file's rows.
+        limit = conn.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        raise SourceUnavailable(
+            f"{path}: a row group of this Parquet file does not fit DuckDB's memory_limit "
+            f"({limit}); write it with smaller row groups or raise $EVAL_DUCKDB_MEMORY_LIMIT "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     except duckdb.Error as exc:
         conn.execute(
             "INSERT INTO _lines VALUES (?, 0, ?, false, ?, NULL)",

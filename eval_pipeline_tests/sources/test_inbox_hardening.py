@@ -157,7 +157,6 @@ def test_a_long_line_that_starts_blank_is_rejected_not_skipped(db, inbox, monkey
 def test_the_streaming_reader_holds_a_bounded_part_of_a_huge_line(db, inbox, monkeypatch):
     # Stands for the 1 GB single-line file: neither DuckDB nor Python may hold the whole line.
     monkeypatch.setattr(inbox_stream, "CHUNK_BYTES", 1 << 20)
-    monkeypatch.setattr(traces, "FAST_PATH_MAX_BYTES", 1 << 20, raising=False)
     monkeypatch.setenv("EVAL_TRACE_MAX_ROW_BYTES", str(1 << 20))
     big = b'{"trace_id": "big", "user_query": "' + b"y" * (40 << 20) + b'"}\n'
     (inbox / "2026-10-05.jsonl").write_bytes(big + lines_of(trace(7)))

@@ -72,8 +72,8 @@ _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
 # Plain files are split into lines by DuckDB's CSV reader (parallel, in bounded memory, and
 # much faster than the Python reader). A file it refuses (a line longer than the cap plus
 # _CSV_SLACK, bytes that are not UTF-8, a carriage return) is streamed by the Python reader in
-# CHUNK_BYTES pieces instead (inbox_stream), so a huge line never has to fit in memory. Gzip files are
-# always streamed.
+# CHUNK_BYTES pieces instead (inbox_stream), so a huge line never has to fit in memory. Gzip
+# files are always streamed.
 _CSV_SLACK = 64
 # DuckDB's CSV buffers default to 16 times the line limit, per thread: sized from the line
 # limit instead, so a small memory_limit is not eaten by read buffers.
@@ -250,8 +250,7 @@ class InboxSource:
             dated = file_day(path, self.root) is not None
             name = path.name
             if name.endswith(".parquet"):
-                load_parquet_lines(conn, path, dated, cap)
-                stage.flush(path, dated)
+                load_parquet_lines(conn, path, dated, cap, stage)
             elif name.endswith(GZIP_SUFFIXES):
                 load_gzip_lines(conn, path, dated, cap, stage)
             elif fast.map_lines(path, dated, line_size, max(4 * line_size, _CSV_MIN_BUFFER)):

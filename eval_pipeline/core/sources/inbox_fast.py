@@ -6,8 +6,9 @@ Two reads of each file:
 1. The *line map*: DuckDB's CSV reader, with no delimiter, quote or escape a JSON line can hold,
    splits the file (in parallel) and keeps each line's byte length and whether it is blank,
    in file order (temp table ``_ln``, a few bytes a line; a line's number is its row's
-   distance from the file's first row, plus one). It refuses a file with a line over the cap, bytes that are not UTF-8 or a
-   carriage return; such a file is streamed by the inbox's Python reader instead.
+   distance from the file's first row, plus one). It refuses a file with a line over the
+   cap, bytes that are not UTF-8 or a carriage return; such a file is streamed by the inbox's
+   Python reader instead.
 2. The *parse*: ``read_json`` with the trace's columns, appended to ``raw_traces`` in file
    order. The JSON reader skips blank lines and gives a line it cannot read as a row of NULLs,
    so the k-th row is the k-th non-blank line; the line map turns that into a line number.
@@ -17,9 +18,9 @@ A line is accepted here only when every check of the full classifier
 line is appended as a marker row (``CHECK_MARK``: no text) under ``UNSTAGED_DATE``, read back
 from the file at its byte offset and classified line by line, which gives the reject its
 reason; markers are deleted after the commit (``release_unstaged``). Rows of an undated file
-that belong to another day are markers too (``OTHER_MARK``). Bad lines are rare, so the day pays for one parse and one
-write. A good row's ``source_ref`` is its file (its line would need a second write of the
-day); a reject has file and line.
+that belong to another day are markers too (``OTHER_MARK``). Bad lines are rare, so the day
+pays for one parse and one write. A good row's ``source_ref`` is its file (its line would
+need a second write of the day); a reject has file and line.
 
 Whatever does not add up (rows and non-blank lines differ, rows not contiguous, too many
 lines to classify) sends the file to the Python reader with nothing of it left behind.

@@ -37,13 +37,15 @@ _STRINGS += ("prompt_version", "user_id")
 _NOT_A_STRING_START = "{[tfnNI-0123456789"
 
 
-# The same characters as code points: ascii() reads the first character without copying it.
-_NOT_A_STRING_CODES = ", ".join(str(ord(c)) for c in _NOT_A_STRING_START)
+def _starts_with_one_of(x: str, chars: str) -> str:
+    """SQL: the value's first character is one of ``chars`` (NULL for NULL). ascii() reads
+    the first character's code point without copying it."""
+    return f"ascii({x}) IN ({', '.join(str(ord(c)) for c in chars)})"
 
 
 def _looks_like_json(x: str) -> str:
     """SQL: the value may be the JSON text of a non-string (NULL for NULL)."""
-    return f"ascii({x}) IN ({_NOT_A_STRING_CODES})"
+    return _starts_with_one_of(x, _NOT_A_STRING_START)
 
 
 def _is_string(field: str) -> str:
@@ -85,7 +87,7 @@ _DOC_OK = (
     " WHEN NOT json_valid(e.id) THEN true ELSE regexp_full_match(e.id, '-?[0-9]{1,18}') END"
     # a score is a number (its JSON text starts with a minus or a digit) or absent
     " AND CASE WHEN e.score IS NULL THEN true"
-    f" ELSE ascii(e.score) IN ({', '.join(str(ord(c)) for c in '-0123456789')}) END"
+    f" ELSE {_starts_with_one_of('e.score', '-0123456789')} END"
 )
 _TURN_OK = f"{_text('e.role')} AND trim(e.role) <> '' AND {_text('e.content')}"
 _CALL_OK = (

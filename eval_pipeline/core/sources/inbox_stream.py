@@ -155,7 +155,9 @@ def stream_lines(
     return seen
 
 
-def load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int) -> None:
+def load_parquet_lines(
+    conn: duckdb.DuckDBPyConnection, path: Path, dated: bool, cap: int, stage: _Classifier
+) -> None:
     """A Parquet file goes through the same checks: each row becomes a JSON object."""
     try:
         conn.execute(
@@ -179,3 +181,4 @@ def load_parquet_lines(conn: duckdb.DuckDBPyConnection, path: Path, dated: bool,
             "INSERT INTO _lines VALUES (?, 0, ?, false, ?, NULL)",
             [str(path), f"unreadable parquet file: {exc}", dated],
         )
+    stage.flush(path, dated)
